@@ -1,0 +1,5 @@
+"""The ``segcore`` command line."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,79 @@
+"""Entry point of the ``segcore`` command.
+
+Each sub-command lives in ``segcore_cli.commands.<name>`` with ``register(subparsers)`` (builds its parser;
+must not import torch) and ``run(args) -> int``. User errors print one line on stderr and exit 2;
+``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+from segcore_cli import __version__
+
+COMMANDS: tuple[str, ...] = ("list", "train", "eval", "predict", "convert", "benchmark", "data", "export", "hub")
+
+EPILOG = """examples:
+  segcore list --kind encoders
+  segcore train --encoder mscan-t --decoder ham --dataset synthetic-shapes --iters 500
+  segcore eval --model runs/demo --dataset synthetic-shapes --split val
+  segcore predict --model runs/demo image.jpg --out predictions/
+"""
+
+
+def _available(name: str) -> bool:
+    return importlib.util.find_spec(f"segcore_cli.commands.{name}") is not None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="segcore",
+        description="segcore: semantic segmentation where any encoder works with any decoder.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"segcore {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        if _available(name):
+            importlib.import_module(f"segcore_cli.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``segcore`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    debug = args.debug or "--debug" in argv
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("segcore: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the one place that turns errors into exit codes
+        if debug:
+            raise
+        from segcore.errors import SegcoreError
+
+        user_error = isinstance(err, (SegcoreError, FileNotFoundError, ValueError))
+        message = str(err).strip() or type(err).__name__
+        if not user_error:
+            message = f"{type(err).__name__}: {message}"
+        print(f"segcore {args.command}: error: {message}", file=sys.stderr)
+        if not user_error:
+            print("(run with --debug for the traceback)", file=sys.stderr)
+        return 2 if user_error else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

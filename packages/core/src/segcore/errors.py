@@ -1,0 +1,33 @@
+"""Exceptions raised for user mistakes: each message says what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+__all__ = ["SegcoreError", "UnknownComponentError", "OptionsError", "ComponentClashError", "WiringError",
+           "CheckpointError"]
+
+
+class SegcoreError(Exception):
+    """Base class of every error segcore raises for bad input; the CLI prints it as one line."""
+
+
+class UnknownComponentError(SegcoreError, KeyError):
+    """A component name that no installed plugin registers."""
+
+    def __str__(self) -> str:  # KeyError would wrap the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class OptionsError(SegcoreError, TypeError):
+    """An option key a component does not have, or a value of the wrong kind."""
+
+
+class ComponentClashError(SegcoreError):
+    """Two plugins register the same name."""
+
+
+class WiringError(SegcoreError):
+    """An encoder and a decoder that cannot be connected, explained in words."""
+
+
+class CheckpointError(SegcoreError):
+    """A checkpoint that is missing, corrupt or does not match the model."""

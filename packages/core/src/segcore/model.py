@@ -1,0 +1,357 @@
+"""Model assembly: any registered encoder + any registered decoder = a :class:`SegModel`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor, nn
+
+from segcore.adapters import SimpleFeaturePyramid, is_plain, is_pyramid
+from segcore.components import build_decoder, build_encoder, build_loss, validate_options
+from segcore.contracts import Decoder, DecoderOutput, Encoder, Loss
+from segcore.specs import ComponentSpec, FeatureInfo
+from segcore.errors import SegcoreError, WiringError
+from segcore.registry import get_spec
+
+__all__ = ["SegModelConfig", "SegModel", "build_model", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass
+class SegModelConfig:
+    """Everything needed to rebuild a :class:`SegModel`; saved as ``config.json``.
+
+    Attributes:
+        encoder: registered encoder name.
+        decoder: registered decoder name.
+        num_classes: number of classes ``K``.
+        encoder_options: options of the encoder.
+        decoder_options: options of the decoder.
+        loss: loss name; empty means the decoder's default loss.
+        loss_options: options of the loss (merged over the decoder's defaults when ``loss`` is empty).
+        class_names: one name per class.
+        palette: one RGB colour per class.
+        mean: per-channel mean subtracted from 0-255 images.
+        std: per-channel std dividing 0-255 images.
+        ignore_index: label value that marks unlabelled pixels.
+        eval: the evaluation protocol (resize rule, mode, crop/stride, scales, flip) used by ``segcore eval``.
+        extra: free-form metadata (dataset, recipe, provenance).
+    """
+
+    encoder: str
+    decoder: str
+    num_classes: int
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    decoder_options: dict[str, Any] = field(default_factory=dict)
+    loss: str = ""
+    loss_options: dict[str, Any] = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=list)
+    palette: list[list[int]] = field(default_factory=list)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    ignore_index: int = 255
+    eval: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (tuples become lists)."""
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SegModelConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error that names them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise SegcoreError(f"config.json has unknown keys {unknown}; valid keys are {sorted(names)}")
+        kwargs = dict(data)
+        for key in ("mean", "std"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class SegModel(nn.Module):
+    """An encoder, an optional adapter and a decoder, described by a :class:`SegModelConfig`.
+
+    ``model(images)`` accepts any input size: it pads to the multiple the encoder needs and crops the
+    logits back. ``uint8`` images (0-255) are normalised with ``config.mean``/``config.std``; floating
+    point images are taken as already normalised.
+
+    Example:
+        >>> model = segcore.build_model(encoder="timm:resnet18", decoder="mlp", num_classes=3)  # doctest: +SKIP
+        >>> model(torch.rand(1, 3, 80, 96)).shape  # doctest: +SKIP
+        torch.Size([1, 3, 80, 96])
+    """
+
+    def __init__(self, config: SegModelConfig, pretrained_encoder: bool = False, check: bool = True) -> None:
+        """Build the components named by ``config`` through the registry and check their wiring.
+
+        Args:
+            config: what to build.
+            pretrained_encoder: load the encoder's registered pretrained weights.
+            check: run a tiny forward pass at build time so that a mismatch is reported in words.
+        """
+        super().__init__()
+        self.config = config
+        if config.num_classes < 1:
+            raise SegcoreError(f"num_classes must be >= 1, got {config.num_classes}")
+        # Validate every option before building anything heavy.
+        validate_options("encoders", config.encoder, config.encoder_options)
+        decoder_spec: ComponentSpec = get_spec("decoders", config.decoder)
+        validate_options("decoders", config.decoder, config.decoder_options)
+        self.encoder: Encoder = build_encoder(config.encoder, pretrained=pretrained_encoder, **config.encoder_options)
+        in_features = list(self.encoder.feature_info)
+        self.adapter: nn.Module | None = None
+        input_kind = getattr(decoder_spec, "input_kind", "any")
+        if input_kind == "pyramid" and not is_pyramid(in_features):
+            if not is_plain(in_features):
+                raise WiringError(
+                    f"decoder {config.decoder!r} needs a feature pyramid (strictly increasing strides) but encoder "
+                    f"{config.encoder!r} returns strides {[i.stride for i in in_features]}; choose encoder "
+                    "outputs with increasing strides (e.g. encoder option out_indices) or a decoder that accepts "
+                    "any maps (linear, atm)."
+                )
+            self.adapter = SimpleFeaturePyramid(in_features)
+            in_features = list(self.adapter.feature_info)
+        self.decoder_in_features = in_features
+        self.decoder: Decoder = build_decoder(
+            config.decoder, in_features, config.num_classes, **config.decoder_options
+        )
+        self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self._loss: Loss | None = None
+        if check:
+            self._check_wiring()
+
+    # ----------------------------------------------------------------------------------------------------- wiring
+    @property
+    def size_divisor(self) -> int:
+        """The multiple of the input size the network needs; inputs are padded to it."""
+        divisor = getattr(self.encoder, "size_divisor", 1)
+        for info in self.decoder_in_features:
+            divisor = math.lcm(divisor, info.stride)
+        return divisor
+
+    def _check_wiring(self) -> None:
+        size = 2 * self.size_divisor
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                feats = self.encoder(torch.zeros(1, 3, size, size))
+                described = [(i.channels, i.stride) for i in self.encoder.feature_info]
+                got = [(f.shape[1], size // f.shape[-1] if f.shape[-1] else 0) for f in feats]
+                if described != got:
+                    raise WiringError(
+                        f"encoder {self.config.encoder!r} describes its outputs as (channels, stride) {described} "
+                        f"but returns {got}; its feature_info is wrong."
+                    )
+                if self.adapter is not None:
+                    feats = self.adapter(feats)
+                out = self.decoder(feats, (size, size))
+        except WiringError:
+            raise
+        except Exception as err:  # report a shape error at build time, in words
+            raise WiringError(
+                f"decoder {self.config.decoder!r} cannot run on the outputs of encoder {self.config.encoder!r} "
+                f"(channels/strides {[(i.channels, i.stride) for i in self.decoder_in_features]}): "
+                f"{type(err).__name__}: {err}"
+            ) from err
+        finally:
+            self.train(was_training)
+        if not isinstance(out, DecoderOutput) or out.logits.shape[1] != self.config.num_classes:
+            raise WiringError(
+                f"decoder {self.config.decoder!r} must return DecoderOutput with {self.config.num_classes} classes"
+            )
+
+    # ---------------------------------------------------------------------------------------------------- forward
+    def normalize(self, images: Tensor) -> Tensor:
+        """Normalise ``uint8`` images with the config's mean/std; float images pass through unchanged."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise SegcoreError(f"expected images of shape [B, 3, H, W], got {tuple(images.shape)}")
+        if images.dtype == torch.uint8:
+            return (images.float() - self.mean) / self.std
+        if not images.is_floating_point():
+            raise SegcoreError(f"images must be uint8 (0-255) or floating point (normalised), got {images.dtype}")
+        return images
+
+    def _padding(self, height: int, width: int) -> tuple[int, int]:
+        d = self.size_divisor
+        return (-height) % d, (-width) % d
+
+    def forward_output(self, images: Tensor) -> DecoderOutput:
+        """Run encoder, adapter and decoder on images whose size is already a multiple of ``size_divisor``."""
+        features = self.encoder(images)
+        if self.adapter is not None:
+            features = self.adapter(features)
+        return self.decoder(features, (images.shape[-2], images.shape[-1]))
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Return class logits ``[B, K, H, W]`` at the input size, for any input size.
+
+        Shape:
+            images: ``[B, 3, H, W]``, uint8 (0-255) or normalised float.
+            output: ``[B, K, H, W]``.
+        """
+        images = self.normalize(images)
+        height, width = images.shape[-2:]
+        pad_h, pad_w = self._padding(height, width)
+        if pad_h or pad_w:
+            images = F.pad(images, (0, pad_w, 0, pad_h))
+        logits = self.forward_output(images).logits
+        logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return logits[:, :, :height, :width]
+
+    @torch.no_grad()
+    def predict(self, images: Tensor) -> Tensor:
+        """Return the label map ``[B, H, W]`` (long) of ``images`` in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self(images).argmax(dim=1)
+        finally:
+            self.train(was_training)
+
+    # ------------------------------------------------------------------------------------------------------- loss
+    @property
+    def loss_fn(self) -> Loss:
+        """The loss of ``config.loss``, or the decoder's default loss."""
+        if self._loss is None:
+            cfg = self.config
+            if cfg.loss:
+                name, options = cfg.loss, dict(cfg.loss_options)
+            else:
+                spec: ComponentSpec = get_spec("decoders", cfg.decoder)
+                name = getattr(self.decoder, "default_loss", None) or spec.default_loss
+                defaults = getattr(self.decoder, "default_loss_options", None) or spec.default_loss_options
+                options = {**defaults, **cfg.loss_options}
+            loss = build_loss(name, cfg.num_classes, ignore_index=cfg.ignore_index, **options)
+            object.__setattr__(self, "_loss", loss)  # not a submodule: keep it out of state_dict
+        return self._loss  # type: ignore[return-value]
+
+    def check_labels(self, labels: Tensor) -> None:
+        """Raise if ``labels`` holds a value that is neither a class id nor ``ignore_index``."""
+        if labels.dtype not in (torch.int64, torch.int32, torch.uint8, torch.int16):
+            raise SegcoreError(f"labels must be an integer tensor, got {labels.dtype}")
+        bad = (labels >= self.config.num_classes) & (labels != self.config.ignore_index) | (labels < 0)
+        if bool(bad.any()):
+            values = sorted({int(v) for v in labels[bad].unique()[:10]})
+            raise SegcoreError(
+                f"labels contain values {values} outside 0..{self.config.num_classes - 1} that are not the ignore "
+                f"index {self.config.ignore_index}; map them to class ids or to {self.config.ignore_index}"
+            )
+
+    def compute_loss(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """Forward ``images`` and return the loss terms against ``labels`` (``"loss"`` is the total).
+
+        Shape:
+            images: ``[B, 3, H, W]``.
+            labels: ``[B, H, W]`` long, class ids or ``ignore_index``.
+        """
+        images = self.normalize(images)
+        if labels.shape != (images.shape[0], *images.shape[-2:]):
+            raise SegcoreError(f"labels of shape {tuple(labels.shape)} do not match images {tuple(images.shape)}")
+        self.check_labels(labels)
+        labels = labels.long()
+        pad_h, pad_w = self._padding(*images.shape[-2:])
+        if pad_h or pad_w:
+            images = F.pad(images, (0, pad_w, 0, pad_h))
+            labels = F.pad(labels, (0, pad_w, 0, pad_h), value=self.config.ignore_index)
+        output = self.forward_output(images)
+        return self.loss_fn(output, labels)
+
+    # ----------------------------------------------------------------------------------------------------- saving
+    def save_pretrained(self, save_directory: str | Path, model_card: str | None = None) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` to ``save_directory``."""
+        from segcore.hub import save_pretrained
+
+        return save_pretrained(self, save_directory, model_card=model_card)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        map_location: str | torch.device = "cpu",
+    ) -> SegModel:
+        """Load a model from a local folder, a Hub repo id or a registered checkpoint name.
+
+        Loading is strict: missing, unexpected or mis-shaped tensors raise a report grouped by module.
+
+        Example:
+            >>> model = segcore.SegModel.from_pretrained("segnext-b-ade20k")  # doctest: +SKIP
+        """
+        from segcore.hub import from_pretrained
+
+        return from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir, map_location=map_location)
+
+    def push_to_hub(self, repo_id: str, private: bool = False, commit_message: str = "Upload segcore model",
+                    token: str | None = None, revision: str | None = None) -> str:
+        """Upload this model as a ``from_pretrained`` folder to the Hub repo ``repo_id``; returns the commit URL."""
+        from segcore.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, private=private, commit_message=commit_message, token=token,
+                           revision=revision)
+
+
+def build_model(
+    encoder: str,
+    decoder: str,
+    num_classes: int,
+    encoder_options: Mapping[str, Any] | None = None,
+    decoder_options: Mapping[str, Any] | None = None,
+    pretrained_encoder: bool = False,
+    **config: Any,
+) -> SegModel:
+    """Build a :class:`SegModel` from registered component names.
+
+    Args:
+        encoder: encoder name (``"mscan-b"``, ``"timm:convnext_tiny"``, ...).
+        decoder: decoder name (``"ham"``, ``"mlp"``, ...).
+        num_classes: number of classes.
+        encoder_options: encoder options (validated).
+        decoder_options: decoder options (validated).
+        pretrained_encoder: load the encoder's pretrained weights.
+        **config: other :class:`SegModelConfig` fields (``class_names``, ``mean``, ``loss``, ...).
+
+    Example:
+        >>> model = segcore.build_model(encoder="mscan-b", decoder="segdeformer", num_classes=150)  # doctest: +SKIP
+    """
+    cfg = SegModelConfig(
+        encoder=encoder,
+        decoder=decoder,
+        num_classes=num_classes,
+        encoder_options=dict(encoder_options or {}),
+        decoder_options=dict(decoder_options or {}),
+        **config,
+    )
+    return SegModel(cfg, pretrained_encoder=pretrained_encoder)
+
+
+def features_of(model: SegModel, images: Tensor) -> Sequence[Tensor]:
+    """Return the encoder's maps for ``images`` (after normalisation), for inspection and tests."""
+    return model.encoder(model.normalize(images))
+
+
+def describe(infos: Sequence[FeatureInfo]) -> str:
+    """Describe feature maps as ``C@sS`` pairs, e.g. ``64@s4, 128@s8``."""
+    return ", ".join(f"{i.channels}@s{i.stride}" for i in infos)

@@ -1,0 +1,223 @@
+"""Specs that plugins register, and :class:`FeatureInfo`. Torch-free, so listing components stays fast.
+
+A spec may name its factory and options class as ``"module:attribute"`` strings: they are imported on
+first use, so ``segcore list`` does not import torch or model code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = [
+    "FeatureInfo",
+    "ComponentSpec",
+    "CheckpointSpec",
+    "ConverterSpec",
+    "RecipeSpec",
+    "ParamGroupRule",
+    "DecoderInput",
+    "resolve",
+]
+
+DecoderInput = Literal["any", "pyramid"]
+
+
+def resolve(ref: Any) -> Any:
+    """Import ``"package.module:attribute"`` references; anything else is returned unchanged."""
+    if isinstance(ref, str) and ":" in ref:
+        module, _, attr = ref.partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
+    return ref
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One feature map an encoder returns: its channel count and its stride relative to the input."""
+
+    channels: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A registered component: how to build it and what it is.
+
+    Attributes:
+        factory: the callable (or ``"module:function"``): encoder ``factory(pretrained=False, **options)``; decoder ``factory(in_features,
+            num_classes, **options)``; loss ``factory(num_classes, ignore_index=255, **options)``;
+            dataset ``factory(root, split, **options)``. For a namespace (a name ending in ``:``, like
+            ``timm:``) the factory takes the part after the colon as its first argument.
+        description: one line shown by ``segcore list``.
+        source: the paper or URL it comes from.
+        options: the frozen dataclass of its options (or ``"module:Class"``); when given, unknown keys are rejected with the list of
+            valid ones before the factory is called.
+        input_kind: decoders only, see :attr:`Decoder.input_kind`.
+        default_loss: decoders only: the loss name and options that train it.
+    """
+
+    factory: Callable[..., Any] | str
+    description: str
+    source: str = ""
+    options: type | str | None = None
+    input_kind: DecoderInput = "any"
+    default_loss: str = "ce"
+    default_loss_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def load_factory(self) -> Callable[..., Any]:
+        """Return the factory, importing it if it was given as ``"module:attr"``."""
+        return resolve(self.factory)
+
+    def load_options(self) -> type | None:
+        """Return the options dataclass, importing it if it was given as ``"module:attr"``."""
+        return resolve(self.options)
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """A named pretrained checkpoint, hosted on the Hugging Face Hub and traceable to its official source.
+
+    Attributes:
+        repo_id: Hub repository holding a ``from_pretrained`` folder (``config.json`` + ``model.safetensors``).
+        revision: pinned commit hash (or branch) of ``repo_id``.
+        description: one line: what the model is and what it scores.
+        kind: ``"model"`` (a full SegModel) or ``"encoder"`` (ImageNet weights for an encoder).
+        encoder: encoder name the weights belong to.
+        decoder: decoder name (``kind="model"`` only).
+        num_classes: classes of the head (``kind="model"`` only).
+        dataset: the dataset it was trained on.
+        metric: the expected result, e.g. ``"mIoU 41.1 (ss) / 42.2 (ms+flip)"``.
+        eval_protocol: how that metric was measured.
+        official_url: where the official file lives.
+        official_filename: its file name.
+        sha256: its SHA-256 (or the 8-digit prefix OpenMMLab puts in the name), when known.
+        format: converter format of the official file (``"mmseg"``, ``"mscan-imagenet"``, ...).
+        manual_step: for sources that need a browser: the exact step a user must take.
+        encoder_options: encoder options the official model uses.
+        decoder_options: decoder options the official model uses.
+    """
+
+    repo_id: str
+    revision: str
+    description: str
+    kind: Literal["model", "encoder"] = "model"
+    encoder: str = ""
+    decoder: str = ""
+    num_classes: int = 0
+    dataset: str = ""
+    metric: str = ""
+    eval_protocol: str = ""
+    official_url: str = ""
+    official_filename: str = ""
+    sha256: str = ""
+    format: str = "mmseg"
+    manual_step: str = ""
+    encoder_options: Mapping[str, Any] = field(default_factory=dict)
+    decoder_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConverterSpec:
+    """Converts official checkpoints of some components into segcore state dicts.
+
+    Attributes:
+        format: the official format it reads, e.g. ``"mmseg"`` (a checkpoint whose ``state_dict`` has
+            ``backbone.`` and ``decode_head.`` keys).
+        components: names (``fnmatch`` patterns) of the encoders and decoders it converts.
+        convert: ``convert(name, state_dict) -> state_dict``: takes the part of an official state dict that
+            belongs to component ``name`` (prefix such as ``backbone.`` already stripped) and returns it
+            under the component's own keys. Pure, and leaves an already converted dict unchanged.
+        official_types: official config ``type`` (``"MSCAN"``, ``"LightHamHead"``) -> function mapping that
+            official config dict to ``(component name, options)``.
+        description: one line shown by ``segcore list``.
+    """
+
+    format: str
+    components: tuple[str, ...]
+    convert: Callable[[str, Mapping[str, Tensor]], dict[str, Tensor]] | str
+    official_types: Mapping[str, Callable[[dict[str, Any]], tuple[str, dict[str, Any]]] | str] = field(
+        default_factory=dict
+    )
+    description: str = ""
+
+    def load_convert(self) -> Callable[[str, Mapping[str, Tensor]], dict[str, Tensor]]:
+        """Return the conversion function, importing it if given as ``"module:attr"``."""
+        return resolve(self.convert)
+
+
+
+
+@dataclass(frozen=True)
+class ParamGroupRule:
+    """A parameter-group rule of a training recipe, with mmcv ``paramwise_cfg.custom_keys`` semantics.
+
+    Attributes:
+        key: substring of the segcore parameter name (``encoder.*``, ``adapter.*``, ``decoder.*``).
+        lr_mult: multiplier of the base learning rate.
+        decay_mult: multiplier of the base weight decay.
+    """
+
+    key: str
+    lr_mult: float = 1.0
+    decay_mult: float = 1.0
+
+
+@dataclass(frozen=True)
+class RecipeSpec:
+    """A named training preset taken from a paper's official config (registered by ``segcore_recipes``).
+
+    Attributes:
+        description: one line: paper, dataset and schedule.
+        dataset: registered dataset name.
+        iters: training iterations.
+        batch_size: total batch over all devices and accumulation steps.
+        crop_size: training crop ``(H, W)``.
+        lr: base learning rate of AdamW.
+        weight_decay: base weight decay.
+        betas: AdamW betas.
+        param_rules: custom-key rules; the longest matching key wins (mmcv 1.x semantics).
+        norm_decay_mult: decay multiplier of normalisation weights and biases not matched by a rule
+            (mmcv ``norm_decay_mult``); ``None`` leaves them alone.
+        bias_decay_mult: decay multiplier of biases not matched by a rule; ``None`` leaves them alone.
+        power: exponent of the poly decay.
+        min_lr: learning rate reached at the last iteration.
+        warmup_iters: length of the linear warm-up.
+        warmup_ratio: learning rate at iteration 0 as a fraction of the scheduled one.
+        train_pipeline: augmentation settings (``scale``, ``ratio_range``, ``cat_max_ratio``, ``flip_prob``,
+            ``photometric``).
+        eval: evaluation protocol (``mode``, ``crop_size``, ``stride``, ``resize``, ``keep_ratio``, ...).
+        eval_every: evaluate every this many iterations.
+        checkpoint_every: save a full training state every this many iterations.
+        model: suggested model settings (``encoder``, ``decoder``, options, ``pretrained_encoder``).
+        source: the official config it comes from.
+    """
+
+    description: str
+    dataset: str
+    iters: int
+    batch_size: int
+    crop_size: tuple[int, int]
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    param_rules: tuple[ParamGroupRule, ...] = ()
+    norm_decay_mult: float | None = None
+    bias_decay_mult: float | None = None
+    power: float = 1.0
+    min_lr: float = 0.0
+    warmup_iters: int = 0
+    warmup_ratio: float = 1e-6
+    train_pipeline: Mapping[str, Any] = field(default_factory=dict)
+    eval: Mapping[str, Any] = field(default_factory=dict)
+    eval_every: int = 16000
+    checkpoint_every: int = 16000
+    model: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
