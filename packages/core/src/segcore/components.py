@@ -26,13 +26,14 @@ def validate_options(kind: Kind, name: str, options: Mapping[str, Any]) -> None:
         raise OptionsError(unknown_options_message(name, unknown, valid))
 
 
-def _call(kind: Kind, name: str, *args: Any, **options: Any) -> Any:
+def _call(kind: Kind, name: str, *args: Any, fixed: Mapping[str, Any] | None = None, **options: Any) -> Any:
+    """Validate ``options`` and call the factory of ``name`` with ``args``, ``fixed`` keywords and ``options``."""
     spec: ComponentSpec = get_spec(kind, name)
     validate_options(kind, name, options)
     factory = spec.load_factory()
     if name not in components(kind):  # a namespaced name such as timm:resnet18
-        return factory(name.split(":", 1)[1], *args, **options)
-    return factory(*args, **options)
+        args = (name.split(":", 1)[1], *args)
+    return factory(*args, **(fixed or {}), **options)
 
 
 def build_encoder(name: str, pretrained: bool = False, **options: Any) -> Encoder:
@@ -43,7 +44,7 @@ def build_encoder(name: str, pretrained: bool = False, **options: Any) -> Encode
         >>> [f.stride for f in enc.feature_info]  # doctest: +SKIP
         [4, 8, 16, 32]
     """
-    encoder = _call("encoders", name, pretrained=pretrained, **options)
+    encoder = _call("encoders", name, fixed={"pretrained": pretrained}, **options)
     if not getattr(encoder, "feature_info", None):
         raise TypeError(f"encoder {name!r} has no feature_info; every encoder must describe its outputs")
     return encoder
@@ -56,7 +57,7 @@ def build_decoder(name: str, in_features: Sequence[FeatureInfo], num_classes: in
 
 def build_loss(name: str, num_classes: int, ignore_index: int = 255, **options: Any) -> Loss:
     """Build the loss registered as ``name``."""
-    return _call("losses", name, num_classes, ignore_index=ignore_index, **options)
+    return _call("losses", name, num_classes, fixed={"ignore_index": ignore_index}, **options)
 
 
 def build_dataset(name: str, root: str | None = None, split: str = "train", **options: Any) -> Any:

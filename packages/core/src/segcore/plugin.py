@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from segcore.hookspecs import hookimpl
-from segcore.specs import ComponentSpec, ConverterSpec
+from segcore.specs import ComponentSpec, ConverterSpec, RecipeSpec
 
 _DEC = "segcore.decoders"
 _LOSS = "segcore.losses"
@@ -82,3 +82,11 @@ def segcore_converters() -> dict[str, ConverterSpec]:
             description="segcore state dicts (already converted)",
         )
     }
+
+
+@hookimpl
+def segcore_recipes() -> dict[str, RecipeSpec]:
+    """Register core's CPU-friendly preset for ``synthetic-shapes``."""
+    from segcore.train.recipes import core_recipes
+
+    return core_recipes()

@@ -1,0 +1,107 @@
+"""``timm:<name>``: any timm model that can return feature maps, as a segcore encoder.
+
+Hierarchical models go through ``features_only=True``; plain ViTs (all tokens at one stride) go through
+timm's ``forward_intermediates`` wrapper and are built with ``dynamic_img_size=True`` so that any input
+size works (position embeddings are interpolated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from segcore.contracts import Encoder
+from segcore.errors import SegcoreError
+from segcore.options import parse_options
+from segcore.specs import FeatureInfo
+
+__all__ = ["TimmEncoderOptions", "TimmEncoder", "timm_encoder"]
+
+
+@dataclass(frozen=True)
+class TimmEncoderOptions:
+    """Options of ``timm:<name>`` encoders.
+
+    Attributes:
+        out_indices: which feature levels (or, for plain ViTs, which blocks) to return; ``None`` keeps timm's
+            default (every level of a hierarchical model, the last 4 blocks... as timm decides).
+        drop_path_rate: stochastic depth rate passed to timm.
+        img_size: nominal input size for models that need one at construction (ViTs); any size works at
+            run time.
+        in_chans: number of input channels.
+    """
+
+    out_indices: tuple[int, ...] | None = None
+    drop_path_rate: float = 0.0
+    img_size: int | None = None
+    in_chans: int = 3
+
+
+class TimmEncoder(Encoder):
+    """Wrap ``timm.create_model(name, features_only=True)`` as an :class:`Encoder`.
+
+    Shape:
+        images: ``[B, 3, H, W]``, multiples of :attr:`size_divisor`.
+        output: one ``[B, C_i, H / s_i, W / s_i]`` map per ``feature_info`` entry.
+    """
+
+    def __init__(self, model_name: str, pretrained: bool = False, options: TimmEncoderOptions | None = None) -> None:
+        """Create the timm model; ``pretrained`` downloads timm's weights through timm."""
+        super().__init__()
+        import timm
+
+        opts = options or TimmEncoderOptions()
+        if not timm.list_models(model_name) and model_name not in timm.list_pretrained(model_name + "*"):
+            close = timm.list_models(f"*{model_name.split('.')[0][:6]}*")[:8]
+            raise SegcoreError(
+                f"timm has no model {model_name!r}" + (f"; similar: {', '.join(close)}" if close else "")
+            )
+        kwargs: dict = {"features_only": True, "pretrained": pretrained, "in_chans": opts.in_chans}
+        if opts.out_indices is not None:
+            kwargs["out_indices"] = tuple(opts.out_indices)
+        if opts.drop_path_rate:
+            kwargs["drop_path_rate"] = opts.drop_path_rate
+        if opts.img_size is not None:
+            kwargs["img_size"] = opts.img_size
+        try:
+            self.model = timm.create_model(model_name, dynamic_img_size=True, **kwargs)
+        except TypeError:  # models without position embeddings take no dynamic_img_size
+            try:
+                self.model = timm.create_model(model_name, **kwargs)
+            except RuntimeError as err:
+                raise SegcoreError(f"timm cannot return features for {model_name!r}: {err}") from err
+        except RuntimeError as err:
+            raise SegcoreError(f"timm cannot return features for {model_name!r}: {err}") from err
+        info = self.model.feature_info
+        self.feature_info = [FeatureInfo(int(c), int(r)) for c, r in zip(info.channels(), info.reduction())]
+        self.model_name = model_name
+        # Models with fixed windows (Swin) need multiples of stride x window; patch models of the patch.
+        self._divisor = max(i.stride for i in self.feature_info)
+
+    @property
+    def size_divisor(self) -> int:
+        """The largest stride of the returned maps."""
+        return self._divisor
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """Return the feature maps (NCHW; channels-last models are permuted)."""
+        feats = self.model(images)
+        out = []
+        for feat, info in zip(feats, self.feature_info):
+            if feat.ndim == 4 and feat.shape[1] != info.channels and feat.shape[-1] == info.channels:
+                feat = feat.permute(0, 3, 1, 2)  # NHWC output of some timm models
+            out.append(feat.contiguous() if not feat.is_contiguous() else feat)
+        return out
+
+
+def timm_encoder(model_name: str, pretrained: bool = False, **options: object) -> nn.Module:
+    """Build the encoder ``timm:<model_name>``.
+
+    Example:
+        >>> enc = timm_encoder("resnet18")  # doctest: +SKIP
+        >>> [f.stride for f in enc.feature_info]  # doctest: +SKIP
+        [2, 4, 8, 16, 32]
+    """
+    opts = parse_options(TimmEncoderOptions, options, component=f"timm:{model_name}")
+    return TimmEncoder(model_name, pretrained=pretrained, options=opts)
