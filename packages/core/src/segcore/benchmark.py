@@ -1,0 +1,185 @@
+"""Measure models: parameters, multiply-adds, latency, throughput and peak memory.
+
+Multiply-adds are counted the way the papers count them: convolutions, linear layers, matrix products
+(``mm``/``bmm``/``einsum``, which lower to them) and scaled-dot-product attention; one multiply-add
+counts 1 (torch's ``FlopCounterMode`` counts 2 per multiply-add). Normalisation, activations and
+interpolation are not counted, as in the papers' tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["count_params_and_macs", "BenchmarkResult", "benchmark_model", "protocol"]
+
+
+def count_params_and_macs(model: nn.Module, size: tuple[int, int], batch_size: int = 1) -> tuple[int, int]:
+    """Return ``(parameters, multiply-adds)`` of one eval-mode forward pass at ``size``.
+
+    The pass runs on CPU under the ``meta``-free FLOP counter with a fixed RNG, so models that draw random
+    numbers (NMF bases) are counted without disturbing the caller's RNG.
+
+    Example:
+        >>> params, macs = count_params_and_macs(model, (512, 512))  # doctest: +SKIP
+    """
+    params = sum(p.numel() for p in model.parameters())
+    was_training = model.training
+    model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    images = torch.zeros(batch_size, 3, *size, device=device)
+    forward = getattr(model, "forward_output", None) or model
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), FlopCounterMode(display=False) as counter:
+            torch.manual_seed(0)
+            forward(images)
+    finally:
+        model.train(was_training)
+    return params, counter.get_total_flops() // 2
+
+
+@dataclass
+class BenchmarkResult:
+    """What ``segcore benchmark --json`` prints."""
+
+    params: int
+    gmacs: float
+    latency_ms: float | None = None
+    throughput: float | None = None
+    peak_memory_mb: float | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flatten ``extra`` into the top level."""
+        data = asdict(self)
+        data.update(data.pop("extra"))
+        return data
+
+
+def protocol(device: torch.device) -> dict[str, Any]:
+    """Describe the machine and software a measurement was taken on."""
+    info: dict[str, Any] = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+@contextlib.contextmanager
+def _autocast(device: torch.device, precision: str) -> Iterator[None]:
+    if precision == "bf16":
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def benchmark_model(
+    model: nn.Module,
+    size: tuple[int, int],
+    batch_size: int = 1,
+    iters: int = 10,
+    warmup: int = 3,
+    device: str = "cpu",
+    precision: Literal["fp32", "bf16"] = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,  # noqa: A002 - mirrors the CLI flag
+    train: bool = False,
+) -> BenchmarkResult:
+    """Count parameters and multiply-adds, then time ``iters`` passes after ``warmup`` (``iters=0``: count only).
+
+    With ``train=True`` a pass is a full training step: forward, loss against random labels, backward and
+    an AdamW step. Latency is the median per pass; throughput is images per second at the median.
+    """
+    params, macs = count_params_and_macs(model, size)
+    result = BenchmarkResult(params=params, gmacs=round(macs / 1e9, 3), device=device, precision=precision)
+    dev = torch.device(device)
+    result.extra = {"size": list(size), "batch_size": batch_size, "iters": iters, "warmup": warmup,
+                    "channels_last": channels_last, "compile": compile, "train": train, **protocol(dev)}
+    if iters <= 0:
+        return result
+    model = model.to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    images = torch.randn(batch_size, 3, *size, device=dev)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    step = _train_step(model, images) if train else _infer_step(model, images)
+    if compile:
+        step = torch.compile(step)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    rss_before = _rss_mb()
+    for _ in range(warmup):
+        with _autocast(dev, precision):
+            step()
+    _sync(dev)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        with _autocast(dev, precision):
+            step()
+        _sync(dev)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    median = times[len(times) // 2]
+    result.latency_ms = round(median * 1e3, 3)
+    result.throughput = round(batch_size / median, 3)
+    if dev.type == "cuda":
+        result.peak_memory_mb = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
+    else:
+        result.peak_memory_mb = round(_rss_mb(), 1)
+        result.extra["rss_growth_mb"] = round(_rss_mb() - rss_before, 1)
+    return result
+
+
+def _infer_step(model: nn.Module, images: torch.Tensor) -> Any:
+    model.eval()
+    forward = getattr(model, "forward_output", None) or model
+
+    def step() -> None:
+        with torch.no_grad():
+            forward(images)
+
+    return step
+
+
+def _train_step(model: nn.Module, images: torch.Tensor) -> Any:
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    num_classes = getattr(getattr(model, "config", None), "num_classes", 2)
+    labels = torch.randint(0, num_classes, (images.shape[0], *images.shape[-2:]), device=images.device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        losses = model.compute_loss(images, labels) if hasattr(model, "compute_loss") else {"loss": model(images).mean()}
+        losses["loss"].backward()
+        optimizer.step()
+
+    return step

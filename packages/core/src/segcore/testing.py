@@ -1,0 +1,209 @@
+"""Test helpers: a tiny Hugging Face Hub look-alike served on 127.0.0.1.
+
+:func:`serve_hub` serves folders as Hub model repos to the real ``huggingface_hub`` client (downloads
+through ``/resolve/``, repo info, and uploads of small files through ``preupload``/``commit``), so
+``from_pretrained`` and ``push_to_hub`` are tested without a network. It also serves plain files under
+``/files/<name>`` to stand in for official download URLs.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+__all__ = ["serve_hub", "LocalHub"]
+
+_REVISION_SHA = "0" * 40
+
+
+class LocalHub:
+    """Repos and files served by :func:`serve_hub`.
+
+    Attributes:
+        root: directory holding one sub-folder per repo (``root/<org>/<name>/``) and ``root/_files/``.
+        endpoint: the base URL (``http://127.0.0.1:<port>``).
+        requests: every ``(method, path)`` served, for assertions.
+    """
+
+    def __init__(self, root: Path, endpoint: str = "") -> None:
+        """Serve from ``root``."""
+        self.root = root
+        self.endpoint = endpoint
+        self.requests: list[tuple[str, str]] = []
+
+    def add_repo(self, repo_id: str, folder: str | Path) -> None:
+        """Copy ``folder`` in as repo ``repo_id``."""
+        shutil.copytree(folder, self.root / repo_id, dirs_exist_ok=True)
+
+    def add_file(self, name: str, path: str | Path) -> str:
+        """Serve ``path`` at ``<endpoint>/files/<name>`` and return that URL."""
+        target = self.root / "_files" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        return f"{self.endpoint}/files/{name}"
+
+    def repo_dir(self, repo_id: str) -> Path:
+        """Folder of repo ``repo_id``."""
+        return self.root / repo_id
+
+
+def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - silence
+            pass
+
+        def _send(self, code: int, body: bytes = b"", headers: Mapping[str, str] | None = None) -> None:
+            self.send_response(code)
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _json(self, data: object, code: int = 200) -> None:
+            self._send(code, json.dumps(data).encode(), {"Content-Type": "application/json"})
+
+        def _error(self, code: int, error_code: str, message: str) -> None:
+            self._send(code, json.dumps({"error": message}).encode(),
+                       {"Content-Type": "application/json", "X-Error-Code": error_code, "X-Error-Message": message})
+
+        def _body(self) -> bytes:
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else b""
+
+        def _resolve(self, parts: list[str]) -> None:
+            # /{org}/{name}/resolve/{revision}/{path...}
+            i = parts.index("resolve")
+            repo_id = "/".join(parts[:i])
+            filename = "/".join(parts[i + 2 :])
+            repo = hub.repo_dir(repo_id)
+            if not repo.is_dir():
+                return self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
+            path = repo / filename
+            if not path.is_file():
+                return self._error(404, "EntryNotFound", f"{filename} does not exist in {repo_id}")
+            data = path.read_bytes()
+            etag = hashlib.sha256(data).hexdigest()
+            headers = {"ETag": f'"{etag}"', "X-Repo-Commit": _REVISION_SHA, "Content-Type": "application/octet-stream"}
+            self._send(200, data, headers)
+
+        def _repo_info(self, repo_id: str) -> None:
+            repo = hub.repo_dir(repo_id)
+            if not repo.is_dir():
+                return self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
+            files = sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file())
+            self._json({"id": repo_id, "modelId": repo_id, "sha": _REVISION_SHA, "private": False,
+                        "siblings": [{"rfilename": f} for f in files]})
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self.do_GET()
+
+        def do_GET(self) -> None:  # noqa: N802
+            path = unquote(urlsplit(self.path).path)
+            hub.requests.append((self.command, path))
+            parts = [p for p in path.split("/") if p]
+            if parts[:1] == ["files"]:
+                target = hub.root / "_files" / "/".join(parts[1:])
+                if not target.is_file():
+                    return self._send(404, b"not found")
+                return self._send(200, target.read_bytes(), {"Content-Type": "application/octet-stream"})
+            if "resolve" in parts:
+                return self._resolve(parts)
+            if parts[:2] == ["api", "models"]:
+                repo_parts = parts[2:]
+                if "revision" in repo_parts:
+                    repo_parts = repo_parts[: repo_parts.index("revision")]
+                return self._repo_info("/".join(repo_parts))
+            self._error(404, "NotFound", f"{path} not served")
+
+        def do_POST(self) -> None:  # noqa: N802
+            path = unquote(urlsplit(self.path).path)
+            hub.requests.append((self.command, path))
+            parts = [p for p in path.split("/") if p]
+            body = self._body()
+            if parts == ["api", "validate-yaml"]:
+                return self._json({"errors": [], "warnings": []})
+            if parts == ["api", "repos", "create"]:
+                payload = json.loads(body or b"{}")
+                repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
+                hub.repo_dir(repo_id).mkdir(parents=True, exist_ok=True)
+                return self._json({"url": f"{hub.endpoint}/{repo_id}", "name": repo_id, "id": repo_id})
+            if parts[:2] == ["api", "models"] and "preupload" in parts:
+                files = json.loads(body or b"{}").get("files", [])
+                return self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                             for f in files]})
+            if parts[:2] == ["api", "models"] and "commit" in parts:
+                repo_id = "/".join(parts[2 : parts.index("commit")])
+                repo = hub.repo_dir(repo_id)
+                for line in body.splitlines():
+                    item = json.loads(line)
+                    if item.get("key") == "file":
+                        value = item["value"]
+                        target = repo / value["path"]
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(base64.b64decode(value["content"]))
+                return self._json({"commitUrl": f"{hub.endpoint}/{repo_id}/commit/{_REVISION_SHA}",
+                                   "commitOid": _REVISION_SHA, "success": True})
+            self._error(404, "NotFound", f"{path} not served")
+
+    return Handler
+
+
+@contextlib.contextmanager
+def serve_hub(repos: Mapping[str, str | Path] | None = None) -> Iterator[LocalHub]:
+    """Serve ``repos`` (``repo_id -> folder``) as a Hub on 127.0.0.1 and point ``huggingface_hub`` at it.
+
+    Sets ``HF_ENDPOINT`` (and the already imported ``huggingface_hub.constants``), an empty token and a
+    temporary ``HF_HOME`` cache for the duration, then restores everything.
+
+    Example:
+        >>> with serve_hub({"me/model": "out/"}) as hub:  # doctest: +SKIP
+        ...     model = SegModel.from_pretrained("me/model")
+    """
+    from huggingface_hub import constants
+
+    tmp = Path(tempfile.mkdtemp(prefix="segcore-hub-"))
+    hub = LocalHub(tmp / "repos")
+    hub.root.mkdir()
+    for repo_id, folder in (repos or {}).items():
+        hub.add_repo(repo_id, folder)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(hub))
+    hub.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    saved_env = {k: os.environ.get(k) for k in ("HF_ENDPOINT", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_TOKEN",
+                                                 "HF_HUB_DISABLE_TELEMETRY")}
+    saved_consts = {k: getattr(constants, k) for k in ("ENDPOINT", "HUGGINGFACE_CO_URL_TEMPLATE", "HF_HUB_CACHE",
+                                                        "HF_HUB_OFFLINE")}
+    os.environ.update({"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp / "home"), "HF_HUB_CACHE": str(tmp / "cache"),
+                       "HF_HUB_OFFLINE": "0", "HF_TOKEN": "segcore-test-token", "HF_HUB_DISABLE_TELEMETRY": "1"})
+    constants.ENDPOINT = hub.endpoint
+    constants.HUGGINGFACE_CO_URL_TEMPLATE = hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    constants.HF_HUB_CACHE = str(tmp / "cache")
+    constants.HF_HUB_OFFLINE = False
+    try:
+        yield hub
+    finally:
+        server.shutdown()
+        server.server_close()
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for key, value in saved_consts.items():
+            setattr(constants, key, value)
+        shutil.rmtree(tmp, ignore_errors=True)
