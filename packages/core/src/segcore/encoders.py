@@ -25,7 +25,7 @@ class TimmEncoderOptions:
 
     Attributes:
         out_indices: which feature levels (or, for plain ViTs, which blocks) to return; ``None`` keeps timm's
-            default (every level of a hierarchical model, the last 4 blocks... as timm decides).
+            default levels at strides 4 and above (the stride-2 stem level of CNNs is dropped).
         drop_path_rate: stochastic depth rate passed to timm.
         img_size: nominal input size for models that need one at construction (ViTs); any size works at
             run time.
@@ -74,6 +74,11 @@ class TimmEncoder(Encoder):
         except RuntimeError as err:
             raise SegcoreError(f"timm cannot return features for {model_name!r}: {err}") from err
         info = self.model.feature_info
+        if opts.out_indices is None and min(info.reduction()) < 4 and max(info.reduction()) >= 4:
+            # Segmentation decoders expect strides 4..32: drop the stride-2 stem level CNNs return by default.
+            keep = tuple(i for i, r in zip(info.out_indices, info.reduction()) if r >= 4)
+            self.model = timm.create_model(model_name, **{**kwargs, "out_indices": keep})
+            info = self.model.feature_info
         self.feature_info = [FeatureInfo(int(c), int(r)) for c, r in zip(info.channels(), info.reduction())]
         self.model_name = model_name
         # Models with fixed windows (Swin) need multiples of stride x window; patch models of the patch.

@@ -1,0 +1,40 @@
+# The two commands of the README. Each sets up what it needs in .venv (created on first use).
+#   make demo   train a model on the generated dataset on CPU, evaluate it, write pictures
+#   make test   run the default test suite (no slow or GPU tests; `make test-slow` runs those)
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Every member of the workspace; pip resolves their dependencies (torch with torchvision, for timm) together.
+MEMBERS := packages/core packages/datasets cli $(filter-out packages/core/ packages/datasets/,$(sort $(dir $(wildcard packages/*/pyproject.toml))))
+STAMP := $(VENV)/.segcore-installed
+DEMO_DIR ?= runs/demo
+
+.PHONY: install demo test test-slow lint wheels clean
+
+$(STAMP): $(wildcard packages/*/pyproject.toml) cli/pyproject.toml pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install $(addprefix -e ,$(MEMBERS)) pytest pytest-xdist ruff hatchling
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/segcore train --dataset synthetic-shapes --output-dir $(DEMO_DIR) --demo
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadfile
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check packages cli tests
+	$(VENV)/bin/ruff format --check packages cli tests
+
+wheels: $(STAMP)
+	$(PY) -m pip wheel --no-deps --no-build-isolation -w dist $(MEMBERS)
+
+clean:
+	rm -rf $(VENV) dist runs
