@@ -1,0 +1,461 @@
+"""File-based paper datasets with mmseg 0.x conventions (datasets.md §§1-8) and Hub copies (``root="hf:..."``).
+
+Pairing (§1.1): with a split file, ``img_dir/stem+img_suffix`` and ``ann_dir/stem+seg_suffix``; without one, a
+sorted recursive scan of ``img_dir``. Labels are decoded with Pillow "unchanged" semantics (palette PNGs give their
+indices, §1.2) and mapped to train ids through a 256-entry lookup table that folds in ``reduce_zero_label`` (§1.3)
+and the release-to-train-id maps (Cityscapes labelIds, COCO-Stuff raw 182 ids). Images are decoded to RGB without
+EXIF rotation (§12).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from segcore_datasets import meta
+
+__all__ = ["DatasetError", "FolderOptions", "SegDataset", "read_image", "read_label", "reduce_zero_label_lut",
+           "ade20k", "cityscapes", "coco_stuff164k", "coco_stuff10k", "voc2012_aug", "pascal_context_59",
+           "pascal_context_60", "isaid"]
+
+IGNORE = 255
+
+
+class DatasetError(ValueError):
+    """Bad or missing data; the message names the file (or folder) and the reason."""
+
+
+@dataclass(frozen=True)
+class FolderOptions:
+    """Options of the file-based datasets.
+
+    Attributes:
+        check_values: raise when a mapped label holds a value >= num_classes that is not the ignore index.
+        hf_split: for ``root="hf:..."``, the Hub split name to read (default: the requested split, with
+            ``val`` falling back to ``validation``).
+    """
+
+    check_values: bool = True
+    hf_split: str | None = None
+
+
+def reduce_zero_label_lut() -> np.ndarray:
+    """256-entry table of §1.3: 0 -> 255, v -> v - 1 (1 <= v <= 254), 255 -> 255."""
+    lut = np.arange(256, dtype=np.int16) - 1
+    lut[0] = IGNORE
+    lut[255] = IGNORE
+    return lut.astype(np.uint8)
+
+
+def _map_lut(mapping: dict[int, int], default: int = IGNORE) -> np.ndarray:
+    lut = np.full(256, default, np.uint8)
+    for k, v in mapping.items():
+        lut[k] = v
+    return lut
+
+
+def read_image(path: str | Path, source: Any = None) -> np.ndarray:
+    """Decode an image file (or an open PIL image) to uint8 RGB [H, W, 3]; grey/RGBA/palette/16-bit are converted."""
+    try:
+        img = source if source is not None else Image.open(path)
+        img.load()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: image file not found") from None
+    except Exception as err:  # noqa: BLE001 - PIL raises many types for truncated/corrupt files
+        raise DatasetError(f"{path}: unreadable or truncated image ({type(err).__name__}: {err})") from None
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        arr = arr * (255.0 / max(float(arr.max()), 1.0))
+        return np.repeat(arr.astype(np.uint8)[..., None], 3, axis=2)
+    if img.mode != "RGB":
+        img = img.convert("RGB")  # RGBA drops alpha, L/P/CMYK become 3 channels
+    return np.asarray(img)
+
+
+def read_label(path: str | Path, colours: np.ndarray | None = None, source: Any = None) -> np.ndarray:
+    """Decode a label map to uint8 [H, W] with Pillow "unchanged" semantics (§1.2).
+
+    Palette PNGs give their indices; 16-bit maps are accepted when every value fits in 0..255 and refused
+    otherwise. A colour (RGB) label is mapped through ``colours`` (row i = colour of id i; unknown colours -> 0, as
+    mmseg's iSAID converter does) when given, taken as grey when its channels are equal, refused otherwise.
+    """
+    try:
+        img = source if source is not None else Image.open(path)
+        img.load()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: label file not found") from None
+    except Exception as err:  # noqa: BLE001
+        raise DatasetError(f"{path}: unreadable or truncated label ({type(err).__name__}: {err})") from None
+    if img.mode in ("RGBA", "LA"):
+        img = img.convert("RGB" if img.mode == "RGBA" else "L")
+    arr = np.asarray(img)
+    if arr.ndim == 3:
+        if colours is not None:
+            return colours_to_ids(arr[..., :3], colours)
+        if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 0] == arr[..., 2]).all():
+            return np.ascontiguousarray(arr[..., 0]).astype(np.uint8)
+        raise DatasetError(f"{path}: label is a colour image (mode {img.mode}); expected a single-channel "
+                           "index map (L or P mode PNG)")
+    if arr.dtype != np.uint8:
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise DatasetError(f"{path}: {img.mode} label holds values up to {int(arr.max())}; "
+                               "only 8-bit values 0..255 are supported")
+        arr = arr.astype(np.uint8)
+    return arr
+
+
+def colours_to_ids(rgb: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """Map an RGB label [H, W, 3] to ids by exact colour match; unmatched colours become 0."""
+    code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    table = (colours[:, 0].astype(np.int64) << 16) | (colours[:, 1].astype(np.int64) << 8) | colours[:, 2]
+    out = np.zeros(code.shape, np.uint8)
+    for i, c in enumerate(table):
+        out[code == c] = i
+    return out
+
+
+class SegDataset:
+    """A segmentation dataset: list of (image, label) files or a Hub/``datasets`` table, plus its conventions.
+
+    ``ds[i]`` -> ``{"image": uint8 [3, H, W], "label": int64 [H, W] (train ids, ignore 255), "path": str}``.
+
+    Attributes:
+        classes, palette, ignore_index: class names, RGB palette, ignore value.
+        lut: 256-entry uint8 table from on-disk values to train ids (reduction and release maps folded in).
+        test_resize: the keep-ratio test ``img_scale`` (long, short) of the papers' configs (§9), or None.
+        eval_protocol: dict with ``test_scale``, ``min_size``, ``resize_to_multiple``, ``mode``, ``crop_size``,
+            ``stride`` (§9).
+        crop_size: the training crop of the reference configs.
+        train_scale: the train ``img_scale`` (long, short) that the random ratio multiplies (§9).
+    """
+
+    ignore_index = IGNORE
+
+    def __init__(self, name: str, split: str, classes: tuple[str, ...], palette: tuple[tuple[int, int, int], ...],
+                 samples: list[tuple[str, str]] | None = None, lut: np.ndarray | None = None,
+                 colours: np.ndarray | None = None, eval_protocol: dict[str, Any] | None = None,
+                 crop_size: tuple[int, int] = (512, 512), check_values: bool = True, hf: Any = None,
+                 hf_columns: tuple[str, str] | None = None, root: str | None = None,
+                 reduce_zero_label: bool = False, train_scale: tuple[int, int] = (2048, 512)) -> None:
+        self.name, self.split, self.root = name, split, root
+        self.classes, self.palette = classes, palette
+        self.samples = samples or []
+        self.lut = lut if lut is not None else np.arange(256, dtype=np.uint8)
+        self.colours = colours
+        self.eval_protocol = dict(eval_protocol or {})
+        self.test_resize = self.eval_protocol.get("test_scale")
+        self.crop_size = crop_size
+        self.train_scale = train_scale
+        self.check_values = check_values
+        self.reduce_zero_label = reduce_zero_label
+        self._hf, self._hf_columns = hf, hf_columns
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes C (train ids 0..C-1)."""
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self._hf) if self._hf is not None else len(self.samples)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, split={self.split!r}, n={len(self)}, root={self.root!r})"
+
+    def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """Sample ``index`` as (uint8 RGB [H, W, 3], uint8 train-id label [H, W], path)."""
+        if self._hf is not None:
+            row = self._hf[int(index)]
+            path = f"{self.root}/{self.split}/{index}"
+            img_col, lab_col = self._hf_columns
+            image = read_image(path, source=_as_pil(row[img_col], path))
+            raw = read_label(path, self.colours, source=_as_pil(row[lab_col], path))
+        else:
+            img_path, path = self.samples[index][0], self.samples[index][1]
+            image = read_image(img_path)
+            raw = read_label(path, self.colours)
+            path = img_path
+        label = self.lut[raw]
+        if image.shape[:2] != label.shape:
+            raise DatasetError(f"{path}: image size {image.shape[0]}x{image.shape[1]} differs from label size "
+                               f"{label.shape[0]}x{label.shape[1]} ({self.samples[index][1] if self.samples else ''})")
+        if self.check_values:
+            bad = (label >= self.num_classes) & (label != IGNORE)
+            if bad.any():
+                vals = sorted(set(np.unique(raw[bad]).tolist()))
+                src = self.samples[index][1] if self.samples else path
+                raise DatasetError(f"{src}: label value(s) {vals} outside the {self.num_classes} classes of "
+                                   f"{self.name} (and not ignore {IGNORE})")
+        return image, label, path
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        import torch
+
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"{self.name}: index {index} out of range for {len(self)} samples")
+        image, label, path = self.load_arrays(int(index) % len(self))
+        return {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+                "label": torch.from_numpy(label.astype(np.int64)), "path": path}
+
+
+def _as_pil(value: Any, path: str) -> Any:
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict) and value.get("bytes") is not None:
+        import io
+
+        return Image.open(io.BytesIO(value["bytes"]))
+    if isinstance(value, dict) and value.get("path"):
+        return Image.open(value["path"])
+    if isinstance(value, np.ndarray | list):
+        return Image.fromarray(np.asarray(value))
+    raise DatasetError(f"{path}: cannot decode a {type(value).__name__} as an image")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pairing (§1.1)
+
+def _require_dir(path: Path, dataset: str, layout: str) -> Path:
+    if not path.is_dir():
+        raise DatasetError(f"{dataset}: folder {path} not found; expected layout:\n{layout}")
+    return path
+
+
+def _scan(img_dir: Path, ann_dir: Path, img_suffix: str, seg_suffix: str, dataset: str, layout: str
+          ) -> list[tuple[str, str]]:
+    _require_dir(img_dir, dataset, layout)
+    rels = sorted(str(p.relative_to(img_dir)) for p in img_dir.rglob(f"*{img_suffix}") if p.is_file())
+    if not rels:
+        raise DatasetError(f"{dataset}: no '*{img_suffix}' images under {img_dir}; expected layout:\n{layout}")
+    return [(str(img_dir / r), str(ann_dir / (r[: -len(img_suffix)] + seg_suffix))) for r in rels]
+
+
+def _listed(img_dir: Path, ann_dir: Path, split_file: Path, img_suffix: str, seg_suffix: str, dataset: str,
+            layout: str) -> list[tuple[str, str]]:
+    _require_dir(img_dir, dataset, layout)
+    if not split_file.is_file():
+        raise DatasetError(f"{dataset}: split file {split_file} not found; expected layout:\n{layout}")
+    stems = [s.strip() for s in split_file.read_text().splitlines() if s.strip()]
+    if not stems:
+        raise DatasetError(f"{dataset}: split file {split_file} is empty")
+    return [(str(img_dir / (s + img_suffix)), str(ann_dir / (s + seg_suffix))) for s in stems]
+
+
+def _split_name(dataset: str, split: str, names: dict[str, str]) -> str:
+    if split not in names:
+        raise DatasetError(f"{dataset}: unknown split {split!r}; valid: {', '.join(names)}")
+    return names[split]
+
+
+def _hub(name: str, root: str, split: str, opts: FolderOptions, **kw: Any) -> SegDataset:
+    """A Hub copy: ``hf:<saved dir>`` (``load_from_disk``), ``hf:<folder of parquet shards>`` or ``hf:<repo id>``."""
+    import datasets as hfds
+
+    ref = root[3:]
+    wanted = opts.hf_split or split
+    local = Path(ref)
+    parquet = sorted(local.rglob("*.parquet")) if local.is_dir() else []
+    saved = (local / "dataset_dict.json").exists() or (local / "state.json").exists()
+    if parquet and not saved:
+        # A local folder of parquet shards (a Hub repo snapshot): files named/under "<split>" form that split.
+        by_split: dict[str, list[str]] = {}
+        for f in parquet:
+            rel = str(f.relative_to(local))
+            key = next((k for k in ("train", "validation", "val", "test") if k in rel), "train")
+            by_split.setdefault(key, []).append(str(f))
+        obj = hfds.load_dataset("parquet", data_files=by_split)
+        if "val" in obj and "validation" not in obj:
+            obj["validation"] = obj["val"]
+    elif local.exists():
+        obj = hfds.load_from_disk(ref)
+    else:
+        obj = None
+    if obj is not None:
+        if isinstance(obj, hfds.DatasetDict):
+            names = list(obj)
+            pick = wanted if wanted in obj else ("validation" if wanted == "val" and "validation" in obj else None)
+            if pick is None:
+                raise DatasetError(f"{name}: Hub dataset {ref} has no split {wanted!r}; it has {names}")
+            table = obj[pick]
+        else:
+            table = obj
+    else:
+        try:
+            table = hfds.load_dataset(ref, split=wanted)
+        except ValueError:
+            if wanted != "val":
+                raise
+            table = hfds.load_dataset(ref, split="validation")
+    cols = list(table.column_names)
+    img_col = next((c for c in ("image", "img", "pixel_values") if c in cols), None)
+    lab_col = next((c for c in ("annotation", "label", "mask", "semantic_segmentation", "stuff_map", "seg", "gt")
+                    if c in cols), None)
+    if img_col is None or lab_col is None:
+        raise DatasetError(f"{name}: Hub dataset {ref} needs an image column and a label column "
+                           f"(annotation/label/mask/semantic_segmentation/stuff_map); it has {cols}")
+    return SegDataset(name, split, hf=table, hf_columns=(img_col, lab_col), root=root,
+                      check_values=opts.check_values, **kw)
+
+
+def _opts(options: dict[str, Any], name: str) -> FolderOptions:
+    from segcore.options import parse_options
+
+    return parse_options(FolderOptions, options, component=name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The datasets (§§2-8); eval protocols from §9.
+
+_SEGNEXT_512 = {"test_scale": (2048, 512), "min_size": None, "resize_to_multiple": 32, "mode": "whole",
+                "crop_size": (512, 512), "stride": None}
+
+
+def ade20k(root: str, split: str = "train", **options: Any) -> SegDataset:
+    """ADE20K (``ADEChallengeData2016``): values 0..150, reduce_zero_label -> 150 classes (§2)."""
+    opts = _opts(options, "ade20k")
+    kw = dict(classes=meta.ADE20K_CLASSES, palette=meta.ADE20K_PALETTE, lut=reduce_zero_label_lut(),
+              eval_protocol=_SEGNEXT_512, reduce_zero_label=True)
+    if str(root).startswith("hf:"):
+        return _hub("ade20k", root, split, opts, **kw)
+    sub = _split_name("ade20k", split, {"train": "training", "val": "validation", "validation": "validation"})
+    layout = "  <root>/images/{training,validation}/*.jpg\n  <root>/annotations/{training,validation}/*.png"
+    r = Path(root)
+    samples = _scan(r / "images" / sub, r / "annotations" / sub, ".jpg", ".png", "ade20k", layout)
+    return SegDataset("ade20k", split, samples=samples, root=str(root), check_values=opts.check_values, **kw)
+
+
+def cityscapes(root: str, split: str = "train", **options: Any) -> SegDataset:
+    """Cityscapes fine: ``*_gtFine_labelTrainIds.png`` when present, else ``*_gtFine_labelIds.png`` mapped (§3)."""
+    opts = _opts(options, "cityscapes")
+    train_lut = np.arange(256, dtype=np.uint8)
+    id_lut = _map_lut(meta.CITYSCAPES_LABELID_TO_TRAINID)
+    ev = {"test_scale": (2048, 1024), "min_size": None, "resize_to_multiple": None, "mode": "slide",
+          "crop_size": (1024, 1024), "stride": (768, 768)}
+    kw = dict(classes=meta.CITYSCAPES_CLASSES, palette=meta.CITYSCAPES_PALETTE, eval_protocol=ev,
+              crop_size=(1024, 1024), train_scale=(2048, 1024))
+    if str(root).startswith("hf:"):
+        return _hub("cityscapes", root, split, opts, lut=train_lut, **kw)
+    sub = _split_name("cityscapes", split, {"train": "train", "val": "val", "test": "test"})
+    layout = ("  <root>/leftImg8bit/{train,val}/<city>/*_leftImg8bit.png\n"
+              "  <root>/gtFine/{train,val}/<city>/*_gtFine_labelTrainIds.png (or *_gtFine_labelIds.png)")
+    r = Path(root)
+    samples = _scan(r / "leftImg8bit" / sub, r / "gtFine" / sub, "_leftImg8bit.png", "_gtFine_labelTrainIds.png",
+                    "cityscapes", layout)
+    lut = train_lut
+    if not Path(samples[0][1]).exists():
+        alt = [(i, a.replace("_gtFine_labelTrainIds.png", "_gtFine_labelIds.png")) for i, a in samples]
+        if Path(alt[0][1]).exists():
+            samples, lut = alt, id_lut
+    return SegDataset("cityscapes", split, samples=samples, root=str(root), lut=lut,
+                      check_values=opts.check_values, **kw)
+
+
+def coco_stuff164k(root: str, split: str = "train", **options: Any) -> SegDataset:
+    """COCO-Stuff 164k: prepared ``*_labelTrainIds.png`` or raw 182-id maps mapped to 171 classes (§4)."""
+    opts = _opts(options, "coco-stuff164k")
+    raw_lut = _map_lut(meta.COCO_STUFF_RAW_TO_TRAINID)
+    kw = dict(classes=meta.COCO_STUFF_CLASSES, palette=meta.COCO_STUFF_PALETTE, eval_protocol=_SEGNEXT_512)
+    if str(root).startswith("hf:"):  # Hub copies carry the raw stuffthingmaps (§10)
+        return _hub("coco-stuff164k", root, split, opts, lut=raw_lut, **kw)
+    sub = _split_name("coco-stuff164k", split, {"train": "train2017", "val": "val2017"})
+    layout = "  <root>/images/{train2017,val2017}/*.jpg\n  <root>/annotations/{train2017,val2017}/*_labelTrainIds.png"
+    r = Path(root)
+    samples = _scan(r / "images" / sub, r / "annotations" / sub, ".jpg", "_labelTrainIds.png", "coco-stuff164k",
+                    layout)
+    lut = np.arange(256, dtype=np.uint8)
+    if not Path(samples[0][1]).exists() and Path(samples[0][1].replace("_labelTrainIds.png", ".png")).exists():
+        samples = [(i, a.replace("_labelTrainIds.png", ".png")) for i, a in samples]
+        lut = raw_lut
+    return SegDataset("coco-stuff164k", split, samples=samples, root=str(root), lut=lut,
+                      check_values=opts.check_values, **kw)
+
+
+def coco_stuff10k(root: str, split: str = "train", **options: Any) -> SegDataset:
+    """COCO-Stuff 10k prepared by ``segcore data prepare coco-stuff10k``: values 0..171, reduce_zero_label (§5)."""
+    opts = _opts(options, "coco-stuff10k")
+    ev = {"test_scale": (2048, 512), "min_size": 512, "resize_to_multiple": None, "mode": "slide",
+          "crop_size": (512, 512), "stride": (341, 341)}
+    kw = dict(classes=meta.COCO_STUFF_CLASSES, palette=meta.COCO_STUFF_PALETTE, lut=reduce_zero_label_lut(),
+              eval_protocol=ev, reduce_zero_label=True)
+    if str(root).startswith("hf:"):
+        return _hub("coco-stuff10k", root, split, opts, **kw)
+    sub = _split_name("coco-stuff10k", split, {"train": "train2014", "val": "test2014", "test": "test2014"})
+    layout = "  <root>/images/{train2014,test2014}/*.jpg\n  <root>/annotations/{train2014,test2014}/*_labelTrainIds.png"
+    r = Path(root)
+    samples = _scan(r / "images" / sub, r / "annotations" / sub, ".jpg", "_labelTrainIds.png", "coco-stuff10k",
+                    layout)
+    return SegDataset("coco-stuff10k", split, samples=samples, root=str(root), check_values=opts.check_values, **kw)
+
+
+def voc2012_aug(root: str, split: str = "train", **options: Any) -> SegDataset:
+    """VOC 2012 + SBD (root ``VOCdevkit/VOC2012``): train = train.txt (VOC labels) + aug.txt (SBD labels) (§6)."""
+    opts = _opts(options, "voc2012-aug")
+    ev = {"test_scale": (2048, 512), "min_size": None, "resize_to_multiple": None, "mode": "whole",
+          "crop_size": (512, 512), "stride": None}
+    kw = dict(classes=meta.VOC_CLASSES, palette=meta.VOC_PALETTE, eval_protocol=ev)
+    if str(root).startswith("hf:"):
+        return _hub("voc2012-aug", root, split, opts, **kw)
+    _split_name("voc2012-aug", split, {"train": "", "val": ""})
+    layout = ("  <root>/JPEGImages/*.jpg\n  <root>/SegmentationClass/*.png\n  <root>/SegmentationClassAug/*.png\n"
+              "  <root>/ImageSets/Segmentation/{train,val,aug}.txt")
+    r = Path(root)
+    lists = r / "ImageSets" / "Segmentation"
+    if split == "train":
+        samples = _listed(r / "JPEGImages", r / "SegmentationClass", lists / "train.txt", ".jpg", ".png",
+                          "voc2012-aug", layout)
+        samples += _listed(r / "JPEGImages", r / "SegmentationClassAug", lists / "aug.txt", ".jpg", ".png",
+                           "voc2012-aug", layout)
+    else:
+        samples = _listed(r / "JPEGImages", r / "SegmentationClass", lists / "val.txt", ".jpg", ".png",
+                          "voc2012-aug", layout)
+    return SegDataset("voc2012-aug", split, samples=samples, root=str(root), check_values=opts.check_values, **kw)
+
+
+def _pascal_context(name: str, root: str, split: str, options: dict[str, Any], reduce: bool) -> SegDataset:
+    opts = _opts(options, name)
+    ev = {"test_scale": (520, 520), "min_size": 480, "resize_to_multiple": None, "mode": "slide",
+          "crop_size": (480, 480), "stride": (320, 320)}
+    classes = meta.PASCAL_CONTEXT_60_CLASSES[1:] if reduce else meta.PASCAL_CONTEXT_60_CLASSES
+    palette = meta.PASCAL_CONTEXT_60_PALETTE[1:] if reduce else meta.PASCAL_CONTEXT_60_PALETTE
+    kw = dict(classes=classes, palette=palette, eval_protocol=ev, crop_size=(480, 480), train_scale=(520, 520),
+              reduce_zero_label=reduce,
+              lut=reduce_zero_label_lut() if reduce else None)
+    if str(root).startswith("hf:"):
+        return _hub(name, root, split, opts, **kw)
+    sub = _split_name(name, split, {"train": "train", "val": "val", "test": "val"})
+    layout = ("  <root>/JPEGImages/*.jpg\n  <root>/SegmentationClassContext/*.png (values 0..59)\n"
+              "  <root>/ImageSets/SegmentationContext/{train,val}.txt")
+    r = Path(root)
+    samples = _listed(r / "JPEGImages", r / "SegmentationClassContext",
+                      r / "ImageSets" / "SegmentationContext" / f"{sub}.txt", ".jpg", ".png", name, layout)
+    return SegDataset(name, split, samples=samples, root=str(root), check_values=opts.check_values, **kw)
+
+
+def pascal_context_60(root: str, split: str = "train", **options: Any) -> SegDataset:
+    """Pascal Context, 60 classes (background scored, §7); root ``VOCdevkit/VOC2010``."""
+    return _pascal_context("pascal-context-60", root, split, options, reduce=False)
+
+
+def pascal_context_59(root: str, split: str = "train", **options: Any) -> SegDataset:
+    """Pascal Context, 59 classes (same files, background -> ignore by reduce_zero_label, §7)."""
+    return _pascal_context("pascal-context-59", root, split, options, reduce=True)
+
+
+def isaid(root: str, split: str = "train", **options: Any) -> SegDataset:
+    """The iSAID patches (``img_dir``/``ann_dir``); index-map labels, or RGB masks mapped by the 16 colours (§8)."""
+    opts = _opts(options, "isaid")
+    ev = {"test_scale": (896, 896), "min_size": None, "resize_to_multiple": None, "mode": "whole",
+          "crop_size": (896, 896), "stride": None}
+    kw = dict(classes=meta.ISAID_CLASSES, palette=meta.ISAID_PALETTE, eval_protocol=ev, crop_size=(896, 896),
+              train_scale=(896, 896),
+              colours=np.array(meta.ISAID_PALETTE, np.uint8))
+    if str(root).startswith("hf:"):
+        return _hub("isaid", root, split, opts, **kw)
+    sub = _split_name("isaid", split, {"train": "train", "val": "val"})
+    layout = "  <root>/img_dir/{train,val}/*.png\n  <root>/ann_dir/{train,val}/*_instance_color_RGB.png"
+    r = Path(root)
+    samples = _scan(r / "img_dir" / sub, r / "ann_dir" / sub, ".png", "_instance_color_RGB.png", "isaid", layout)
+    return SegDataset("isaid", split, samples=samples, root=str(root), check_values=opts.check_values, **kw)

@@ -1,0 +1,96 @@
+"""Dataset checks: ``preflight`` (called by the trainer before training) and ``check_dataset`` (``data check``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["EXPECTED_COUNTS", "preflight", "check_dataset"]
+
+# Release counts after preparation (datasets.md §11).
+EXPECTED_COUNTS: dict[str, dict[str, int]] = {
+    "ade20k": {"train": 20210, "val": 2000},
+    "cityscapes": {"train": 2975, "val": 500, "test": 1525},
+    "coco-stuff164k": {"train": 118287, "val": 5000},
+    "coco-stuff10k": {"train": 9000, "val": 1000, "test": 1000},
+    "voc2012-aug": {"train": 10582, "val": 1449},
+    "pascal-context-59": {"train": 4996, "val": 5104},
+    "pascal-context-60": {"train": 4996, "val": 5104},
+    "isaid": {"train": 33978, "val": 11644},
+}
+
+
+def _arrays(ds: Any, i: int) -> tuple[np.ndarray, np.ndarray, str]:
+    if hasattr(ds, "load_arrays"):
+        out = ds.load_arrays(i)
+        image, label = out[0], out[1]
+        path = out[2] if len(out) > 2 else f"{getattr(ds, 'name', 'dataset')}[{i}]"
+        return image, label, path
+    s = ds[i]
+    image = np.asarray(s["image"]).transpose(1, 2, 0)
+    return image, np.asarray(s["label"]), str(s.get("path", i))
+
+
+def preflight(ds: Any, n: int = 8, num_classes: int | None = None) -> dict[str, Any]:
+    """Load up to ``n`` evenly spread samples and check them; raise ``ValueError`` naming the file on a problem.
+
+    Checks: the dataset is not empty; image is uint8 RGB; image and label sizes are equal; label values lie in
+    ``[0, num_classes)`` or equal ``ds.ignore_index``.
+
+    Returns:
+        ``{"checked": k, "num_classes": C, "label_values": sorted values seen}``.
+    """
+    length = len(ds)
+    if length == 0:
+        raise ValueError(f"{getattr(ds, 'name', 'dataset')}: the dataset is empty")
+    c = num_classes if num_classes is not None else len(ds.classes)
+    ignore = getattr(ds, "ignore_index", 255)
+    idx = sorted(set(np.linspace(0, length - 1, min(n, length)).round().astype(int).tolist()))
+    seen: set[int] = set()
+    for i in idx:
+        image, label, path = _arrays(ds, i)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"{path}: image must be uint8 RGB, got {image.dtype} {image.shape}")
+        if image.shape[:2] != label.shape:
+            raise ValueError(f"{path}: image size {image.shape[:2]} != label size {label.shape}")
+        vals = np.unique(label)
+        bad = [int(v) for v in vals if (v < 0 or v >= c) and v != ignore]
+        if bad:
+            raise ValueError(f"{path}: label value(s) {bad} outside 0..{c - 1} and not ignore {ignore}")
+        seen.update(int(v) for v in vals)
+    return {"checked": len(idx), "num_classes": c, "label_values": sorted(seen)}
+
+
+def check_dataset(ds: Any, expected: int | None = None, limit: int | None = None,
+                  progress: bool = False) -> dict[str, Any]:
+    """Read every sample (or the first ``limit``): count, per-class pixel histogram, problems found.
+
+    Returns:
+        ``{"name", "split", "count", "expected", "checked", "histogram": list[int] (C bins + ignore last),
+        "missing_classes": [names], "errors": [messages]}``.
+    """
+    name = getattr(ds, "name", "dataset")
+    c = len(ds.classes)
+    ignore = getattr(ds, "ignore_index", 255)
+    hist = np.zeros(c + 1, np.int64)
+    errors: list[str] = []
+    n = len(ds) if limit is None else min(limit, len(ds))
+    it: Any = range(n)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=f"check {name}/{getattr(ds, 'split', '')}", unit="img")
+    for i in it:
+        try:
+            image, label, _ = _arrays(ds, i)
+            if image.shape[:2] != label.shape:
+                raise ValueError(f"sample {i}: image size {image.shape[:2]} != label size {label.shape}")
+            counts = np.bincount(label.ravel().astype(np.int64), minlength=256)
+            hist[:c] += counts[:c]
+            hist[c] += counts[ignore]
+        except ValueError as err:
+            errors.append(str(err))
+    return {"name": name, "split": getattr(ds, "split", ""), "count": len(ds), "expected": expected, "checked": n,
+            "histogram": hist.tolist(), "missing_classes": [ds.classes[k] for k in range(c) if hist[k] == 0],
+            "errors": errors}

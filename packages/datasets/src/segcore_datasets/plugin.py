@@ -1,0 +1,34 @@
+"""Registers segcore-datasets' datasets through the ``segcore_datasets`` hook (no torch import here)."""
+
+from __future__ import annotations
+
+from segcore.hookspecs import hookimpl
+from segcore.specs import ComponentSpec
+
+_B = "segcore_datasets.base"
+_MMSEG = "mmsegmentation 0.x conventions (datasets.md)"
+
+
+@hookimpl
+def segcore_datasets() -> dict[str, ComponentSpec]:
+    """Return the datasets of this package."""
+    def paper(key: str, desc: str) -> ComponentSpec:
+        return ComponentSpec(factory=f"{_B}:{key.replace('-', '_')}", options=f"{_B}:FolderOptions",
+                             description=desc, source=_MMSEG)
+
+    return {
+        "synthetic-shapes": ComponentSpec(
+            factory="segcore_datasets.synthetic:synthetic_shapes",
+            options="segcore_datasets.synthetic:SyntheticShapesOptions",
+            description="generated on the fly: 5 shapes + background (class = shape, not colour), no files",
+            source="segcore",
+        ),
+        "ade20k": paper("ade20k", "ADE20K SceneParsing, 150 classes (0 = other -> ignore)"),
+        "cityscapes": paper("cityscapes", "Cityscapes fine, 19 classes (labelTrainIds, or labelIds mapped)"),
+        "coco-stuff164k": paper("coco-stuff164k", "COCO-Stuff 164k, 171 classes (raw 182-id maps mapped)"),
+        "coco-stuff10k": paper("coco-stuff10k", "COCO-Stuff 10k v1.1, 171 classes (0 = unlabeled -> ignore)"),
+        "voc2012-aug": paper("voc2012-aug", "Pascal VOC 2012 + SBD aug, 21 classes (10,582 train)"),
+        "pascal-context-59": paper("pascal-context-59", "Pascal Context, 59 classes (background ignored)"),
+        "pascal-context-60": paper("pascal-context-60", "Pascal Context, 60 classes (background scored)"),
+        "isaid": paper("isaid", "iSAID 896x896 patches, 16 classes"),
+    }

@@ -1,0 +1,256 @@
+"""Train and test transforms with mmseg 0.x semantics (datasets.md §1.5, §1.6; segnext.md §5).
+
+Both take and return samples ``{"image": uint8 [3, H, W], "label": int64 [H, W], ...}`` (torch tensors or numpy
+arrays); images stay uint8 because the model normalises them. Resizing uses Pillow (image bilinear, label
+nearest); all randomness comes from the ``numpy.random.Generator`` passed in, so a transform is deterministic
+given the generator's state.
+
+Differences from mmseg (documented, not bit-exact): Pillow's bilinear resize is not OpenCV's (edge weights differ
+slightly when downscaling), and the hue/saturation steps use Pillow's HSV (hue in 0..255, so mmseg's ±18 of
+OpenCV's 0..180 hue becomes ±25.6) instead of OpenCV's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["TrainTransform", "TestTransform", "keep_ratio_size", "min_size_resize_size"]
+
+IGNORE = 255
+
+
+def keep_ratio_size(h: int, w: int, scale: tuple[int, int]) -> tuple[int, int]:
+    """Mmseg keep-ratio rescale: factor = min(L / long side, S / short side); returns new (h, w) (§1.4)."""
+    long_b, short_b = max(scale), min(scale)
+    f = min(long_b / max(h, w), short_b / min(h, w))
+    return int(h * f + 0.5), int(w * f + 0.5)
+
+
+def min_size_resize_size(h: int, w: int, scale: tuple[int, int], min_size: int) -> tuple[int, int]:
+    """SegViT's ``min_size`` rule (§1.6): short side = max(min(scale), min_size), long side follows, no cap."""
+    short = max(min(scale), min_size)
+    f = short / min(h, w)
+    return int(h * f + 0.5), int(w * f + 0.5)
+
+
+def _to_numpy(sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    image, label = sample["image"], sample.get("label")
+    is_torch = hasattr(image, "numpy")
+    img = image.numpy() if is_torch else np.asarray(image)
+    if img.ndim != 3 or img.shape[0] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"transform expects a uint8 [3, H, W] image, got {img.dtype} {tuple(img.shape)}")
+    lab = None
+    if label is not None:
+        lab = label.numpy() if hasattr(label, "numpy") else np.asarray(label)
+        if lab.shape != img.shape[1:]:
+            raise ValueError(f"{sample.get('path', '?')}: image size {img.shape[1:]} != label size {lab.shape}")
+        if lab.min(initial=0) < 0 or lab.max(initial=0) > 255:
+            raise ValueError(f"{sample.get('path', '?')}: label values must lie in 0..255 for the transforms")
+    return img.transpose(1, 2, 0), (lab.astype(np.uint8) if lab is not None else None), is_torch
+
+
+def _from_numpy(sample: dict[str, Any], img: np.ndarray, lab: np.ndarray | None, is_torch: bool) -> dict[str, Any]:
+    out = dict(sample)
+    chw = np.ascontiguousarray(img.transpose(2, 0, 1))
+    lab64 = lab.astype(np.int64) if lab is not None else None
+    if is_torch:
+        import torch
+
+        out["image"] = torch.from_numpy(chw)
+        if lab64 is not None:
+            out["label"] = torch.from_numpy(lab64)
+    else:
+        out["image"] = chw
+        if lab64 is not None:
+            out["label"] = lab64
+    return out
+
+
+def _resize(img: np.ndarray, lab: np.ndarray | None, h: int, w: int) -> tuple[np.ndarray, np.ndarray | None]:
+    if (h, w) == img.shape[:2]:
+        return img, lab
+    img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+    if lab is not None:
+        lab = np.asarray(Image.fromarray(lab).resize((w, h), Image.NEAREST))
+    return img, lab
+
+
+class TrainTransform:
+    """Resize (ratio range, keep ratio) -> RandomCrop (cat_max_ratio) -> RandomFlip -> PhotoMetricDistortion -> Pad.
+
+    Args:
+        crop_size: (h, w) of the output.
+        scale: mmseg ``img_scale`` (long, short) bounds before the random ratio.
+        ratio_range: r ~ U[lo, hi); bounds become (int(L r), int(S r)).
+        cat_max_ratio: a crop is accepted when it holds >= 2 non-ignore classes and the largest has < this share
+            (up to 10 tries, then an 11th crop unchecked); 1.0 disables the test.
+        flip_prob: horizontal flip probability.
+        photometric: apply PhotoMetricDistortion (brightness ±32, contrast and saturation ×[0.5, 1.5], hue ±18,
+            each with p = 0.5; contrast before or after the HSV steps at random).
+        ignore_index: label pad value and the value skipped by the crop test.
+
+    Call: ``transform(sample, rng)`` with ``rng`` a ``numpy.random.Generator``.
+    """
+
+    def __init__(self, crop_size: tuple[int, int] | int, scale: tuple[int, int] = (2048, 512),
+                 ratio_range: tuple[float, float] | None = (0.5, 2.0), cat_max_ratio: float = 0.75,
+                 flip_prob: float = 0.5, photometric: bool = True, ignore_index: int = IGNORE) -> None:
+        self.crop_size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+        self.scale = tuple(scale)
+        self.ratio_range = ratio_range
+        self.cat_max_ratio = cat_max_ratio
+        self.flip_prob = flip_prob
+        self.photometric = photometric
+        self.ignore_index = ignore_index
+
+    @classmethod
+    def for_dataset(cls, dataset: Any, **overrides: Any) -> TrainTransform:
+        """The train transform of ``dataset``'s reference config (its ``crop_size`` and ``train_scale``, §9)."""
+        kwargs: dict[str, Any] = {"crop_size": dataset.crop_size, "scale": dataset.train_scale,
+                                  "ignore_index": getattr(dataset, "ignore_index", IGNORE)}
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def __repr__(self) -> str:  # noqa: D105
+        return (f"TrainTransform(crop_size={self.crop_size}, scale={self.scale}, ratio_range={self.ratio_range}, "
+                f"cat_max_ratio={self.cat_max_ratio}, flip_prob={self.flip_prob}, photometric={self.photometric})")
+
+    def _crop_box(self, lab: np.ndarray, rng: np.random.Generator) -> tuple[int, int, int, int]:
+        ch, cw = self.crop_size
+        h, w = lab.shape
+
+        def box() -> tuple[int, int, int, int]:
+            y0 = int(rng.integers(0, max(h - ch, 0) + 1))
+            x0 = int(rng.integers(0, max(w - cw, 0) + 1))
+            return y0, min(y0 + ch, h), x0, min(x0 + cw, w)
+
+        b = box()
+        if self.cat_max_ratio < 1.0:
+            for _ in range(10):
+                crop = lab[b[0]:b[1], b[2]:b[3]]
+                counts = np.bincount(crop.ravel(), minlength=256)
+                counts[self.ignore_index] = 0
+                counts = counts[counts > 0]
+                if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
+                    break
+                b = box()
+        return b
+
+    def __call__(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        """Augment ``sample`` with draws from ``rng``; returns a new sample of size ``crop_size``."""
+        img, lab, is_torch = _to_numpy(sample)
+        if lab is None:
+            raise ValueError("TrainTransform needs a label")
+        h, w = img.shape[:2]
+        if self.ratio_range is not None:
+            r = rng.uniform(*self.ratio_range)
+            bounds = (int(self.scale[0] * r), int(self.scale[1] * r))
+        else:
+            bounds = self.scale
+        nh, nw = keep_ratio_size(h, w, bounds)
+        # The label is resized in full (nearest, cheap) because the crop test needs it; the image is resized only
+        # inside the chosen crop box. Pillow's box resize uses the same scale and sample centres as a full resize
+        # followed by a crop, so the pixels are the same; it just skips the discarded area.
+        lab_r = lab if (nh, nw) == (h, w) else np.asarray(Image.fromarray(lab).resize((nw, nh), Image.NEAREST))
+        y0, y1, x0, x1 = self._crop_box(lab_r, rng)
+        lab = lab_r[y0:y1, x0:x1]
+        if (nh, nw) == (h, w):
+            img = img[y0:y1, x0:x1]
+        else:
+            sy, sx = h / nh, w / nw
+            img = np.asarray(Image.fromarray(img).resize((x1 - x0, y1 - y0), Image.BILINEAR,
+                                                         box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy)))
+        if rng.random() < self.flip_prob:
+            img, lab = img[:, ::-1], lab[:, ::-1]
+        if self.photometric:
+            img = self._photometric(np.ascontiguousarray(img), rng)
+        ch, cw = self.crop_size
+        if img.shape[0] < ch or img.shape[1] < cw:
+            pi = np.zeros((ch, cw, 3), np.uint8)
+            pl = np.full((ch, cw), self.ignore_index, np.uint8)
+            pi[: img.shape[0], : img.shape[1]] = img
+            pl[: lab.shape[0], : lab.shape[1]] = lab
+            img, lab = pi, pl
+        return _from_numpy(sample, np.ascontiguousarray(img), np.ascontiguousarray(lab), is_torch)
+
+    @staticmethod
+    def _photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Mmseg PhotoMetricDistortion; random draws in mmseg's order (brightness, mode, ..., hue).
+
+        Brightness and contrast are per-value maps of a uint8 image (mmseg rounds to uint8 after each step), so
+        they are applied as exact 256-entry lookup tables.
+        """
+        values = np.arange(256, dtype=np.float32)
+        if rng.integers(2):
+            img = np.clip(values + rng.uniform(-32, 32), 0, 255).astype(np.uint8)[img]
+        mode = int(rng.integers(2))
+        if mode == 1 and rng.integers(2):
+            img = np.clip(values * rng.uniform(0.5, 1.5), 0, 255).astype(np.uint8)[img]
+        do_sat, sat = bool(rng.integers(2)), 0.0
+        if do_sat:
+            sat = rng.uniform(0.5, 1.5)
+        do_hue, hue = bool(rng.integers(2)), 0
+        if do_hue:
+            hue = int(rng.integers(-18, 18))
+        if do_sat or do_hue:
+            hch, sch, vch = Image.fromarray(img).convert("HSV").split()
+            if do_sat:
+                sch = sch.point(np.clip(values * sat, 0, 255).astype(np.uint8).tolist())
+            if do_hue:
+                shift = hue * 256.0 / 180.0  # OpenCV hue units (0..180) -> Pillow's (0..255)
+                hch = hch.point(np.mod(np.round(values + shift), 256).astype(np.uint8).tolist())
+            img = np.asarray(Image.merge("HSV", (hch, sch, vch)).convert("RGB"))
+        if mode == 0 and rng.integers(2):
+            img = np.clip(values * rng.uniform(0.5, 1.5), 0, 255).astype(np.uint8)[img]
+        return img
+
+
+class TestTransform:
+    """Test-time keep-ratio resize of the image only (labels stay at the original size for scoring, §1.4).
+
+    Args:
+        scale: mmseg ``img_scale`` (long, short), or None for no resize.
+        min_size: SegViT's rule (§1.6): short side = max(min(scale), min_size), no long-side cap.
+        resize_to_multiple: SegNeXt ADE/COCO: round each side up to a multiple of this (bilinear).
+
+    The output sample gets ``"ori_size": (H, W)`` of the input.
+    """
+
+    __test__ = False  # not a pytest class despite its name
+
+    def __init__(self, scale: tuple[int, int] | None, min_size: int | None = None,
+                 resize_to_multiple: int | None = None) -> None:
+        self.scale, self.min_size, self.resize_to_multiple = scale, min_size, resize_to_multiple
+
+    @classmethod
+    def for_dataset(cls, dataset: Any) -> TestTransform:
+        """The test transform of ``dataset.eval_protocol`` (papers' configs, §9)."""
+        ev = getattr(dataset, "eval_protocol", None) or {}
+        return cls(ev.get("test_scale"), ev.get("min_size"), ev.get("resize_to_multiple"))
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        """(h, w) the image of size (h, w) is resized to."""
+        if self.scale is None:
+            nh, nw = h, w
+        elif self.min_size is not None:
+            nh, nw = min_size_resize_size(h, w, self.scale, self.min_size)
+        else:
+            nh, nw = keep_ratio_size(h, w, self.scale)
+        if self.resize_to_multiple:
+            m = self.resize_to_multiple
+            nh, nw = -(-nh // m) * m, -(-nw // m) * m
+        return nh, nw
+
+    def __call__(self, sample: dict[str, Any], rng: np.random.Generator | None = None) -> dict[str, Any]:
+        """Resize the image of ``sample`` (``rng`` unused: the test pipeline is deterministic)."""
+        img, lab, is_torch = _to_numpy({**sample, "label": None})
+        h, w = img.shape[:2]
+        img, _ = _resize(img, None, *self.output_size(h, w))
+        out = _from_numpy({k: v for k, v in sample.items() if k != "label"}, np.ascontiguousarray(img), None, is_torch)
+        if "label" in sample:
+            out["label"] = sample["label"]
+        out["ori_size"] = (h, w)
+        return out
