@@ -1,0 +1,86 @@
+"""``segcore eval``: mIoU/mAcc/aAcc/per class of a model on a dataset split, with the model's own protocol."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``eval`` parser."""
+    p = sub.add_parser("eval", help="evaluate a model (mIoU, mAcc, aAcc, per class)",
+                       description="Evaluate a model on a dataset split. The protocol saved with the model "
+                                   "(config.eval) is used unless flags override it.")
+    p.add_argument("--model", required=True, help="registered name, Hub repo id or folder (a training run too)")
+    p.add_argument("--dataset", help="dataset name (default: the one the model was trained on)")
+    p.add_argument("--data-root", help="dataset folder")
+    p.add_argument("--split", default="val")
+    p.add_argument("--mode", choices=("whole", "slide"), help="override the model's eval mode")
+    p.add_argument("--crop-size", help="slide window S or H,W")
+    p.add_argument("--stride", help="slide stride S or H,W")
+    p.add_argument("--scales", help="comma-separated scale factors, e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
+    p.add_argument("--flip", action="store_true", help="also average the horizontally flipped image")
+    p.add_argument("--max-samples", type=int, help="evaluate on the first N images only")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--dataset-opt", action="append", default=[], metavar="K=V", help="dataset option (repeat)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(run=run)
+
+
+def _pair(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    parts = [int(p) for p in text.split(",")]
+    return parts * 2 if len(parts) == 1 else parts
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print the metrics."""
+    import json
+    import math
+
+    import segcore
+    import torch
+    from segcore.inference import EvalProtocol
+    from segcore.train.trainer import evaluate
+
+    from segcore_cli.commands.train import parse_kv
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = segcore.SegModel.from_pretrained(args.model).to(device).eval()
+    dataset_name = args.dataset or model.config.extra.get("dataset")
+    if not dataset_name:
+        raise ValueError("give --dataset (the model does not record the dataset it was trained on)")
+    dataset = segcore.build_dataset(dataset_name, root=args.data_root, split=args.split,
+                                    **parse_kv(args.dataset_opt, None, "datasets"))
+    protocol = EvalProtocol.from_dict(model.config.eval or getattr(dataset, "eval_protocol", None))
+    if args.mode:
+        protocol.mode = args.mode
+    if args.crop_size:
+        protocol.crop_size = tuple(_pair(args.crop_size))  # type: ignore[assignment]
+    if args.stride:
+        protocol.stride = tuple(_pair(args.stride))  # type: ignore[assignment]
+    if args.scales:
+        protocol.scales = tuple(float(s) for s in args.scales.split(","))
+    if args.flip:
+        protocol.flip = True
+    protocol = EvalProtocol.from_dict(protocol.to_dict())  # validate the combination
+    result = evaluate(model, dataset, protocol.to_dict(), device=device, max_samples=args.max_samples,
+                      progress=not args.json)
+
+    def num(v: float) -> float | None:
+        return None if math.isnan(v) else round(v, 2)
+
+    if args.json:
+        print(json.dumps({"mIoU": num(result["mIoU"]), "mAcc": num(result["mAcc"]), "aAcc": num(result["aAcc"]),
+                          "mDice": num(result["mDice"]), "fwIoU": num(result["fwIoU"]),
+                          "per_class": [{"name": c["name"], "IoU": num(c["IoU"]), "Acc": num(c["Acc"])}
+                                        for c in result["per_class"]],
+                          "protocol": protocol.to_dict(), "dataset": dataset_name, "split": args.split}))
+        return 0
+    width = max(len("class"), *(len(c["name"]) for c in result["per_class"]))
+    print(f"{'class':<{width}}  {'IoU':>6}  {'Acc':>6}")
+    for c in result["per_class"]:
+        print(f"{c['name']:<{width}}  {c['IoU']:6.2f}  {c['Acc']:6.2f}")
+    print(f"\nmIoU {result['mIoU']:.2f}  mAcc {result['mAcc']:.2f}  aAcc {result['aAcc']:.2f}  "
+          f"({dataset_name} {args.split}, {protocol.mode}, scales {list(protocol.scales)}, flip {protocol.flip})")
+    return 0

@@ -1,0 +1,113 @@
+"""``segcore train``: train any encoder with any decoder; a recipe is a preset and every flag overrides it."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _pair(text: str) -> tuple[int, int]:
+    parts = [int(p) for p in text.replace("x", ",").split(",") if p]
+    if len(parts) == 1:
+        return parts[0], parts[0]
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected S or H,W, got {text!r}")
+    return parts[0], parts[1]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` parser."""
+    p = sub.add_parser("train", help="train a model (Accelerate: CPU, GPU, multi-GPU with accelerate launch)",
+                       description="Train an encoder + decoder. A --recipe gives every setting; flags override "
+                                   "it. With no recipe and synthetic-shapes the CPU preset is used.")
+    p.add_argument("--encoder", help="encoder name (see segcore list --kind encoders)")
+    p.add_argument("--decoder", help="decoder name")
+    p.add_argument("--dataset", default="synthetic-shapes", help="dataset name (default: synthetic-shapes)")
+    p.add_argument("--data-root", help="dataset folder")
+    p.add_argument("--recipe", help="training preset (see segcore list --kind recipes)")
+    p.add_argument("--iters", type=int, help="training iterations")
+    p.add_argument("--batch-size", type=int, help="total batch = per device x processes x accumulation")
+    p.add_argument("--crop-size", type=_pair, help="training crop S or H,W")
+    p.add_argument("--lr", type=float, help="base learning rate")
+    p.add_argument("--weight-decay", type=float, help="base weight decay")
+    p.add_argument("--pretrained-encoder", action="store_true", default=None, help="load pretrained encoder weights")
+    p.add_argument("--encoder-opt", action="append", default=[], metavar="K=V", help="encoder option (repeat)")
+    p.add_argument("--decoder-opt", action="append", default=[], metavar="K=V", help="decoder option (repeat)")
+    p.add_argument("--dataset-opt", action="append", default=[], metavar="K=V", help="dataset option (repeat)")
+    p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
+    p.add_argument("--output-dir", default="runs/segcore", help="run folder (default: runs/segcore)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
+    p.add_argument("--eval-every", type=int, help="validate every N iterations (0: at the end only)")
+    p.add_argument("--checkpoint-every", type=int, help="save the full state every N iterations")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--clip-grad", type=float, help="clip the gradient norm to this value")
+    p.add_argument("--ema", type=float, dest="ema_decay", help="keep an EMA of the weights with this decay")
+    p.add_argument("--tensorboard", action="store_true", help="log to TensorBoard under OUTPUT_DIR/tb")
+    p.add_argument("--log-every", type=int, default=10, help="metrics.jsonl row every N iterations")
+    p.add_argument("--eval-mode", choices=("whole", "slide"), help="override the recipe's eval mode")
+    p.add_argument("--max-eval-samples", type=int, help="validate on the first N images only")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the final validation metrics as JSON")
+    p.set_defaults(run=run)
+
+
+def parse_kv(items: list[str], component: str | None, kind: str) -> dict:
+    """``["k=v", ...]`` -> options typed after the component's options dataclass."""
+    from segcore.options import coerce_option
+
+    options_cls = None
+    if component:
+        from segcore.registry import get_spec
+
+        spec = get_spec(kind, component)
+        options_cls = spec.options
+        if isinstance(options_cls, str):
+            import importlib
+
+            module, _, attr = options_cls.partition(":")
+            options_cls = getattr(importlib.import_module(module), attr)
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected K=V, got {item!r}")
+        out[key.strip().replace("-", "_")] = coerce_option(options_cls, key.strip().replace("-", "_"), value,
+                                                           component or "")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and print where the results are."""
+    import json
+
+    from segcore.train import TrainSettings, resolve_recipe, train
+
+    base = TrainSettings(encoder=args.encoder, decoder=args.decoder, dataset=args.dataset, recipe=args.recipe)
+    _, resolved = resolve_recipe(base)
+    settings = TrainSettings(
+        encoder=args.encoder, decoder=args.decoder, dataset=args.dataset, data_root=args.data_root,
+        recipe=args.recipe, iters=args.iters, batch_size=args.batch_size, crop_size=args.crop_size, lr=args.lr,
+        weight_decay=args.weight_decay, pretrained_encoder=args.pretrained_encoder,
+        encoder_opt=parse_kv(args.encoder_opt, resolved.encoder, "encoders"),
+        decoder_opt=parse_kv(args.decoder_opt, resolved.decoder, "decoders"),
+        dataset_opt=parse_kv(args.dataset_opt, None, "datasets"), mixed_precision=args.mixed_precision,
+        output_dir=args.output_dir, resume=args.resume, eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every, seed=args.seed, grad_accum=args.grad_accum,
+        clip_grad=args.clip_grad, ema_decay=args.ema_decay, tensorboard=args.tensorboard, log_every=args.log_every,
+        eval_mode=args.eval_mode, max_eval_samples=args.max_eval_samples, progress=not args.no_progress)
+    out = train(settings)
+    last = None
+    metrics = out / "metrics.jsonl"
+    if metrics.exists():
+        for line in metrics.read_text().splitlines():
+            row = json.loads(line)
+            if "mIoU" in row:
+                last = row
+    if args.json:
+        print(json.dumps({"output_dir": str(out), **({k: last[k] for k in ("iter", "mIoU", "mAcc", "aAcc")}
+                                                      if last else {})}))
+    else:
+        if last:
+            print(f"final validation: mIoU {last['mIoU']:.2f}  mAcc {last['mAcc']:.2f}  aAcc {last['aAcc']:.2f}")
+        print(f"model: {out}   curves: {out / 'curves.png'}   best: {out / 'best'}")
+    return 0

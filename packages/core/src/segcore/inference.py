@@ -1,0 +1,164 @@
+"""Whole-image, sliding-window and multi-scale + flip inference; logits come back at the original image size.
+
+Semantics follow mmseg 0.x ``EncoderDecoder.inference``: the image is optionally rescaled (``resize`` with
+``keep_ratio`` like mmcv's ``Resize``: the largest factor that fits ``(long, short)``), run whole or in
+``crop_size`` windows every ``stride`` pixels (the last window is shifted back inside the image and the
+overlapping logits are averaged), the softmax of every scale (and its horizontal flip) is averaged, and the
+result is resized bilinearly to the original size so that labels are scored at their own resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["EvalProtocol", "slide_logits", "infer_logits", "predict_labels"]
+
+
+@dataclass
+class EvalProtocol:
+    """How to run a model on an evaluation image (saved as ``model.config.eval``).
+
+    Attributes:
+        mode: ``"whole"`` or ``"slide"``.
+        crop_size: window ``(H, W)`` of ``slide``.
+        stride: window step ``(H, W)`` of ``slide``.
+        resize: ``(long, short)`` target of the test-time rescale; ``None`` keeps the image size.
+        keep_ratio: keep the aspect ratio when rescaling (mmcv semantics); else resize to ``resize`` exactly
+            as ``(W, H)``.
+        scales: extra scale factors (multi-scale test); ``(1.0,)`` is single scale.
+        flip: also run the horizontally flipped image.
+    """
+
+    mode: str = "whole"
+    crop_size: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    resize: tuple[int, int] | None = None
+    keep_ratio: bool = True
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> EvalProtocol:
+        """Build from a (JSON) dict; unknown keys go to ``extra``."""
+        data = dict(data or {})
+        known = {"mode", "crop_size", "stride", "resize", "keep_ratio", "scales", "flip"}
+        kwargs: dict[str, Any] = {k: data.pop(k) for k in list(data) if k in known}
+        for key in ("crop_size", "stride", "resize"):
+            value = kwargs.get(key)
+            if isinstance(value, int):
+                kwargs[key] = (value, value)
+            elif value is not None:
+                kwargs[key] = tuple(int(v) for v in value)
+        if "scales" in kwargs:
+            kwargs["scales"] = tuple(float(s) for s in kwargs["scales"])
+        protocol = cls(**kwargs, extra=data)
+        if protocol.mode not in ("whole", "slide"):
+            raise ValueError(f"eval mode must be 'whole' or 'slide', not {protocol.mode!r}")
+        if protocol.mode == "slide" and (protocol.crop_size is None or protocol.stride is None):
+            raise ValueError("eval mode 'slide' needs crop_size and stride")
+        return protocol
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        out: dict[str, Any] = {"mode": self.mode, "keep_ratio": self.keep_ratio, "scales": list(self.scales),
+                               "flip": self.flip}
+        for key in ("crop_size", "stride", "resize"):
+            value = getattr(self, key)
+            out[key] = list(value) if value is not None else None
+        out.update(self.extra)
+        return out
+
+
+def slide_logits(model: nn.Module, images: Tensor, crop_size: Sequence[int], stride: Sequence[int],
+                 num_classes: int) -> Tensor:
+    """Logits of overlapping windows, averaged where they overlap (mmseg ``slide_inference``).
+
+    Shape:
+        images: ``[B, 3, H, W]``; returns ``[B, K, H, W]`` float32.
+    """
+    b, _, h, w = images.shape
+    ch, cw = crop_size
+    sh, sw = stride
+    rows = max(h - ch + sh - 1, 0) // sh + 1
+    cols = max(w - cw + sw - 1, 0) // sw + 1
+    logits = images.new_zeros((b, num_classes, h, w), dtype=torch.float32)
+    count = images.new_zeros((1, 1, h, w), dtype=torch.float32)
+    for r in range(rows):
+        for c in range(cols):
+            y2 = min(r * sh + ch, h)
+            x2 = min(c * sw + cw, w)
+            y1 = max(y2 - ch, 0)
+            x1 = max(x2 - cw, 0)
+            logits[:, :, y1:y2, x1:x2] += model(images[:, :, y1:y2, x1:x2]).float()
+            count[:, :, y1:y2, x1:x2] += 1
+    return logits / count
+
+
+def _rescaled_size(h: int, w: int, protocol: EvalProtocol, factor: float) -> tuple[int, int]:
+    if protocol.resize is None:
+        return max(1, int(h * factor + 0.5)), max(1, int(w * factor + 0.5))
+    long_side, short_side = max(protocol.resize), min(protocol.resize)
+    if protocol.keep_ratio:
+        scale = min(long_side * factor / max(h, w), short_side * factor / min(h, w))
+        return int(h * scale + 0.5), int(w * scale + 0.5)
+    # mmcv gives (W, H) when keep_ratio is off.
+    return int(protocol.resize[1] * factor), int(protocol.resize[0] * factor)
+
+
+def _resize_images(images: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(images.shape[-2:]) == size:
+        return images
+    resized = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
+    if images.dtype == torch.uint8:
+        resized = resized.round().clamp(0, 255).to(torch.uint8)
+    return resized
+
+
+@torch.no_grad()
+def infer_logits(model: nn.Module, images: Tensor, protocol: EvalProtocol | Mapping[str, Any] | None = None,
+                 num_classes: int | None = None) -> Tensor:
+    """Class scores at the original image size.
+
+    Single scale without flip returns logits; with several scales or flip the averaged softmax (mmseg
+    ``aug_test``). Either way ``argmax`` over dim 1 gives the labels.
+
+    Shape:
+        images: ``[B, 3, H, W]`` (uint8 or normalised float); returns ``[B, K, H, W]`` float32.
+    """
+    if not isinstance(protocol, EvalProtocol):
+        protocol = EvalProtocol.from_dict(protocol)
+    if num_classes is None:
+        num_classes = int(model.config.num_classes)  # type: ignore[union-attr]
+    h, w = images.shape[-2:]
+    several = len(protocol.scales) > 1 or protocol.flip
+    total: Tensor | None = None
+    for factor in protocol.scales:
+        scaled = _resize_images(images, _rescaled_size(h, w, protocol, factor))
+        for flip in (False, True) if protocol.flip else (False,):
+            x = scaled.flip(-1) if flip else scaled
+            if protocol.mode == "slide":
+                out = slide_logits(model, x, protocol.crop_size, protocol.stride, num_classes)  # type: ignore[arg-type]
+            else:
+                out = model(x).float()
+            if flip:
+                out = out.flip(-1)
+            if tuple(out.shape[-2:]) != (h, w):
+                out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+            if several:
+                out = out.softmax(dim=1)
+            total = out if total is None else total + out
+    assert total is not None
+    return total / (len(protocol.scales) * (2 if protocol.flip else 1)) if several else total
+
+
+def predict_labels(model: nn.Module, images: Tensor, protocol: EvalProtocol | Mapping[str, Any] | None = None,
+                   num_classes: int | None = None) -> Tensor:
+    """``argmax`` of :func:`infer_logits`: ``[B, H, W]`` long at the original size."""
+    return infer_logits(model, images, protocol, num_classes).argmax(dim=1)

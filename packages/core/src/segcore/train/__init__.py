@@ -1,0 +1,18 @@
+"""Training: ``segcore.train.train(TrainSettings(...))`` and its building blocks (see DESIGN.md "Training")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["TrainSettings", "TrainingError", "train", "evaluate", "resolve_recipe", "core_recipes"]
+
+from segcore.train.recipes import core_recipes
+
+
+def __getattr__(name: str) -> Any:
+    # The trainer imports torch and accelerate: load it on first use so that ``core_recipes`` stays torch-free.
+    if name in ("TrainSettings", "TrainingError", "train", "evaluate", "resolve_recipe"):
+        from segcore.train import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(name)

@@ -1,0 +1,71 @@
+"""``segcore train`` / ``eval`` / ``predict`` end to end with a tiny model on the in-test dataset."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import test_train_fakes as fakes  # noqa: E402
+
+segcore_cli = pytest.importorskip("segcore_cli.main")
+
+
+@pytest.fixture(autouse=True)
+def _fakes():
+    fakes.register()
+    yield
+    fakes.unregister()
+
+
+def test_parsers_do_not_import_torch():
+    code = "import sys, segcore_cli.main as m; m.build_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_train_eval_predict(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = segcore_cli.main(["train", "--encoder", "timm:test_convnext", "--decoder", "mlp", "--decoder-opt",
+                           "channels=16", "--dataset", "tiny-shapes", "--iters", "6", "--batch-size", "2",
+                           "--crop-size", "32", "--eval-every", "3", "--checkpoint-every", "3", "--output-dir",
+                           str(out), "--no-progress", "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["iter"] == 6 and 0 <= summary["mIoU"] <= 100
+    assert json.loads((out / "config.json").read_text())["decoder_options"] == {"channels": 16}
+
+    assert segcore_cli.main(["eval", "--model", str(out), "--json", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) >= {"mIoU", "mAcc", "aAcc", "per_class"}
+    assert [c["name"] for c in result["per_class"]] == list(fakes.TinyShapes.classes)
+    assert result["mIoU"] == pytest.approx(summary["mIoU"], abs=0.01)   # same protocol as in training
+
+    assert segcore_cli.main(["eval", "--model", str(out), "--mode", "slide", "--crop-size", "16", "--stride",
+                             "8", "--flip", "--scales", "0.75,1.0", "--device", "cpu"]) == 0
+    table = capsys.readouterr().out
+    assert "background" in table and "mIoU" in table
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 52, 3), dtype=np.uint8)).save(image)
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((70, 90, 3), dtype=np.uint8)).save(big)
+    assert segcore_cli.main(["predict", "--model", str(out), str(image), str(big), "--out",
+                             str(tmp_path / "pred"), "--max-side", "64", "--device", "cpu"]) == 0
+    label = Image.open(tmp_path / "pred" / "a_label.png")
+    assert label.mode == "P" and label.size == (52, 40)
+    assert Image.open(tmp_path / "pred" / "big_overlay.png").size == (90, 70)
+    assert np.asarray(label).max() < 4
+
+
+def test_bad_option_is_a_user_error(tmp_path, capsys):
+    rc = segcore_cli.main(["train", "--encoder", "timm:test_convnext", "--decoder", "mlp", "--decoder-opt",
+                           "chanels=16", "--dataset", "tiny-shapes", "--output-dir", str(tmp_path / "x")])
+    assert rc == 2
+    assert "chanels" in capsys.readouterr().err
