@@ -1,0 +1,3 @@
+"""SegDeformer decoder and MiT encoders for segcore (``pip install segcore-segdeformer``)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,131 @@
+"""segcore plugin of SegDeformer (MiT encoders, decoder, loss, converter, checkpoints, recipe).
+
+Imports no torch at import time.
+"""
+
+from __future__ import annotations
+
+from segcore.hookspecs import hookimpl
+from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, RecipeSpec
+
+_PKG = "segcore_segdeformer"
+_MIT_SRC = "Xie et al., SegFormer, arXiv:2105.15203; github.com/NVlabs/SegFormer; mmseg mit.py"
+_SD_SRC = "Shi et al., SegDeformer, ECCV 2022; github.com/lygsbw/segdeformer@77f2dacd"
+_MIT_PARAMS = {"b0": "3.3M", "b1": "13.2M", "b2": "24.2M", "b3": "44.1M", "b4": "60.8M", "b5": "81.4M"}
+_MIT_HASH = {"b0": "7e0fe6dd", "b1": "02e5a6a1", "b2": "66e8bf70", "b3": "13b1141c", "b4": "d588d980", "b5": "658746d9"}
+_MIT_LOG = {"b1": "44.12", "b2": "47.34", "b5": "50.34"}
+
+
+@hookimpl
+def segcore_encoders() -> dict[str, ComponentSpec]:
+    """Register MiT-B0..B5."""
+    return {
+        f"mit-{v}": ComponentSpec(
+            factory=f"{_PKG}.mit:mit_{v}",
+            options=f"{_PKG}.mit:MiTOptions",
+            description=f"Mix Transformer {v.upper()} (SegFormer encoder, {n}), strides 4/8/16/32",
+            source=_MIT_SRC,
+        )
+        for v, n in _MIT_PARAMS.items()
+    }
+
+
+@hookimpl
+def segcore_decoders() -> dict[str, ComponentSpec]:
+    """Register the SegDeformer head."""
+    return {
+        "segdeformer": ComponentSpec(
+            factory=f"{_PKG}.head:segdeformer",
+            options=f"{_PKG}.head:SegDeformerOptions",
+            description="SegDeformer: SegFormer fusion + internal and external (class-token) attention",
+            source=_SD_SRC,
+            input_kind="pyramid",
+            default_loss="segdeformer",
+        )
+    }
+
+
+@hookimpl
+def segcore_losses() -> dict[str, ComponentSpec]:
+    """Register L_seg + 0.4 L_attn."""
+    return {
+        "segdeformer": ComponentSpec(
+            factory=f"{_PKG}.head:segdeformer_loss",
+            options=f"{_PKG}.head:SegDeformerLossOptions",
+            description="CE(logits) + 0.4 CE(mid attention logits), both at label size, mmseg averaging",
+            source=_SD_SRC,
+        )
+    }
+
+
+@hookimpl
+def segcore_converters() -> dict[str, ConverterSpec]:
+    """Register the mmseg converter (also reads NVlabs and transformers MiT names)."""
+    return {
+        "segdeformer-mmseg": ConverterSpec(
+            format="mmseg",
+            components=("mit-*", "segdeformer"),
+            convert=f"{_PKG}.convert:convert",
+            official_types={
+                "MixVisionTransformer": f"{_PKG}.convert:mit_from_official",
+                "SegDeformerHead3": f"{_PKG}.convert:segdeformer_from_official",
+            },
+            description="mmseg MiT / SegDeformerHead3 checkpoints; MiT also from NVlabs and transformers names",
+        ),
+        # SegFormer baselines (mmseg ``segformer_mit-b*`` checkpoints) onto core's ``mlp`` decoder.
+        "segformer-mmseg": ConverterSpec(
+            format="mmseg",
+            components=("mlp",),
+            convert=f"{_PKG}.convert:convert",
+            official_types={"SegformerHead": f"{_PKG}.convert:segformer_from_official"},
+            description="mmseg SegformerHead checkpoints onto core's mlp decoder",
+        ),
+    }
+
+
+@hookimpl
+def segcore_checkpoints() -> dict[str, CheckpointSpec]:
+    """Register the MiT ImageNet encoders and the SegDeformer ADE20K names (no official weights exist)."""
+    out: dict[str, CheckpointSpec] = {}
+    for v, h in _MIT_HASH.items():
+        fname = f"mit_{v}_20220624-{h}.pth"
+        out[f"mit-{v}-imagenet"] = CheckpointSpec(
+            repo_id=f"segcore/mit-{v}-imagenet",
+            revision="main",
+            description=f"MiT-{v.upper()} ImageNet-1k weights (NVlabs, mmseg conversion of 2022-06-24)",
+            kind="encoder",
+            encoder=f"mit-{v}",
+            dataset="imagenet-1k",
+            official_url=f"https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segformer/{fname}",
+            official_filename=fname,
+            sha256=h,
+            format="mmseg",
+        )
+    for v, miou in _MIT_LOG.items():
+        out[f"segdeformer-mit-{v}-ade20k"] = CheckpointSpec(
+            repo_id=f"segcore/segdeformer-mit-{v}-ade20k",
+            revision="main",
+            description=f"MiT-{v.upper()} + SegDeformer on ADE20K 512x512 (official log: {miou} mIoU ss)",
+            encoder=f"mit-{v}",
+            decoder="segdeformer",
+            num_classes=150,
+            dataset="ade20k",
+            metric=f"mIoU {miou} (ss, official training log log/segdeformer{v}.log.json)",
+            eval_protocol="whole image, short side 512 (max 2048), no flip",
+            format="mmseg",
+            manual_step=(
+                "The SegDeformer authors released configs and logs but no trained weights "
+                "(github.com/lygsbw/segdeformer README). Train with `segcore train --recipe segdeformer-ade20k-160k` "
+                f"(encoder mit-{v}), or convert your own mmseg checkpoint with "
+                f"`segcore convert --format mmseg --encoder mit-{v} --decoder segdeformer --num-classes 150 FILE`."
+            ),
+        )
+    return out
+
+
+@hookimpl
+def segcore_recipes() -> dict[str, RecipeSpec]:
+    """Register ``segdeformer-ade20k-160k``."""
+    from segcore_segdeformer.recipes import segdeformer_recipes
+
+    return segdeformer_recipes()
