@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Every member of the workspace; pip resolves their dependencies (torch with torchvision, for timm) together.
-MEMBERS := packages/core packages/datasets cli $(filter-out packages/core/ packages/datasets/,$(sort $(dir $(wildcard packages/*/pyproject.toml))))
+MEMBERS := packages/core packages/datasets ./cli $(filter-out packages/core/ packages/datasets/,$(sort $(dir $(wildcard packages/*/pyproject.toml))))
 STAMP := $(VENV)/.segcore-installed
 DEMO_DIR ?= runs/demo
 
@@ -21,7 +21,7 @@ $(STAMP): $(wildcard packages/*/pyproject.toml) cli/pyproject.toml pyproject.tom
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/segcore train --dataset synthetic-shapes --output-dir $(DEMO_DIR) --demo
+	$(PY) scripts/demo.py --output-dir $(DEMO_DIR)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile
