@@ -172,6 +172,12 @@ def test_grad_accum_and_ema_and_clip(tmp_path):
                     eval_every=0, resume=True))
 
 
+def test_dataloader_workers_do_not_change_the_result(tmp_path):
+    kw = dict(iters=4, batch_size=4, grad_accum=2, eval_every=0, checkpoint_every=0)
+    _assert_bitwise(train(_settings(tmp_path / "w0", workers=0, **kw)),
+                    train(_settings(tmp_path / "w2", workers=2, **kw)))
+
+
 def test_batch_size_must_split(tmp_path):
     with pytest.raises(TrainingError, match="multiple"):
         train(_settings(tmp_path / "run", batch_size=3, grad_accum=2))
@@ -182,9 +188,19 @@ def test_two_process_cpu_training(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(_script(tmp_path / "ddp", iters=4, batch_size=4, eval_every=4, checkpoint_every=4))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                              str(script)], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "ddp" / "model.safetensors").exists()
     assert "2 processes" in result.stderr
+    # The validation metrics reduced over the two processes equal one process scoring the same model.
+    import segcore
+    from segcore.train import evaluate
+
+    logged = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    final = [row for row in logged if "mIoU" in row][-1]
+    single = evaluate(segcore.SegModel.from_pretrained(tmp_path / "ddp"), segcore.build_dataset("tiny-shapes",
+                                                                                                split="val"))
+    for key in ("mIoU", "mAcc", "aAcc"):
+        assert final[key] == pytest.approx(single[key], abs=1e-6), key

@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-every", type=int, default=10, help="metrics.jsonl row every N iterations")
     p.add_argument("--eval-mode", choices=("whole", "slide"), help="override the recipe's eval mode")
     p.add_argument("--max-eval-samples", type=int, help="validate on the first N images only")
+    p.add_argument("--workers", type=int, help="data loading processes (default: 0 on CPU, up to 8 on a GPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the final validation metrics as JSON")
     p.set_defaults(run=run)
@@ -94,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         output_dir=args.output_dir, resume=args.resume, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, seed=args.seed, grad_accum=args.grad_accum,
         clip_grad=args.clip_grad, ema_decay=args.ema_decay, tensorboard=args.tensorboard, log_every=args.log_every,
-        eval_mode=args.eval_mode, max_eval_samples=args.max_eval_samples, progress=not args.no_progress)
+        eval_mode=args.eval_mode, max_eval_samples=args.max_eval_samples, workers=args.workers,
+        progress=not args.no_progress)
     out = train(settings)
     last = None
     metrics = out / "metrics.jsonl"

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import signal
 import time
 import warnings
@@ -73,6 +74,8 @@ class TrainSettings:
         log_every: write a ``metrics.jsonl`` row every this many iterations (``--log-every``).
         eval_mode: ``whole`` or ``slide`` (``--eval-mode``); ``None`` takes the recipe's protocol.
         max_eval_samples: evaluate on the first N validation images only (``--max-eval-samples``).
+        workers: DataLoader worker processes for training samples (``--workers``); ``None``: none on CPU
+            (they would compete with the model for the cores), up to 8 on a GPU.
         progress: show the tqdm progress bar.
     """
 
@@ -103,6 +106,7 @@ class TrainSettings:
     log_every: int = 10
     eval_mode: str | None = None
     max_eval_samples: int | None = None
+    workers: int | None = None
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -214,14 +218,51 @@ def _train_transform(recipe: RecipeSpec, crop_size: tuple[int, int], ignore_inde
                           ignore_index=ignore_index)
 
 
-def _batch(ds: Any, sampler: _Sampler, transform: Any, first: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = [], []
-    for j in range(first, first + count):
-        index, rng = sampler(j)
-        out = transform(ds[index], rng)
-        images.append(torch.as_tensor(np.asarray(out["image"])))
-        labels.append(torch.as_tensor(np.asarray(out["label"])).long())
-    return torch.stack(images), torch.stack(labels)
+class _Samples(torch.utils.data.Dataset):
+    """Training sample number ``j`` -> augmented ``(image, label)``, a pure function of ``(seed, j)``.
+
+    Because no state is carried from one sample to the next, DataLoader workers can produce samples in any
+    order and a resumed run sees exactly the samples an uninterrupted one would.
+    """
+
+    def __init__(self, dataset: Any, sampler: _Sampler, transform: Any) -> None:
+        self.dataset, self.sampler, self.transform = dataset, sampler, transform
+
+    def __len__(self) -> int:
+        return 2**62  # indexed by global sample number, never iterated by itself
+
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index, rng = self.sampler(j)
+        out = self.transform(self.dataset[index], rng)
+        return torch.as_tensor(np.asarray(out["image"])), torch.as_tensor(np.asarray(out["label"])).long()
+
+
+class _Batches(torch.utils.data.Sampler):
+    """Sample numbers of this process's micro-batches from iteration ``start`` to ``iters``.
+
+    Micro-batch ``m`` of iteration ``i`` on process ``rank`` holds samples
+    ``((i * accum + m) * world + rank) * per_device + [0, per_device)``: the split of a total batch over
+    processes and accumulation steps never changes which samples an iteration sees.
+    """
+
+    def __init__(self, start: int, iters: int, accum: int, world: int, rank: int, per_device: int) -> None:
+        self.start, self.iters, self.accum = start, iters, accum
+        self.world, self.rank, self.per_device = world, rank, per_device
+
+    def __len__(self) -> int:
+        return (self.iters - self.start) * self.accum
+
+    def __iter__(self) -> Any:
+        for step in range(self.start * self.accum, self.iters * self.accum):
+            first = (step * self.world + self.rank) * self.per_device
+            yield list(range(first, first + self.per_device))
+
+
+def _loader(samples: _Samples, batches: _Batches, workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
+    # A private generator: creating the loader's iterator must not draw from the global RNG, whose state is
+    # part of the checkpoint (resume would otherwise shift every later random draw).
+    return torch.utils.data.DataLoader(samples, batch_sampler=batches, num_workers=workers, pin_memory=pin_memory,
+                                       prefetch_factor=4 if workers else None, generator=torch.Generator())
 
 
 # ------------------------------------------------------------------------------------------------- evaluation
@@ -318,7 +359,10 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
         raise TrainingError(f"--mixed-precision must be no, bf16 or fp16, not {s.mixed_precision!r}")
     out = Path(s.output_dir)
     ckpt_root = out / "checkpoints"
-    accelerator = Accelerator(mixed_precision=s.mixed_precision, gradient_accumulation_steps=s.grad_accum,
+    # Launched as several processes on a machine without CUDA (accelerate launch / torchrun): Accelerate only
+    # sets up a gloo process group when told to use the CPU, otherwise every process would train alone.
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(cpu=multi_cpu, mixed_precision=s.mixed_precision, gradient_accumulation_steps=s.grad_accum,
                               log_with="tensorboard" if s.tensorboard else None, project_dir=str(out))
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     per_device, rest = divmod(s.batch_size, world * s.grad_accum)
@@ -351,8 +395,10 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
                                 class_names=classes, palette=[list(map(int, c)) for c in train_ds.palette],
                                 ignore_index=ignore_index, eval=protocol.to_dict(),
                                 extra={"dataset": s.dataset, "recipe": s.recipe or recipe.description})
-    if world > 1:
+    if world > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif world > 1 and main:  # torch's SyncBatchNorm runs on CUDA only
+        logger.warning("%d CPU processes: BatchNorm statistics stay per process (SyncBatchNorm needs CUDA)", world)
     optimizer = build_optimizer(model, recipe, s.lr, s.weight_decay)  # type: ignore[arg-type]
     # DDP must wrap the module whose forward computes the loss, so that the gradient hooks fire.
     model, optimizer = accelerator.prepare(_WithLoss(model), optimizer)
@@ -379,6 +425,11 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
 
     sampler = _Sampler(len(train_ds), s.seed)
     transform = _train_transform(recipe, tuple(s.crop_size), ignore_index, train_ds)  # type: ignore[arg-type]
+    workers = s.workers if s.workers is not None else (0 if accelerator.device.type == "cpu" else
+                                                        min(8, max(1, (os.cpu_count() or 1) // world - 1)))
+    batches = iter(_loader(_Samples(train_ds, sampler, transform),
+                           _Batches(start, s.iters, s.grad_accum, world, rank, per_device), workers,
+                           pin_memory=accelerator.device.type == "cuda"))
     metrics_file = out / "metrics.jsonl"
 
     def log(row: dict[str, Any]) -> None:
@@ -410,10 +461,10 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
                                                    recipe.min_lr / s.lr if s.lr else 0.0,
                                                    recipe.warmup_iters, recipe.warmup_ratio))
             loss_sum = 0.0
-            for micro in range(s.grad_accum):
-                first = ((iteration * s.grad_accum + micro) * world + rank) * per_device
-                images, labels = _batch(train_ds, sampler, transform, first, per_device)
-                images, labels = images.to(accelerator.device), labels.to(accelerator.device)
+            for _ in range(s.grad_accum):
+                images, labels = next(batches)
+                images = images.to(accelerator.device, non_blocking=True)
+                labels = labels.to(accelerator.device, non_blocking=True)
                 with accelerator.accumulate(model):
                     with accelerator.autocast():
                         losses = model(images, labels)
@@ -446,6 +497,9 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
                 if s.tensorboard:
                     accelerator.log({"loss": loss_value, "lr": lr}, step=iteration)
             if (s.eval_every and iteration % s.eval_every == 0) or iteration == s.iters:
+                if world > 1:  # BatchNorm statistics may differ per process: score rank 0's model everywhere
+                    for buffer in raw.buffers():
+                        torch.distributed.broadcast(buffer, src=0)
                 result = evaluate(eval_model(), val_ds, protocol.to_dict(), accelerator.device, rank, world,
                                   s.max_eval_samples)
                 summary = {k: result[k] for k in ("mIoU", "mAcc", "aAcc", "mDice", "fwIoU")}
