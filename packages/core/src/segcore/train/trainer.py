@@ -15,6 +15,7 @@ through ``accelerator.accumulate``). What it adds (DESIGN.md "Training"):
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import math
@@ -357,6 +358,8 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
     assert s.iters is not None and s.batch_size is not None and s.crop_size is not None
     if s.mixed_precision not in ("no", "bf16", "fp16"):
         raise TrainingError(f"--mixed-precision must be no, bf16 or fp16, not {s.mixed_precision!r}")
+    if s.tensorboard and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        raise TrainingError("--tensorboard needs the tensorboard package: pip install tensorboard")
     out = Path(s.output_dir)
     ckpt_root = out / "checkpoints"
     # Launched as several processes on a machine without CUDA (accelerate launch / torchrun): Accelerate only
