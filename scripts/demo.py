@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 import segcore
+from PIL import Image
 from segcore_cli.main import main as segcore_main
 
 PAIRS = (("mscan-t", "ham"), ("mit-b0", "segdeformer"), ("timm:resnet18", "mlp"))
@@ -67,8 +66,21 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output_dir)
     encoder, decoder = _first_installed_pair()
     tic = time.time()
-    code = segcore_main(["train", "--encoder", encoder, "--decoder", decoder, "--dataset", "synthetic-shapes",
-                         "--output-dir", str(out), "--resume", *args.train_args])
+    code = segcore_main(
+        [
+            "train",
+            "--encoder",
+            encoder,
+            "--decoder",
+            decoder,
+            "--dataset",
+            "synthetic-shapes",
+            "--output-dir",
+            str(out),
+            "--resume",
+            *args.train_args,
+        ]
+    )
     if code:
         return code
     train_minutes = (time.time() - tic) / 60
@@ -80,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"segcore demo: {encoder} + {decoder} on synthetic-shapes, {train_minutes:.1f} min of training + eval")
     if evals:
-        print(f"  validation mIoU {evals[-1]['mIoU']:.2f} (best {max(e['mIoU'] for e in evals):.2f}) "
-              f"at iteration {evals[-1]['iter']}")
+        print(
+            f"  validation mIoU {evals[-1]['mIoU']:.2f} (best {max(e['mIoU'] for e in evals):.2f}) "
+            f"at iteration {evals[-1]['iter']}"
+        )
     print(f"  curves:      {out / 'curves.png'}")
     print(f"  predictions: {out / 'predictions'}/*_overlay.png (inputs and ground truth in {out / 'samples'})")
     print(f"  model:       {out}  (segcore eval --model {out} --dataset synthetic-shapes)")

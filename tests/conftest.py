@@ -24,9 +24,8 @@ def registered(kind: str) -> list[str]:
 @functools.cache
 def encoder_params(name: str) -> int:
     """Parameter count of an encoder, built on the meta device (no memory, no init cost)."""
-    import torch
-
     import segcore
+    import torch
 
     try:
         with torch.device("meta"):

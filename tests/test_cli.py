@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
 import segcore
+import torch
 
 SEGCORE = [sys.executable, "-m", "segcore_cli.main"]
 
@@ -30,8 +29,10 @@ def test_help_and_version():
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys; from segcore_cli.main import build_parser; build_parser(); "
-            "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))")
+    code = (
+        "import sys; from segcore_cli.main import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -46,23 +47,57 @@ def test_list_json_lists_every_kind_with_plugin_and_version():
 
 
 def test_user_errors_exit_2_with_one_line_and_no_traceback():
-    result = run("benchmark", "--encoder", "timm:resnet18", "--decoder", "no-such-decoder", "--iters", "0",
-                 check=False)
+    result = run("benchmark", "--encoder", "timm:resnet18", "--decoder", "no-such-decoder", "--iters", "0", check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown decoder 'no-such-decoder'" in lines[0]
     assert "Traceback" not in result.stderr
-    debug = run("--debug", "benchmark", "--encoder", "timm:resnet18", "--decoder", "no-such-decoder",
-                "--iters", "0", check=False)
+    debug = run(
+        "--debug",
+        "benchmark",
+        "--encoder",
+        "timm:resnet18",
+        "--decoder",
+        "no-such-decoder",
+        "--iters",
+        "0",
+        check=False,
+    )
     assert "Traceback" in debug.stderr
-    bad_opt = run("benchmark", "--encoder", "timm:resnet18", "--decoder", "mlp", "--decoder-opt", "chanels=3",
-                  "--iters", "0", check=False)
+    bad_opt = run(
+        "benchmark",
+        "--encoder",
+        "timm:resnet18",
+        "--decoder",
+        "mlp",
+        "--decoder-opt",
+        "chanels=3",
+        "--iters",
+        "0",
+        check=False,
+    )
     assert bad_opt.returncode == 2 and "did you mean 'channels'" in bad_opt.stderr
 
 
 def test_benchmark_counts_json():
-    data = json.loads(run("benchmark", "--encoder", "timm:resnet18", "--decoder", "linear", "--size", "64",
-                          "--num-classes", "3", "--iters", "1", "--warmup", "0", "--json").stdout)
+    data = json.loads(
+        run(
+            "benchmark",
+            "--encoder",
+            "timm:resnet18",
+            "--decoder",
+            "linear",
+            "--size",
+            "64",
+            "--num-classes",
+            "3",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+        ).stdout
+    )
     model = segcore.build_model("timm:resnet18", "linear", 3)
     assert data["params"] == sum(p.numel() for p in model.parameters())
     assert data["gmacs"] > 0 and data["latency_ms"] > 0 and data["device"] == "cpu"
@@ -74,12 +109,37 @@ def test_convert_writes_a_loadable_folder(tmp_path: Path):
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "ours.safetensors"))
-    run("convert", "--format", "segcore", "--encoder", "timm:resnet18", "--decoder", "linear", "--num-classes", "3",
-        str(tmp_path / "ours.safetensors"), "--out", str(tmp_path / "out"))
+    run(
+        "convert",
+        "--format",
+        "segcore",
+        "--encoder",
+        "timm:resnet18",
+        "--decoder",
+        "linear",
+        "--num-classes",
+        "3",
+        str(tmp_path / "ours.safetensors"),
+        "--out",
+        str(tmp_path / "out"),
+    )
     loaded = segcore.SegModel.from_pretrained(tmp_path / "out")
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
-    missing = run("convert", "--format", "segcore", "--encoder", "timm:resnet18", "--decoder", "linear",
-                  "--num-classes", "3", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "o2"), check=False)
+    missing = run(
+        "convert",
+        "--format",
+        "segcore",
+        "--encoder",
+        "timm:resnet18",
+        "--decoder",
+        "linear",
+        "--num-classes",
+        "3",
+        str(tmp_path / "nope.pth"),
+        "--out",
+        str(tmp_path / "o2"),
+        check=False,
+    )
     assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -15,9 +15,26 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_demo_script_trains_evaluates_and_draws(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--output-dir", str(out), "--samples", "2", "--",
-         "--iters", "2", "--batch-size", "2", "--max-eval-samples", "4", "--no-progress"],
-        capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "demo.py"),
+            "--output-dir",
+            str(out),
+            "--samples",
+            "2",
+            "--",
+            "--iters",
+            "2",
+            "--batch-size",
+            "2",
+            "--max-eval-samples",
+            "4",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "validation mIoU" in result.stdout and str(out / "curves.png") in result.stdout
     config = json.loads((out / "config.json").read_text())
@@ -30,7 +47,25 @@ def test_demo_script_trains_evaluates_and_draws(tmp_path):
         label = Image.open(out / "predictions" / f"val_{i:03d}_label.png")
         assert label.mode == "P" and max(label.getdata()) < len(config["class_names"])
     # A second run reuses the finished run instead of refusing the existing folder.
-    again = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--output-dir", str(out), "--samples",
-                            "1", "--", "--iters", "2", "--batch-size", "2", "--max-eval-samples", "4",
-                            "--no-progress"], capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "demo.py"),
+            "--output-dir",
+            str(out),
+            "--samples",
+            "1",
+            "--",
+            "--iters",
+            "2",
+            "--batch-size",
+            "2",
+            "--max-eval-samples",
+            "4",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 0, again.stderr[-3000:]

@@ -6,9 +6,8 @@ editing this file. `pytest tests/test_matrix.py -k mscan-b` selects one encoder.
 
 from __future__ import annotations
 
-import torch
-
 import segcore
+import torch
 from segcore.contracts import check_feature_info
 
 NUM_CLASSES = 5

@@ -8,11 +8,11 @@ import email
 import re
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMBERS = sorted(p.parent for p in [*ROOT.glob("packages/*/pyproject.toml"), ROOT / "cli" / "pyproject.toml"])
@@ -49,8 +49,10 @@ def _imported_distributions(package_dir: Path) -> set[str]:
 
 
 # Imports that are optional by design, each guarded by an ImportError handler with a message.
-OPTIONAL = {"segcore": {"segcore-datasets", "transformers", "onnx", "onnxruntime", "tensorboard"},
-            "segcore-cli": {"transformers", "onnx", "onnxruntime"}}
+OPTIONAL = {
+    "segcore": {"segcore-datasets", "transformers", "onnx", "onnxruntime", "tensorboard"},
+    "segcore-cli": {"transformers", "onnx", "onnxruntime"},
+}
 
 
 @pytest.mark.parametrize("member", MEMBERS, ids=[m.name for m in MEMBERS])
@@ -63,8 +65,22 @@ def test_member_declares_what_it_imports(member):
 
 
 def test_every_member_builds_a_complete_wheel(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                             "-w", str(tmp_path), *map(str, MEMBERS)], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            *map(str, MEMBERS),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     for member in MEMBERS:
         project = _project(member)
@@ -75,7 +91,8 @@ def test_every_member_builds_a_complete_wheel(tmp_path):
             metadata = email.message_from_string(zf.read(f"{info}/METADATA").decode())
             assert metadata["Name"] == project["name"]
             assert _requirement_names(metadata.get_all("Requires-Dist") or []) == _requirement_names(
-                project.get("dependencies", []))
+                project.get("dependencies", [])
+            )
             assert len(metadata.get_payload()) > 200, f"{project['name']}: the README is not the long description"
             assert any(n.endswith("/py.typed") for n in names), f"{project['name']}: no py.typed"
             plugin = project.get("entry-points", {}).get("segcore")

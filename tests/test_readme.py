@@ -6,13 +6,12 @@ import importlib
 import re
 import shlex
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
-import torch
-
 import segcore
+import tomllib
+import torch
 from segcore import registry
 from segcore_cli.main import build_parser
 
@@ -55,8 +54,9 @@ def test_readme_plugin_is_listed_and_works_with_every_core_decoder(readme_plugin
     assert rows["tiny-net"].version == readme_plugin["version"]
     for decoder in ("linear", "mlp", "upernet"):
         model = segcore.build_model(encoder="tiny-net", decoder=decoder, num_classes=5, encoder_options={"width": 8})
-        losses = model.compute_loss(torch.randint(0, 256, (2, 3, 48, 40), dtype=torch.uint8),
-                                    torch.randint(0, 5, (2, 48, 40)))
+        losses = model.compute_loss(
+            torch.randint(0, 256, (2, 3, 48, 40), dtype=torch.uint8), torch.randint(0, 5, (2, 48, 40))
+        )
         losses["loss"].backward()
         assert model.eval()(torch.rand(1, 3, 45, 70)).shape == (1, 5, 45, 70)
     with pytest.raises(segcore.OptionsError, match="width"):

@@ -10,10 +10,20 @@ from typing import Any
 
 def add_component_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--encoder-opt`` / ``--decoder-opt`` (repeatable ``key=value``)."""
-    parser.add_argument("--encoder-opt", action="append", default=[], metavar="K=V",
-                        help="encoder option, repeatable (e.g. drop_path_rate=0.1, embed_dims=32,64,160,256)")
-    parser.add_argument("--decoder-opt", action="append", default=[], metavar="K=V",
-                        help="decoder option, repeatable (e.g. channels=128)")
+    parser.add_argument(
+        "--encoder-opt",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="encoder option, repeatable (e.g. drop_path_rate=0.1, embed_dims=32,64,160,256)",
+    )
+    parser.add_argument(
+        "--decoder-opt",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="decoder option, repeatable (e.g. channels=128)",
+    )
 
 
 def parse_component_options(kind: str, name: str, pairs: Sequence[str]) -> dict[str, Any]:

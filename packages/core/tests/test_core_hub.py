@@ -6,10 +6,9 @@ import hashlib
 import types
 
 import pytest
+import segcore
 import torch
 from safetensors.torch import save_file
-
-import segcore
 from segcore import registry
 from segcore.errors import CheckpointError
 from segcore.testing import serve_hub
@@ -18,8 +17,9 @@ from segcore.testing import serve_hub
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     torch.manual_seed(0)
-    model = segcore.build_model("timm:resnet18", "upernet", 4, decoder_options={"channels": 32},
-                                class_names=["bg", "a", "b", "c"]).eval()
+    model = segcore.build_model(
+        "timm:resnet18", "upernet", 4, decoder_options={"channels": 32}, class_names=["bg", "a", "b", "c"]
+    ).eval()
     folder = tmp_path_factory.mktemp("model")
     model.save_pretrained(folder)
     return model, folder
@@ -83,8 +83,14 @@ def test_mismatched_weights_report_grouped_by_module(saved, tmp_path):
     state["decoder.extra.weight"] = torch.zeros(1)
     state["decoder.conv_seg.weight"] = torch.zeros(7, 32, 1, 1)
     with pytest.raises(CheckpointError) as err:
-        segcore.convert_checkpoint(state, format="segcore", encoder="timm:resnet18", decoder="upernet",
-                                   num_classes=4, decoder_options={"channels": 32})
+        segcore.convert_checkpoint(
+            state,
+            format="segcore",
+            encoder="timm:resnet18",
+            decoder="upernet",
+            num_classes=4,
+            decoder_options={"channels": 32},
+        )
     text = str(err.value)
     assert "1 missing keys" in text and "decoder.conv_seg: bias" in text
     assert "1 unexpected keys" in text and "decoder.extra: weight" in text
@@ -114,8 +120,14 @@ def _checkpoint_plugin(spec):
 def test_registered_name_loads_from_its_hub_repo(saved, monkeypatch, tmp_path):
     model, folder = saved
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path))
-    spec = segcore.CheckpointSpec(repo_id="segcore-test/tiny", revision="main", description="test",
-                                  encoder="timm:resnet18", decoder="upernet", num_classes=4)
+    spec = segcore.CheckpointSpec(
+        repo_id="segcore-test/tiny",
+        revision="main",
+        description="test",
+        encoder="timm:resnet18",
+        decoder="upernet",
+        num_classes=4,
+    )
     registry.register_plugin(_checkpoint_plugin(spec), "ckpt-plugin")
     try:
         with serve_hub({"segcore-test/tiny": folder}):
@@ -137,9 +149,18 @@ def test_registered_name_falls_back_to_official_file_verifies_and_caches(saved, 
         url = hub.add_file("official.safetensors", official)
         for sha, ok in (("deadbeef", False), (digest[:8], True)):
             spec = segcore.CheckpointSpec(
-                repo_id="segcore-test/not-mirrored", revision="main", description="test", encoder="timm:resnet18",
-                decoder="upernet", num_classes=4, decoder_options={"channels": 32}, official_url=url,
-                official_filename="official.safetensors", sha256=sha, format="segcore")
+                repo_id="segcore-test/not-mirrored",
+                revision="main",
+                description="test",
+                encoder="timm:resnet18",
+                decoder="upernet",
+                num_classes=4,
+                decoder_options={"channels": 32},
+                official_url=url,
+                official_filename="official.safetensors",
+                sha256=sha,
+                format="segcore",
+            )
             registry.register_plugin(_checkpoint_plugin(spec), "ckpt-plugin")
             try:
                 if not ok:
@@ -156,9 +177,15 @@ def test_registered_name_falls_back_to_official_file_verifies_and_caches(saved, 
 
 
 def test_manual_step_is_reported():
-    spec = segcore.CheckpointSpec(repo_id="segcore-test/absent", revision="main", description="t",
-                                  encoder="timm:resnet18", decoder="upernet", num_classes=4,
-                                  manual_step="Download it from the Google Drive folder, then run segcore convert.")
+    spec = segcore.CheckpointSpec(
+        repo_id="segcore-test/absent",
+        revision="main",
+        description="t",
+        encoder="timm:resnet18",
+        decoder="upernet",
+        num_classes=4,
+        manual_step="Download it from the Google Drive folder, then run segcore convert.",
+    )
     registry.register_plugin(_checkpoint_plugin(spec), "ckpt-plugin")
     try:
         with serve_hub(), pytest.raises(CheckpointError, match="Google Drive folder"):

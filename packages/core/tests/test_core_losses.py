@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+import segcore
 import torch
 import torch.nn.functional as F
-
-import segcore
 from segcore.contracts import DecoderOutput
 
 
@@ -46,8 +45,9 @@ def test_ignored_pixels_do_not_change_the_numerator():
     loss_fn = segcore.build_loss("ce", 3)
     changed = logits.clone()
     changed[0, :, 0, :] = 100 * torch.randn_like(changed[0, :, 0, :])
-    torch.testing.assert_close(loss_fn(DecoderOutput(logits), target)["loss"],
-                               loss_fn(DecoderOutput(changed), target)["loss"])
+    torch.testing.assert_close(
+        loss_fn(DecoderOutput(logits), target)["loss"], loss_fn(DecoderOutput(changed), target)["loss"]
+    )
 
 
 def test_logits_are_resized_to_label_size():

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from torch import nn
-
 import segcore
+import torch
 from segcore.adapters import SimpleFeaturePyramid
 from segcore.contracts import Decoder, DecoderOutput, check_feature_info
 from segcore.errors import SegcoreError, WiringError
+from torch import nn
 
 TIMM_ENCODERS = ["timm:resnet18", "timm:pvt_v2_b0", "timm:vit_tiny_patch16_224"]  # CNN, hierarchical, plain ViT
 CORE_DECODERS = ["linear", "mlp", "upernet"]
@@ -57,8 +56,9 @@ def test_padding_does_not_change_aligned_inputs():
     model = segcore.build_model("timm:resnet18", "mlp", 3).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        direct = nn.functional.interpolate(model.forward_output(x).logits, size=(64, 64), mode="bilinear",
-                                           align_corners=False)
+        direct = nn.functional.interpolate(
+            model.forward_output(x).logits, size=(64, 64), mode="bilinear", align_corners=False
+        )
         torch.testing.assert_close(model(x), direct)
 
 
@@ -120,8 +120,9 @@ def test_bad_labels_and_images_are_refused_with_the_reason():
 
 
 def test_config_round_trips_through_dict():
-    model = segcore.build_model("timm:resnet18", "upernet", 5, decoder_options={"channels": 32},
-                                class_names=list("abcde"))
+    model = segcore.build_model(
+        "timm:resnet18", "upernet", 5, decoder_options={"channels": 32}, class_names=list("abcde")
+    )
     data = model.config.to_dict()
     again = segcore.SegModelConfig.from_dict(data)
     assert again == model.config

@@ -9,9 +9,8 @@ import types
 from dataclasses import dataclass
 
 import pytest
-import torch
-
 import segcore
+import torch
 from segcore import registry
 from segcore.errors import ComponentClashError, OptionsError, UnknownComponentError
 

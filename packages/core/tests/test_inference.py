@@ -20,8 +20,10 @@ class PixelModel(nn.Module):
         return self.conv(x.float())
 
 
-@pytest.mark.parametrize(("size", "crop", "stride"), [((37, 50), (16, 16), (10, 12)), ((16, 16), (16, 16), (8, 8)),
-                                                      ((10, 12), (16, 16), (8, 8))])
+@pytest.mark.parametrize(
+    ("size", "crop", "stride"),
+    [((37, 50), (16, 16), (10, 12)), ((16, 16), (16, 16), (8, 8)), ((10, 12), (16, 16), (8, 8))],
+)
 def test_slide_equals_whole_for_pixelwise_model(size, crop, stride):
     model = PixelModel()
     x = torch.rand(2, 3, *size)
@@ -46,9 +48,9 @@ def test_flip_and_scales_are_averaged_at_original_size():
     x = torch.rand(1, 3, 20, 24)
     out = infer_logits(model, x, {"mode": "whole", "scales": [0.5, 1.0, 1.5], "flip": True}, num_classes=3)
     assert out.shape == (1, 3, 20, 24)
-    assert torch.allclose(out.sum(1), torch.ones(1, 20, 24), atol=1e-5)   # averaged probabilities
+    assert torch.allclose(out.sum(1), torch.ones(1, 20, 24), atol=1e-5)  # averaged probabilities
     single = infer_logits(model, x, {"mode": "whole", "flip": True}, num_classes=3)
-    assert torch.allclose(single, model(x).softmax(1), atol=1e-6)        # flip of a pixel model changes nothing
+    assert torch.allclose(single, model(x).softmax(1), atol=1e-6)  # flip of a pixel model changes nothing
 
 
 def test_resize_keep_ratio_scores_at_original_size():
@@ -61,7 +63,7 @@ def test_resize_keep_ratio_scores_at_original_size():
 
     model.register_forward_hook(hook)
     out = infer_logits(model, x, {"mode": "whole", "resize": [120, 40]}, num_classes=3)
-    assert seen == [(40, 80)]   # min(120 / 60, 40 / 30) = 1.333
+    assert seen == [(40, 80)]  # min(120 / 60, 40 / 30) = 1.333
     assert out.shape == (1, 3, 30, 60)
 
 

@@ -32,14 +32,14 @@ def test_metrics_by_hand():
 
 
 def test_absent_class_is_left_out_of_the_mean():
-    cm = torch.tensor([[2, 0, 0], [0, 2, 0], [0, 0, 0]])   # class 2: no gt, never predicted
+    cm = torch.tensor([[2, 0, 0], [0, 2, 0], [0, 0, 0]])  # class 2: no gt, never predicted
     m = metrics_from_confusion(cm)
     assert m["mIoU"] == pytest.approx(100.0)
     assert math.isnan(m["per_class"][2]["IoU"]) and math.isnan(m["per_class"][2]["Acc"])
 
 
 def test_predicted_but_absent_class_counts_zero():
-    cm = torch.tensor([[1, 1], [0, 0]])   # class 1 never in gt but predicted once: IoU 0, Acc nan (mmseg)
+    cm = torch.tensor([[1, 1], [0, 0]])  # class 1 never in gt but predicted once: IoU 0, Acc nan (mmseg)
     m = metrics_from_confusion(cm)
     assert m["per_class"][1]["IoU"] == 0.0
     assert m["mIoU"] == pytest.approx(25.0)

@@ -32,10 +32,33 @@ def test_parsers_do_not_import_torch():
 
 def test_train_eval_predict(tmp_path, capsys):
     out = tmp_path / "run"
-    rc = segcore_cli.main(["train", "--encoder", "timm:test_convnext", "--decoder", "mlp", "--decoder-opt",
-                           "channels=16", "--dataset", "tiny-shapes", "--iters", "6", "--batch-size", "2",
-                           "--crop-size", "32", "--eval-every", "3", "--checkpoint-every", "3", "--output-dir",
-                           str(out), "--no-progress", "--json"])
+    rc = segcore_cli.main(
+        [
+            "train",
+            "--encoder",
+            "timm:test_convnext",
+            "--decoder",
+            "mlp",
+            "--decoder-opt",
+            "channels=16",
+            "--dataset",
+            "tiny-shapes",
+            "--iters",
+            "6",
+            "--batch-size",
+            "2",
+            "--crop-size",
+            "32",
+            "--eval-every",
+            "3",
+            "--checkpoint-every",
+            "3",
+            "--output-dir",
+            str(out),
+            "--no-progress",
+            "--json",
+        ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["iter"] == 6 and 0 <= summary["mIoU"] <= 100
@@ -45,10 +68,29 @@ def test_train_eval_predict(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert set(result) >= {"mIoU", "mAcc", "aAcc", "per_class"}
     assert [c["name"] for c in result["per_class"]] == list(fakes.TinyShapes.classes)
-    assert result["mIoU"] == pytest.approx(summary["mIoU"], abs=0.01)   # same protocol as in training
+    assert result["mIoU"] == pytest.approx(summary["mIoU"], abs=0.01)  # same protocol as in training
 
-    assert segcore_cli.main(["eval", "--model", str(out), "--mode", "slide", "--crop-size", "16", "--stride",
-                             "8", "--flip", "--scales", "0.75,1.0", "--device", "cpu"]) == 0
+    assert (
+        segcore_cli.main(
+            [
+                "eval",
+                "--model",
+                str(out),
+                "--mode",
+                "slide",
+                "--crop-size",
+                "16",
+                "--stride",
+                "8",
+                "--flip",
+                "--scales",
+                "0.75,1.0",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "background" in table and "mIoU" in table
 
@@ -56,8 +98,24 @@ def test_train_eval_predict(tmp_path, capsys):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 52, 3), dtype=np.uint8)).save(image)
     big = tmp_path / "big.png"
     Image.fromarray(np.zeros((70, 90, 3), dtype=np.uint8)).save(big)
-    assert segcore_cli.main(["predict", "--model", str(out), str(image), str(big), "--out",
-                             str(tmp_path / "pred"), "--max-side", "64", "--device", "cpu"]) == 0
+    assert (
+        segcore_cli.main(
+            [
+                "predict",
+                "--model",
+                str(out),
+                str(image),
+                str(big),
+                "--out",
+                str(tmp_path / "pred"),
+                "--max-side",
+                "64",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     label = Image.open(tmp_path / "pred" / "a_label.png")
     assert label.mode == "P" and label.size == (52, 40)
     assert Image.open(tmp_path / "pred" / "big_overlay.png").size == (90, 70)
@@ -65,7 +123,20 @@ def test_train_eval_predict(tmp_path, capsys):
 
 
 def test_bad_option_is_a_user_error(tmp_path, capsys):
-    rc = segcore_cli.main(["train", "--encoder", "timm:test_convnext", "--decoder", "mlp", "--decoder-opt",
-                           "chanels=16", "--dataset", "tiny-shapes", "--output-dir", str(tmp_path / "x")])
+    rc = segcore_cli.main(
+        [
+            "train",
+            "--encoder",
+            "timm:test_convnext",
+            "--decoder",
+            "mlp",
+            "--decoder-opt",
+            "chanels=16",
+            "--dataset",
+            "tiny-shapes",
+            "--output-dir",
+            str(tmp_path / "x"),
+        ]
+    )
     assert rc == 2
     assert "chanels" in capsys.readouterr().err

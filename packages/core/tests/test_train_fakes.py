@@ -30,8 +30,8 @@ class TinyShapes:
         for cls in (1, 2, 3):
             y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
             hh, ww = rng.integers(6, h // 2), rng.integers(6, w // 2)
-            label[y:y + hh, x:x + ww] = cls
-            image[:, y:y + hh, x:x + ww] = np.array(self.palette[cls], dtype=np.uint8)[:, None, None]
+            label[y : y + hh, x : x + ww] = cls
+            image[:, y : y + hh, x : x + ww] = np.array(self.palette[cls], dtype=np.uint8)[:, None, None]
         label[0, :3] = 255
         return {"image": image, "label": label, "path": f"tiny/{self.split}/{i}.png"}
 

@@ -31,8 +31,18 @@ def _fakes():
 
 
 def _settings(out: Path, **kw) -> TrainSettings:
-    base = dict(dataset="tiny-shapes", iters=8, batch_size=2, crop_size=(32, 32), lr=1e-3, eval_every=4,
-                checkpoint_every=4, output_dir=str(out), progress=False, **fakes.TINY_MODEL)
+    base = dict(
+        dataset="tiny-shapes",
+        iters=8,
+        batch_size=2,
+        crop_size=(32, 32),
+        lr=1e-3,
+        eval_every=4,
+        checkpoint_every=4,
+        output_dir=str(out),
+        progress=False,
+        **fakes.TINY_MODEL,
+    )
     base.update(kw)
     return TrainSettings(**base)
 
@@ -64,8 +74,17 @@ def _assert_bitwise(a: Path, b: Path) -> None:
 
 def test_train_writes_run_folder(tmp_path):
     out = train(_settings(tmp_path / "run"))
-    for name in ("config.json", "model.safetensors", "settings.json", "metrics.jsonl", "curves.png",
-                 "best/config.json", "best/model.safetensors", "checkpoints/iter_4", "checkpoints/iter_8"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "settings.json",
+        "metrics.jsonl",
+        "curves.png",
+        "best/config.json",
+        "best/model.safetensors",
+        "checkpoints/iter_4",
+        "checkpoints/iter_8",
+    ):
         assert (out / name).exists(), name
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in rows if "mIoU" in r] == [4, 8]
@@ -90,8 +109,9 @@ def test_resume_after_sigkill_is_bitwise_equal(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     kw = dict(iters=16, eval_every=8, checkpoint_every=4)
     subprocess.run([sys.executable, "-c", _script(full, **kw)], check=True, capture_output=True)
-    proc = subprocess.Popen([sys.executable, "-c", _script(cut, **kw)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _script(cut, **kw)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while not (cut / "checkpoints" / "iter_4").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)
@@ -107,8 +127,9 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     kw = dict(iters=12, eval_every=0, checkpoint_every=100)
     train(_settings(full, **kw))
-    proc = subprocess.Popen([sys.executable, "-c", _script(cut, **kw)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _script(cut, **kw)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 120
     while not (cut / "settings.json").exists() and time.time() < deadline:
         time.sleep(0.01)
@@ -165,17 +186,29 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
 
 
 def test_grad_accum_and_ema_and_clip(tmp_path):
-    out = train(_settings(tmp_path / "run", iters=4, batch_size=4, grad_accum=2, ema_decay=0.9, clip_grad=1.0,
-                          eval_every=0))
+    out = train(
+        _settings(tmp_path / "run", iters=4, batch_size=4, grad_accum=2, ema_decay=0.9, clip_grad=1.0, eval_every=0)
+    )
     assert (out / "model.safetensors").exists()
-    train(_settings(tmp_path / "run", iters=6, batch_size=4, grad_accum=2, ema_decay=0.9, clip_grad=1.0,
-                    eval_every=0, resume=True))
+    train(
+        _settings(
+            tmp_path / "run",
+            iters=6,
+            batch_size=4,
+            grad_accum=2,
+            ema_decay=0.9,
+            clip_grad=1.0,
+            eval_every=0,
+            resume=True,
+        )
+    )
 
 
 def test_dataloader_workers_do_not_change_the_result(tmp_path):
     kw = dict(iters=4, batch_size=4, grad_accum=2, eval_every=0, checkpoint_every=0)
-    _assert_bitwise(train(_settings(tmp_path / "w0", workers=0, **kw)),
-                    train(_settings(tmp_path / "w2", workers=2, **kw)))
+    _assert_bitwise(
+        train(_settings(tmp_path / "w0", workers=0, **kw)), train(_settings(tmp_path / "w2", workers=2, **kw))
+    )
 
 
 def test_batch_size_must_split(tmp_path):
@@ -188,9 +221,27 @@ def test_two_process_cpu_training(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(_script(tmp_path / "ddp", iters=4, batch_size=4, eval_every=4, checkpoint_every=4))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                             str(script)], capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "ddp" / "model.safetensors").exists()
     assert "2 processes" in result.stderr
@@ -200,7 +251,8 @@ def test_two_process_cpu_training(tmp_path):
 
     logged = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     final = [row for row in logged if "mIoU" in row][-1]
-    single = evaluate(segcore.SegModel.from_pretrained(tmp_path / "ddp"), segcore.build_dataset("tiny-shapes",
-                                                                                                split="val"))
+    single = evaluate(
+        segcore.SegModel.from_pretrained(tmp_path / "ddp"), segcore.build_dataset("tiny-shapes", split="val")
+    )
     for key in ("mIoU", "mAcc", "aAcc"):
         assert final[key] == pytest.approx(single[key], abs=1e-6), key

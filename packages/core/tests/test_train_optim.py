@@ -29,24 +29,29 @@ def _settings(groups) -> dict[str, tuple[float, float]]:
 
 
 def test_longest_key_wins_and_substring_match():
-    rules = (ParamGroupRule("encoder", lr_mult=1.0, decay_mult=1.0), ParamGroupRule("norm", decay_mult=0.0),
-             ParamGroupRule("pos_block", decay_mult=0.0), ParamGroupRule("decoder", lr_mult=10.0),
-             ParamGroupRule("encoder.pos_block.bias", lr_mult=2.0, decay_mult=0.5))
+    rules = (
+        ParamGroupRule("encoder", lr_mult=1.0, decay_mult=1.0),
+        ParamGroupRule("norm", decay_mult=0.0),
+        ParamGroupRule("pos_block", decay_mult=0.0),
+        ParamGroupRule("decoder", lr_mult=10.0),
+        ParamGroupRule("encoder.pos_block.bias", lr_mult=2.0, decay_mult=0.5),
+    )
     got = _settings(param_groups(Toy(), lr=1.0, weight_decay=0.1, rules=rules))
-    assert got["encoder.pos_block.weight"] == (1.0, 0.0)      # "pos_block" (9) beats "encoder" (7)
-    assert got["encoder.pos_block.bias"] == (2.0, 0.05)       # the longest key of all
-    assert got["encoder.norm.weight"] == (1.0, 0.1)           # "norm" (4) loses to "encoder" (7): mmcv order
+    assert got["encoder.pos_block.weight"] == (1.0, 0.0)  # "pos_block" (9) beats "encoder" (7)
+    assert got["encoder.pos_block.bias"] == (2.0, 0.05)  # the longest key of all
+    assert got["encoder.norm.weight"] == (1.0, 0.1)  # "norm" (4) loses to "encoder" (7): mmcv order
     assert got["encoder.conv.weight"] == (1.0, 0.1)
-    assert got["decoder.bn.weight"] == (10.0, 0.1)            # matched rule: norm_decay_mult not applied
+    assert got["decoder.bn.weight"] == (10.0, 0.1)  # matched rule: norm_decay_mult not applied
     assert got["decoder.cls.bias"] == (10.0, 0.1)
 
 
 def test_norm_and_bias_multipliers_apply_to_unmatched_only():
     rules = (ParamGroupRule("decoder.cls", lr_mult=10.0),)
-    got = _settings(param_groups(Toy(), lr=1.0, weight_decay=0.1, rules=rules, norm_decay_mult=0.0,
-                                 bias_decay_mult=0.5))
+    got = _settings(
+        param_groups(Toy(), lr=1.0, weight_decay=0.1, rules=rules, norm_decay_mult=0.0, bias_decay_mult=0.5)
+    )
     assert got["encoder.norm.weight"] == (1.0, 0.0)
-    assert got["encoder.norm.bias"] == (1.0, 0.0)             # norm wins over bias for norm biases
+    assert got["encoder.norm.bias"] == (1.0, 0.0)  # norm wins over bias for norm biases
     assert got["decoder.bn.bias"] == (1.0, 0.0)
     assert got["encoder.conv.bias"] == (1.0, 0.05)
     assert got["encoder.conv.weight"] == (1.0, 0.1)
@@ -75,7 +80,7 @@ def test_poly_with_linear_warmup(step, expected):
 
 def test_poly_min_lr_and_end():
     assert poly_lr_factor(100, 100, power=0.9, min_lr_ratio=0.01) == pytest.approx(0.01)
-    assert poly_lr_factor(50, 100, power=0.9) == pytest.approx(0.5 ** 0.9)
+    assert poly_lr_factor(50, 100, power=0.9) == pytest.approx(0.5**0.9)
 
 
 def test_optimizer_follows_recipe():
@@ -85,7 +90,7 @@ def test_optimizer_follows_recipe():
     opt = build_optimizer(Toy(), recipe, lr=recipe.lr, weight_decay=recipe.weight_decay)
     assert isinstance(opt, torch.optim.AdamW)
     by_mult = {(g["lr_mult"], g["decay_mult"]) for g in opt.param_groups}
-    assert (1.0, 0.0) in by_mult and (1.0, 1.0) in by_mult   # norms without decay
+    assert (1.0, 0.0) in by_mult and (1.0, 1.0) in by_mult  # norms without decay
 
 
 def test_core_recipes_module_is_torch_free():

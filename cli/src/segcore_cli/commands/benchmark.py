@@ -36,9 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build, measure, print."""
-    import torch
-
     import segcore
+    import torch
     from segcore.benchmark import benchmark_model
 
     if args.threads:
@@ -47,18 +46,32 @@ def run(args: argparse.Namespace) -> int:
         model = segcore.SegModel.from_pretrained(args.model)
     elif args.encoder and args.decoder:
         model = segcore.build_model(
-            args.encoder, args.decoder, args.num_classes,
+            args.encoder,
+            args.decoder,
+            args.num_classes,
             encoder_options=parse_component_options("encoders", args.encoder, args.encoder_opt),
             decoder_options=parse_component_options("decoders", args.decoder, args.decoder_opt),
         )
     else:
         raise segcore.SegcoreError("give --encoder and --decoder, or --model")
     size = (args.size[0], args.size[-1])
-    result = benchmark_model(model, size, batch_size=args.batch_size, iters=args.iters, warmup=args.warmup,
-                             device=args.device, precision=args.precision, channels_last=args.channels_last,
-                             compile=args.compile, train=args.train)
-    data = result.to_dict() | {"encoder": model.config.encoder, "decoder": model.config.decoder,
-                               "num_classes": model.config.num_classes}
+    result = benchmark_model(
+        model,
+        size,
+        batch_size=args.batch_size,
+        iters=args.iters,
+        warmup=args.warmup,
+        device=args.device,
+        precision=args.precision,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        train=args.train,
+    )
+    data = result.to_dict() | {
+        "encoder": model.config.encoder,
+        "decoder": model.config.decoder,
+        "num_classes": model.config.num_classes,
+    }
     if args.json:
         print_json(data)
         return 0
@@ -67,9 +80,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"  multiply-adds {data['gmacs']:.2f} G")
     if data["latency_ms"] is not None:
         mode = "train step" if args.train else "inference"
-        print(f"  {mode} latency {data['latency_ms']:.1f} ms (median of {args.iters}), "
-              f"throughput {data['throughput']:.2f} img/s, batch {args.batch_size}")
+        print(
+            f"  {mode} latency {data['latency_ms']:.1f} ms (median of {args.iters}), "
+            f"throughput {data['throughput']:.2f} img/s, batch {args.batch_size}"
+        )
         print(f"  peak memory {data['peak_memory_mb']:.0f} MB ({'CUDA allocated' if 'cuda' in args.device else 'RSS'})")
-        print(f"  device {args.device}, {args.precision}, channels_last={args.channels_last}, compile={args.compile}, "
-              f"torch {data['torch']}, threads {data['threads']}")
+        print(
+            f"  device {args.device}, {args.precision}, channels_last={args.channels_last}, compile={args.compile}, "
+            f"torch {data['torch']}, threads {data['threads']}"
+        )
     return 0

@@ -23,8 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", help="encoder name, e.g. mscan-t")
     p.add_argument("--decoder", help="decoder name, e.g. ham")
     p.add_argument("--num-classes", type=int, help="classes of the head")
-    p.add_argument("--official-config", type=Path, metavar="CFG.json",
-                   help="JSON with the official config's model part (backbone and decode_head dicts)")
+    p.add_argument(
+        "--official-config",
+        type=Path,
+        metavar="CFG.json",
+        help="JSON with the official config's model part (backbone and decode_head dicts)",
+    )
     add_component_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -41,15 +45,28 @@ def run(args: argparse.Namespace) -> int:
     enc_opts = parse_component_options("encoders", args.encoder, args.encoder_opt) if args.encoder else {}
     dec_opts = parse_component_options("decoders", args.decoder, args.decoder_opt) if args.decoder else {}
     model = segcore.convert_checkpoint(
-        args.checkpoint, format=args.format, encoder=args.encoder, decoder=args.decoder,
-        num_classes=args.num_classes, official_config=official, encoder_options=enc_opts, decoder_options=dec_opts,
+        args.checkpoint,
+        format=args.format,
+        encoder=args.encoder,
+        decoder=args.decoder,
+        num_classes=args.num_classes,
+        official_config=official,
+        encoder_options=enc_opts,
+        decoder_options=dec_opts,
     )
     model.save_pretrained(args.out)
-    summary = {"out": str(args.out), "encoder": model.config.encoder, "decoder": model.config.decoder,
-               "num_classes": model.config.num_classes, "params": sum(p.numel() for p in model.parameters())}
+    summary = {
+        "out": str(args.out),
+        "encoder": model.config.encoder,
+        "decoder": model.config.decoder,
+        "num_classes": model.config.num_classes,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
     if args.json:
         print_json(summary)
     else:
-        print(f"converted {args.checkpoint.name} -> {args.out} ({summary['encoder']} + {summary['decoder']}, "
-              f"{summary['num_classes']} classes, {summary['params'] / 1e6:.3f} M parameters)")
+        print(
+            f"converted {args.checkpoint.name} -> {args.out} ({summary['encoder']} + {summary['decoder']}, "
+            f"{summary['num_classes']} classes, {summary['params'] / 1e6:.3f} M parameters)"
+        )
     return 0

@@ -7,9 +7,12 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``eval`` parser."""
-    p = sub.add_parser("eval", help="evaluate a model (mIoU, mAcc, aAcc, per class)",
-                       description="Evaluate a model on a dataset split. The protocol saved with the model "
-                                   "(config.eval) is used unless flags override it.")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a model (mIoU, mAcc, aAcc, per class)",
+        description="Evaluate a model on a dataset split. The protocol saved with the model "
+        "(config.eval) is used unless flags override it.",
+    )
     p.add_argument("--model", required=True, help="registered name, Hub repo id or folder (a training run too)")
     p.add_argument("--dataset", help="dataset name (default: the one the model was trained on)")
     p.add_argument("--data-root", help="dataset folder")
@@ -50,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
     dataset_name = args.dataset or model.config.extra.get("dataset")
     if not dataset_name:
         raise ValueError("give --dataset (the model does not record the dataset it was trained on)")
-    dataset = segcore.build_dataset(dataset_name, root=args.data_root, split=args.split,
-                                    **parse_kv(args.dataset_opt, None, "datasets"))
+    dataset = segcore.build_dataset(
+        dataset_name, root=args.data_root, split=args.split, **parse_kv(args.dataset_opt, None, "datasets")
+    )
     protocol = EvalProtocol.from_dict(model.config.eval or getattr(dataset, "eval_protocol", None))
     if args.mode:
         protocol.mode = args.mode
@@ -64,23 +68,38 @@ def run(args: argparse.Namespace) -> int:
     if args.flip:
         protocol.flip = True
     protocol = EvalProtocol.from_dict(protocol.to_dict())  # validate the combination
-    result = evaluate(model, dataset, protocol.to_dict(), device=device, max_samples=args.max_samples,
-                      progress=not args.json)
+    result = evaluate(
+        model, dataset, protocol.to_dict(), device=device, max_samples=args.max_samples, progress=not args.json
+    )
 
     def num(v: float) -> float | None:
         return None if math.isnan(v) else round(v, 2)
 
     if args.json:
-        print(json.dumps({"mIoU": num(result["mIoU"]), "mAcc": num(result["mAcc"]), "aAcc": num(result["aAcc"]),
-                          "mDice": num(result["mDice"]), "fwIoU": num(result["fwIoU"]),
-                          "per_class": [{"name": c["name"], "IoU": num(c["IoU"]), "Acc": num(c["Acc"])}
-                                        for c in result["per_class"]],
-                          "protocol": protocol.to_dict(), "dataset": dataset_name, "split": args.split}))
+        print(
+            json.dumps(
+                {
+                    "mIoU": num(result["mIoU"]),
+                    "mAcc": num(result["mAcc"]),
+                    "aAcc": num(result["aAcc"]),
+                    "mDice": num(result["mDice"]),
+                    "fwIoU": num(result["fwIoU"]),
+                    "per_class": [
+                        {"name": c["name"], "IoU": num(c["IoU"]), "Acc": num(c["Acc"])} for c in result["per_class"]
+                    ],
+                    "protocol": protocol.to_dict(),
+                    "dataset": dataset_name,
+                    "split": args.split,
+                }
+            )
+        )
         return 0
     width = max(len("class"), *(len(c["name"]) for c in result["per_class"]))
     print(f"{'class':<{width}}  {'IoU':>6}  {'Acc':>6}")
     for c in result["per_class"]:
         print(f"{c['name']:<{width}}  {c['IoU']:6.2f}  {c['Acc']:6.2f}")
-    print(f"\nmIoU {result['mIoU']:.2f}  mAcc {result['mAcc']:.2f}  aAcc {result['aAcc']:.2f}  "
-          f"({dataset_name} {args.split}, {protocol.mode}, scales {list(protocol.scales)}, flip {protocol.flip})")
+    print(
+        f"\nmIoU {result['mIoU']:.2f}  mAcc {result['mAcc']:.2f}  aAcc {result['aAcc']:.2f}  "
+        f"({dataset_name} {args.split}, {protocol.mode}, scales {list(protocol.scales)}, flip {protocol.flip})"
+    )
     return 0

@@ -8,8 +8,11 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``hub`` parser with its ``push`` and ``mirror`` actions."""
-    p = sub.add_parser("hub", help="push models to the Hugging Face Hub, mirror official checkpoints",
-                       description="Publish segcore models on the Hugging Face Hub (safetensors + model card).")
+    p = sub.add_parser(
+        "hub",
+        help="push models to the Hugging Face Hub, mirror official checkpoints",
+        description="Publish segcore models on the Hugging Face Hub (safetensors + model card).",
+    )
     actions = p.add_subparsers(dest="hub_action", metavar="ACTION", required=True)
     push = actions.add_parser("push", help="upload a model folder", description="Upload a from_pretrained folder.")
     push.add_argument("model", help="folder, Hub repo or checkpoint name to upload")
@@ -17,10 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     push.add_argument("--private", action="store_true")
     push.set_defaults(run=run_push)
     mirror = actions.add_parser(
-        "mirror", help="convert a registered official checkpoint and push it",
+        "mirror",
+        help="convert a registered official checkpoint and push it",
         description="Download (or take with --file) the official file of a registered checkpoint, verify it, "
         "convert it with its plugin's converter and push it with a model card stating source, converter, "
-        "expected metric and eval protocol.")
+        "expected metric and eval protocol.",
+    )
     mirror.add_argument("name", help="registered checkpoint name (segcore list --kind checkpoints)")
     mirror.add_argument("--repo", required=True, help="target repo id (org/name)")
     mirror.add_argument("--file", type=Path, help="the official file, already downloaded")
@@ -52,11 +57,30 @@ def run_mirror(args: argparse.Namespace) -> int:
 
         args.file = _fetch_official(spec, args.name)
     model = segcore.convert_checkpoint(
-        args.file, format=spec.format, encoder=spec.encoder, decoder=spec.decoder, num_classes=spec.num_classes,
-        encoder_options=dict(spec.encoder_options), decoder_options=dict(spec.decoder_options))
-    model.config.extra.update({"name": args.name, "source": spec.official_url or spec.official_filename,
-                               "converter": f"segcore convert --format {spec.format}", "metric": spec.metric,
-                               "eval_protocol": spec.eval_protocol, "dataset": spec.dataset, "repo_id": args.repo})
-    print(model.push_to_hub(args.repo, private=args.private,
-                            commit_message=f"Mirror {args.name} from {spec.official_filename or 'official file'}"))
+        args.file,
+        format=spec.format,
+        encoder=spec.encoder,
+        decoder=spec.decoder,
+        num_classes=spec.num_classes,
+        encoder_options=dict(spec.encoder_options),
+        decoder_options=dict(spec.decoder_options),
+    )
+    model.config.extra.update(
+        {
+            "name": args.name,
+            "source": spec.official_url or spec.official_filename,
+            "converter": f"segcore convert --format {spec.format}",
+            "metric": spec.metric,
+            "eval_protocol": spec.eval_protocol,
+            "dataset": spec.dataset,
+            "repo_id": args.repo,
+        }
+    )
+    print(
+        model.push_to_hub(
+            args.repo,
+            private=args.private,
+            commit_message=f"Mirror {args.name} from {spec.official_filename or 'official file'}",
+        )
+    )
     return 0

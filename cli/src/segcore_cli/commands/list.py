@@ -10,8 +10,11 @@ KINDS = ("encoders", "decoders", "losses", "datasets", "checkpoints", "converter
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``list`` parser."""
-    p = sub.add_parser("list", help="list installed encoders, decoders, losses, datasets, checkpoints, ...",
-                       description="List every installed component with the plugin that provides it.")
+    p = sub.add_parser(
+        "list",
+        help="list installed encoders, decoders, losses, datasets, checkpoints, ...",
+        description="List every installed component with the plugin that provides it.",
+    )
     p.add_argument("--kind", choices=KINDS, help="only this kind")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(run=run)

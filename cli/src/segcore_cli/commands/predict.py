@@ -7,14 +7,21 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``predict`` parser."""
-    p = sub.add_parser("predict", help="segment images: label PNGs and overlays",
-                       description="Segment images and write <name>_label.png (palette) and <name>_overlay.png.")
+    p = sub.add_parser(
+        "predict",
+        help="segment images: label PNGs and overlays",
+        description="Segment images and write <name>_label.png (palette) and <name>_overlay.png.",
+    )
     p.add_argument("--model", required=True, help="registered name, Hub repo id or folder (a training run too)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the label colours")
-    p.add_argument("--max-side", type=int, default=1024,
-                   help="images larger than this run in sliding windows of this size (default 1024)")
+    p.add_argument(
+        "--max-side",
+        type=int,
+        default=1024,
+        help="images larger than this run in sliding windows of this size (default 1024)",
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--json", action="store_true", help="print the written files as JSON")
     p.set_defaults(run=run)
@@ -48,8 +55,13 @@ def run(args: argparse.Namespace) -> int:
         protocol = base
         if max(rgb.shape[:2]) > args.max_side and base.mode == "whole" and base.resize is None:
             side = args.max_side
-            protocol = EvalProtocol(mode="slide", crop_size=(side, side), stride=(side * 2 // 3, side * 2 // 3),
-                                    scales=base.scales, flip=base.flip)
+            protocol = EvalProtocol(
+                mode="slide",
+                crop_size=(side, side),
+                stride=(side * 2 // 3, side * 2 // 3),
+                scales=base.scales,
+                flip=base.flip,
+            )
         labels = predict_labels(model, image, protocol, k)[0].cpu().numpy().astype(np.uint8)
         stem = Path(path).stem
         label_img = Image.fromarray(labels, mode="P")

@@ -16,9 +16,12 @@ def _pair(text: str) -> tuple[int, int]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` parser."""
-    p = sub.add_parser("train", help="train a model (Accelerate: CPU, GPU, multi-GPU with accelerate launch)",
-                       description="Train an encoder + decoder. A --recipe gives every setting; flags override "
-                                   "it. With no recipe and synthetic-shapes the CPU preset is used.")
+    p = sub.add_parser(
+        "train",
+        help="train a model (Accelerate: CPU, GPU, multi-GPU with accelerate launch)",
+        description="Train an encoder + decoder. A --recipe gives every setting; flags override "
+        "it. With no recipe and synthetic-shapes the CPU preset is used.",
+    )
     p.add_argument("--encoder", help="encoder name (see segcore list --kind encoders)")
     p.add_argument("--decoder", help="decoder name")
     p.add_argument("--dataset", default="synthetic-shapes", help="dataset name (default: synthetic-shapes)")
@@ -72,8 +75,9 @@ def parse_kv(items: list[str], component: str | None, kind: str) -> dict:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"expected K=V, got {item!r}")
-        out[key.strip().replace("-", "_")] = coerce_option(options_cls, key.strip().replace("-", "_"), value,
-                                                           component or "")
+        out[key.strip().replace("-", "_")] = coerce_option(
+            options_cls, key.strip().replace("-", "_"), value, component or ""
+        )
     return out
 
 
@@ -86,17 +90,36 @@ def run(args: argparse.Namespace) -> int:
     base = TrainSettings(encoder=args.encoder, decoder=args.decoder, dataset=args.dataset, recipe=args.recipe)
     _, resolved = resolve_recipe(base)
     settings = TrainSettings(
-        encoder=args.encoder, decoder=args.decoder, dataset=args.dataset, data_root=args.data_root,
-        recipe=args.recipe, iters=args.iters, batch_size=args.batch_size, crop_size=args.crop_size, lr=args.lr,
-        weight_decay=args.weight_decay, pretrained_encoder=args.pretrained_encoder,
+        encoder=args.encoder,
+        decoder=args.decoder,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        recipe=args.recipe,
+        iters=args.iters,
+        batch_size=args.batch_size,
+        crop_size=args.crop_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        pretrained_encoder=args.pretrained_encoder,
         encoder_opt=parse_kv(args.encoder_opt, resolved.encoder, "encoders"),
         decoder_opt=parse_kv(args.decoder_opt, resolved.decoder, "decoders"),
-        dataset_opt=parse_kv(args.dataset_opt, None, "datasets"), mixed_precision=args.mixed_precision,
-        output_dir=args.output_dir, resume=args.resume, eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every, seed=args.seed, grad_accum=args.grad_accum,
-        clip_grad=args.clip_grad, ema_decay=args.ema_decay, tensorboard=args.tensorboard, log_every=args.log_every,
-        eval_mode=args.eval_mode, max_eval_samples=args.max_eval_samples, workers=args.workers,
-        progress=not args.no_progress)
+        dataset_opt=parse_kv(args.dataset_opt, None, "datasets"),
+        mixed_precision=args.mixed_precision,
+        output_dir=args.output_dir,
+        resume=args.resume,
+        eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+        grad_accum=args.grad_accum,
+        clip_grad=args.clip_grad,
+        ema_decay=args.ema_decay,
+        tensorboard=args.tensorboard,
+        log_every=args.log_every,
+        eval_mode=args.eval_mode,
+        max_eval_samples=args.max_eval_samples,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
     out = train(settings)
     last = None
     metrics = out / "metrics.jsonl"
@@ -106,8 +129,11 @@ def run(args: argparse.Namespace) -> int:
             if "mIoU" in row:
                 last = row
     if args.json:
-        print(json.dumps({"output_dir": str(out), **({k: last[k] for k in ("iter", "mIoU", "mAcc", "aAcc")}
-                                                      if last else {})}))
+        print(
+            json.dumps(
+                {"output_dir": str(out), **({k: last[k] for k in ("iter", "mIoU", "mAcc", "aAcc")} if last else {})}
+            )
+        )
     else:
         if last:
             print(f"final validation: mIoU {last['mIoU']:.2f}  mAcc {last['mAcc']:.2f}  aAcc {last['aAcc']:.2f}")

@@ -78,10 +78,10 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-if TYPE_CHECKING:
-    from segcore.components import build_dataset, build_decoder, build_encoder, build_loss
-    from segcore.contracts import Decoder, DecoderOutput, Encoder, Loss
-    from segcore.convert import convert_checkpoint, load_state_dict_file
-    from segcore.model import SegModel, SegModelConfig, build_model
-    from segcore.options import parse_options
-    from segcore.registry import ComponentInfo, list_components
+if TYPE_CHECKING:  # the names of _LAZY, for type checkers (they are in __all__ through *_LAZY)
+    from segcore.components import build_dataset, build_decoder, build_encoder, build_loss  # noqa: F401
+    from segcore.contracts import Decoder, DecoderOutput, Encoder, Loss  # noqa: F401
+    from segcore.convert import convert_checkpoint, load_state_dict_file  # noqa: F401
+    from segcore.model import SegModel, SegModelConfig, build_model  # noqa: F401
+    from segcore.options import parse_options  # noqa: F401
+    from segcore.registry import ComponentInfo, list_components  # noqa: F401

@@ -120,8 +120,16 @@ def benchmark_model(
     params, macs = count_params_and_macs(model, size)
     result = BenchmarkResult(params=params, gmacs=round(macs / 1e9, 3), device=device, precision=precision)
     dev = torch.device(device)
-    result.extra = {"size": list(size), "batch_size": batch_size, "iters": iters, "warmup": warmup,
-                    "channels_last": channels_last, "compile": compile, "train": train, **protocol(dev)}
+    result.extra = {
+        "size": list(size),
+        "batch_size": batch_size,
+        "iters": iters,
+        "warmup": warmup,
+        "channels_last": channels_last,
+        "compile": compile,
+        "train": train,
+        **protocol(dev),
+    }
     if iters <= 0:
         return result
     model = model.to(dev)
@@ -178,7 +186,9 @@ def _train_step(model: nn.Module, images: torch.Tensor) -> Any:
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        losses = model.compute_loss(images, labels) if hasattr(model, "compute_loss") else {"loss": model(images).mean()}
+        losses = (
+            model.compute_loss(images, labels) if hasattr(model, "compute_loss") else {"loss": model(images).mean()}
+        )
         losses["loss"].backward()
         optimizer.step()
 

@@ -185,9 +185,7 @@ def convert_checkpoint(
         converted = dict(state)
     elif format == "mmseg":
         ignored = ("auxiliary_head.",)
-        unknown = sorted(
-            {k.split(".")[0] for k in state if not k.startswith(("backbone.", "decode_head.", *ignored))}
-        )
+        unknown = sorted({k.split(".")[0] for k in state if not k.startswith(("backbone.", "decode_head.", *ignored))})
         if unknown:
             raise CheckpointError(
                 f"not an mmseg checkpoint: top-level modules {unknown} are neither backbone nor decode_head"
@@ -202,8 +200,10 @@ def convert_checkpoint(
         dec_sd = convert_component(format, decoder, split_prefix(state, "decode_head."))
         converted = {**{f"encoder.{k}": v for k, v in enc_sd.items()}, **{f"decoder.{k}": v for k, v in dec_sd.items()}}
     load_strict(model, converted, source=str(checkpoint) if isinstance(checkpoint, (str, Path)) else "state dict")
-    model.config.extra.setdefault("converted_from", {"format": format, "file": Path(str(checkpoint)).name
-                                                      if isinstance(checkpoint, (str, Path)) else "state dict"})
+    model.config.extra.setdefault(
+        "converted_from",
+        {"format": format, "file": Path(str(checkpoint)).name if isinstance(checkpoint, (str, Path)) else "state dict"},
+    )
     return model
 
 

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["SegcoreError", "UnknownComponentError", "OptionsError", "ComponentClashError", "WiringError",
-           "CheckpointError"]
+__all__ = [
+    "SegcoreError",
+    "UnknownComponentError",
+    "OptionsError",
+    "ComponentClashError",
+    "WiringError",
+    "CheckpointError",
+]
 
 
 class SegcoreError(Exception):

@@ -170,8 +170,14 @@ def _hub_errors() -> tuple[type[Exception], ...]:
         RevisionNotFoundError,
     )
 
-    return (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError, LocalEntryNotFoundError,
-            HfHubHTTPError, OSError)
+    return (
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        HfHubHTTPError,
+        OSError,
+    )
 
 
 def _download_repo(repo_id: str, revision: str | None, cache: str | Path | None) -> Path:
@@ -261,8 +267,15 @@ def _convert_registered(name: str, spec: CheckpointSpec, folder: Path) -> SegMod
         encoder_options=dict(spec.encoder_options),
         decoder_options=dict(spec.decoder_options),
     )
-    model.config.extra.update({"name": name, "source": spec.official_url, "metric": spec.metric,
-                               "eval_protocol": spec.eval_protocol, "dataset": spec.dataset})
+    model.config.extra.update(
+        {
+            "name": name,
+            "source": spec.official_url,
+            "metric": spec.metric,
+            "eval_protocol": spec.eval_protocol,
+            "dataset": spec.dataset,
+        }
+    )
     save_pretrained(model, folder)
     logger.warning("segcore: cached converted %s at %s", name, folder)
     return model.eval()
@@ -287,7 +300,9 @@ def from_pretrained(
     if text in registered:
         spec: CheckpointSpec = registered[text]
         if spec.kind != "model":
-            raise CheckpointError(f"{text!r} holds encoder weights only; use it with build_model(pretrained_encoder=True)")
+            raise CheckpointError(
+                f"{text!r} holds encoder weights only; use it with build_model(pretrained_encoder=True)"
+            )
         converted = globals()["cache_dir"]() / "converted" / text
         if converted.is_dir():
             return _load_folder(converted, map_location)
@@ -299,9 +314,10 @@ def from_pretrained(
         return _convert_registered(text, spec, converted).to(map_location)
     looks_local = text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1) or local.exists()
     if looks_local or text.count("/") != 1:
+        models = ", ".join(sorted(n for n, s in registered.items() if s.kind == "model")) or "(none)"
         raise CheckpointError(
             f"{text!r} is not a model folder, a registered checkpoint or a Hub repo id (org/name); "
-            f"registered checkpoints: {', '.join(sorted(n for n, s in registered.items() if s.kind == 'model')) or '(none)'}"
+            f"registered checkpoints: {models}"
         )
     return _load_folder(_download_repo(text, revision, cache_dir), map_location)
 

@@ -67,8 +67,12 @@ class EvalProtocol:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        out: dict[str, Any] = {"mode": self.mode, "keep_ratio": self.keep_ratio, "scales": list(self.scales),
-                               "flip": self.flip}
+        out: dict[str, Any] = {
+            "mode": self.mode,
+            "keep_ratio": self.keep_ratio,
+            "scales": list(self.scales),
+            "flip": self.flip,
+        }
         for key in ("crop_size", "stride", "resize"):
             value = getattr(self, key)
             out[key] = list(value) if value is not None else None
@@ -76,8 +80,9 @@ class EvalProtocol:
         return out
 
 
-def slide_logits(model: nn.Module, images: Tensor, crop_size: Sequence[int], stride: Sequence[int],
-                 num_classes: int) -> Tensor:
+def slide_logits(
+    model: nn.Module, images: Tensor, crop_size: Sequence[int], stride: Sequence[int], num_classes: int
+) -> Tensor:
     """Logits of overlapping windows, averaged where they overlap (mmseg ``slide_inference``).
 
     Shape:
@@ -122,8 +127,12 @@ def _resize_images(images: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 @torch.no_grad()
-def infer_logits(model: nn.Module, images: Tensor, protocol: EvalProtocol | Mapping[str, Any] | None = None,
-                 num_classes: int | None = None) -> Tensor:
+def infer_logits(
+    model: nn.Module,
+    images: Tensor,
+    protocol: EvalProtocol | Mapping[str, Any] | None = None,
+    num_classes: int | None = None,
+) -> Tensor:
     """Class scores at the original image size.
 
     Single scale without flip returns logits; with several scales or flip the averaged softmax (mmseg
@@ -158,7 +167,11 @@ def infer_logits(model: nn.Module, images: Tensor, protocol: EvalProtocol | Mapp
     return total / (len(protocol.scales) * (2 if protocol.flip else 1)) if several else total
 
 
-def predict_labels(model: nn.Module, images: Tensor, protocol: EvalProtocol | Mapping[str, Any] | None = None,
-                   num_classes: int | None = None) -> Tensor:
+def predict_labels(
+    model: nn.Module,
+    images: Tensor,
+    protocol: EvalProtocol | Mapping[str, Any] | None = None,
+    num_classes: int | None = None,
+) -> Tensor:
     """``argmax`` of :func:`infer_logits`: ``[B, H, W]`` long at the original size."""
     return infer_logits(model, images, protocol, num_classes).argmax(dim=1)

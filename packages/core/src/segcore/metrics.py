@@ -85,8 +85,13 @@ class SegMetric:
         66.67
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, class_names: Sequence[str] | None = None,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        class_names: Sequence[str] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.class_names = class_names

@@ -16,9 +16,9 @@ from torch import Tensor, nn
 from segcore.adapters import SimpleFeaturePyramid, is_plain, is_pyramid
 from segcore.components import build_decoder, build_encoder, build_loss, validate_options
 from segcore.contracts import Decoder, DecoderOutput, Encoder, Loss
-from segcore.specs import ComponentSpec, FeatureInfo
 from segcore.errors import SegcoreError, WiringError
 from segcore.registry import get_spec
+from segcore.specs import ComponentSpec, FeatureInfo
 
 __all__ = ["SegModelConfig", "SegModel", "build_model", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -132,9 +132,7 @@ class SegModel(nn.Module):
             self.adapter = SimpleFeaturePyramid(in_features)
             in_features = list(self.adapter.feature_info)
         self.decoder_in_features = in_features
-        self.decoder: Decoder = build_decoder(
-            config.decoder, in_features, config.num_classes, **config.decoder_options
-        )
+        self.decoder: Decoder = build_decoder(config.decoder, in_features, config.num_classes, **config.decoder_options)
         self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self._loss: Loss | None = None
@@ -304,13 +302,20 @@ class SegModel(nn.Module):
 
         return from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir, map_location=map_location)
 
-    def push_to_hub(self, repo_id: str, private: bool = False, commit_message: str = "Upload segcore model",
-                    token: str | None = None, revision: str | None = None) -> str:
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool = False,
+        commit_message: str = "Upload segcore model",
+        token: str | None = None,
+        revision: str | None = None,
+    ) -> str:
         """Upload this model as a ``from_pretrained`` folder to the Hub repo ``repo_id``; returns the commit URL."""
         from segcore.hub import push_to_hub
 
-        return push_to_hub(self, repo_id, private=private, commit_message=commit_message, token=token,
-                           revision=revision)
+        return push_to_hub(
+            self, repo_id, private=private, commit_message=commit_message, token=token, revision=revision
+        )
 
 
 def build_model(

@@ -23,8 +23,8 @@ from typing import Any, Literal
 import pluggy
 
 from segcore import hookspecs
-from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, RecipeSpec
 from segcore.errors import ComponentClashError, UnknownComponentError
+from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, RecipeSpec
 
 __all__ = [
     "Kind",
@@ -68,7 +68,11 @@ FIRST_PARTY: dict[str, str] = {
         )
     },
 }
-_FIRST_PARTY_PREFIXES = {"segnext-": "segcore-segnext", "segvit-": "segcore-segvit", "segdeformer-": "segcore-segdeformer"}
+_FIRST_PARTY_PREFIXES = {
+    "segnext-": "segcore-segnext",
+    "segvit-": "segcore-segvit",
+    "segdeformer-": "segcore-segdeformer",
+}
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,9 @@ def _build_table(kind: Kind) -> None:
                     f"{_plugin_label(impl.plugin_name)}. Uninstall one of them or block one with "
                     f"SEGCORE_LOAD_PLUGINS."
                 )
-            expected = {"checkpoints": CheckpointSpec, "converters": ConverterSpec, "recipes": RecipeSpec}.get(kind, ComponentSpec)
+            expected = {"checkpoints": CheckpointSpec, "converters": ConverterSpec, "recipes": RecipeSpec}.get(
+                kind, ComponentSpec
+            )
             if not isinstance(spec, expected):
                 raise TypeError(
                     f"plugin {_plugin_label(impl.plugin_name)}: segcore_{kind}()[{name!r}] is a "

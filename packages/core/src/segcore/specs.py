@@ -52,14 +52,14 @@ class ComponentSpec:
     """A registered component: how to build it and what it is.
 
     Attributes:
-        factory: the callable (or ``"module:function"``): encoder ``factory(pretrained=False, **options)``; decoder ``factory(in_features,
-            num_classes, **options)``; loss ``factory(num_classes, ignore_index=255, **options)``;
-            dataset ``factory(root, split, **options)``. For a namespace (a name ending in ``:``, like
-            ``timm:``) the factory takes the part after the colon as its first argument.
+        factory: the callable (or ``"module:function"``): encoder ``factory(pretrained=False, **options)``;
+            decoder ``factory(in_features, num_classes, **options)``; loss ``factory(num_classes,
+            ignore_index=255, **options)``; dataset ``factory(root, split, **options)``. For a namespace (a
+            name ending in ``:``, like ``timm:``) the factory takes the part after the colon as its first argument.
         description: one line shown by ``segcore list``.
         source: the paper or URL it comes from.
-        options: the frozen dataclass of its options (or ``"module:Class"``); when given, unknown keys are rejected with the list of
-            valid ones before the factory is called.
+        options: the frozen dataclass of its options (or ``"module:Class"``); when given, unknown keys are
+            rejected with the list of valid ones before the factory is called.
         input_kind: decoders only, see :attr:`Decoder.input_kind`.
         default_loss: decoders only: the loss name and options that train it.
     """
@@ -151,8 +151,6 @@ class ConverterSpec:
     def load_convert(self) -> Callable[[str, Mapping[str, Tensor]], dict[str, Tensor]]:
         """Return the conversion function, importing it if given as ``"module:attr"``."""
         return resolve(self.convert)
-
-
 
 
 @dataclass(frozen=True)

@@ -77,8 +77,11 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             self._send(code, json.dumps(data).encode(), {"Content-Type": "application/json"})
 
         def _error(self, code: int, error_code: str, message: str) -> None:
-            self._send(code, json.dumps({"error": message}).encode(),
-                       {"Content-Type": "application/json", "X-Error-Code": error_code, "X-Error-Message": message})
+            self._send(
+                code,
+                json.dumps({"error": message}).encode(),
+                {"Content-Type": "application/json", "X-Error-Code": error_code, "X-Error-Message": message},
+            )
 
         def _body(self) -> bytes:
             length = int(self.headers.get("Content-Length") or 0)
@@ -105,8 +108,15 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             if not repo.is_dir():
                 return self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
             files = sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file())
-            self._json({"id": repo_id, "modelId": repo_id, "sha": _REVISION_SHA, "private": False,
-                        "siblings": [{"rfilename": f} for f in files]})
+            self._json(
+                {
+                    "id": repo_id,
+                    "modelId": repo_id,
+                    "sha": _REVISION_SHA,
+                    "private": False,
+                    "siblings": [{"rfilename": f} for f in files],
+                }
+            )
 
         def do_HEAD(self) -> None:  # noqa: N802
             self.do_GET()
@@ -138,13 +148,16 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 return self._json({"errors": [], "warnings": []})
             if parts == ["api", "repos", "create"]:
                 payload = json.loads(body or b"{}")
-                repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
+                repo_id = (
+                    f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
+                )
                 hub.repo_dir(repo_id).mkdir(parents=True, exist_ok=True)
                 return self._json({"url": f"{hub.endpoint}/{repo_id}", "name": repo_id, "id": repo_id})
             if parts[:2] == ["api", "models"] and "preupload" in parts:
                 files = json.loads(body or b"{}").get("files", [])
-                return self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                             for f in files]})
+                return self._json(
+                    {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+                )
             if parts[:2] == ["api", "models"] and "commit" in parts:
                 repo_id = "/".join(parts[2 : parts.index("commit")])
                 repo = hub.repo_dir(repo_id)
@@ -155,8 +168,13 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                         target = repo / value["path"]
                         target.parent.mkdir(parents=True, exist_ok=True)
                         target.write_bytes(base64.b64decode(value["content"]))
-                return self._json({"commitUrl": f"{hub.endpoint}/{repo_id}/commit/{_REVISION_SHA}",
-                                   "commitOid": _REVISION_SHA, "success": True})
+                return self._json(
+                    {
+                        "commitUrl": f"{hub.endpoint}/{repo_id}/commit/{_REVISION_SHA}",
+                        "commitOid": _REVISION_SHA,
+                        "success": True,
+                    }
+                )
             self._error(404, "NotFound", f"{path} not served")
 
     return Handler
@@ -184,12 +202,23 @@ def serve_hub(repos: Mapping[str, str | Path] | None = None) -> Iterator[LocalHu
     hub.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    saved_env = {k: os.environ.get(k) for k in ("HF_ENDPOINT", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_TOKEN",
-                                                 "HF_HUB_DISABLE_TELEMETRY")}
-    saved_consts = {k: getattr(constants, k) for k in ("ENDPOINT", "HUGGINGFACE_CO_URL_TEMPLATE", "HF_HUB_CACHE",
-                                                        "HF_HUB_OFFLINE")}
-    os.environ.update({"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp / "home"), "HF_HUB_CACHE": str(tmp / "cache"),
-                       "HF_HUB_OFFLINE": "0", "HF_TOKEN": "segcore-test-token", "HF_HUB_DISABLE_TELEMETRY": "1"})
+    saved_env = {
+        k: os.environ.get(k)
+        for k in ("HF_ENDPOINT", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_TOKEN", "HF_HUB_DISABLE_TELEMETRY")
+    }
+    saved_consts = {
+        k: getattr(constants, k) for k in ("ENDPOINT", "HUGGINGFACE_CO_URL_TEMPLATE", "HF_HUB_CACHE", "HF_HUB_OFFLINE")
+    }
+    os.environ.update(
+        {
+            "HF_ENDPOINT": hub.endpoint,
+            "HF_HOME": str(tmp / "home"),
+            "HF_HUB_CACHE": str(tmp / "cache"),
+            "HF_HUB_OFFLINE": "0",
+            "HF_TOKEN": "segcore-test-token",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+        }
+    )
     constants.ENDPOINT = hub.endpoint
     constants.HUGGINGFACE_CO_URL_TEMPLATE = hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
     constants.HF_HUB_CACHE = str(tmp / "cache")

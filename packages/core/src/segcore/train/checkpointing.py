@@ -33,8 +33,14 @@ def _fsync_tree(folder: Path) -> None:
         os.close(fd)
 
 
-def save_atomic(root: Path, iteration: int, write: Callable[[Path], None], state: dict[str, Any],
-                is_main: bool = True, barrier: Callable[[], None] = lambda: None) -> Path:
+def save_atomic(
+    root: Path,
+    iteration: int,
+    write: Callable[[Path], None],
+    state: dict[str, Any],
+    is_main: bool = True,
+    barrier: Callable[[], None] = lambda: None,
+) -> Path:
     """Write a checkpoint with ``write(tmp_folder)`` (all processes), then mark and rename it (main process)."""
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-iter_{iteration}"

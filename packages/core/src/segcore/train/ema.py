@@ -18,8 +18,10 @@ class ModelEMA:
 
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
         self.decay = decay
-        self.shadow = {k: v.detach().clone().float() if v.is_floating_point() else v.detach().clone()
-                       for k, v in model.state_dict().items()}
+        self.shadow = {
+            k: v.detach().clone().float() if v.is_floating_point() else v.detach().clone()
+            for k, v in model.state_dict().items()
+        }
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:

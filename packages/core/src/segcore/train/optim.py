@@ -22,8 +22,14 @@ __all__ = ["param_groups", "poly_lr_factor", "build_optimizer", "PolyWarmup"]
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
 
-def param_groups(model: nn.Module, lr: float, weight_decay: float, rules: Sequence[ParamGroupRule] = (),
-                 norm_decay_mult: float | None = None, bias_decay_mult: float | None = None) -> list[dict[str, Any]]:
+def param_groups(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    rules: Sequence[ParamGroupRule] = (),
+    norm_decay_mult: float | None = None,
+    bias_decay_mult: float | None = None,
+) -> list[dict[str, Any]]:
     """One group per parameter setting; every group carries ``lr``, ``initial_lr``, ``weight_decay`` and ``names``.
 
     Args:
@@ -49,15 +55,31 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, rules: Sequen
         elif name.endswith(".bias") and bias_decay_mult is not None:
             decay_mult = bias_decay_mult
         key = (lr * lr_mult, weight_decay * decay_mult)
-        group = groups.setdefault(key, {"params": [], "names": [], "lr": key[0], "initial_lr": key[0],
-                                        "weight_decay": key[1], "lr_mult": lr_mult, "decay_mult": decay_mult})
+        group = groups.setdefault(
+            key,
+            {
+                "params": [],
+                "names": [],
+                "lr": key[0],
+                "initial_lr": key[0],
+                "weight_decay": key[1],
+                "lr_mult": lr_mult,
+                "decay_mult": decay_mult,
+            },
+        )
         group["params"].append(param)
         group["names"].append(name)
     return list(groups.values())
 
 
-def poly_lr_factor(step: int, iters: int, power: float = 1.0, min_lr_ratio: float = 0.0, warmup_iters: int = 0,
-                   warmup_ratio: float = 1e-6) -> float:
+def poly_lr_factor(
+    step: int,
+    iters: int,
+    power: float = 1.0,
+    min_lr_ratio: float = 0.0,
+    warmup_iters: int = 0,
+    warmup_ratio: float = 1e-6,
+) -> float:
     """Learning-rate factor at ``step`` (mmcv ``PolyLrUpdaterHook`` with linear warm-up, per iteration).
 
     ``factor = (1 - step / iters) ** power * (1 - min_lr_ratio) + min_lr_ratio``; during warm-up it is multiplied
@@ -73,8 +95,16 @@ def poly_lr_factor(step: int, iters: int, power: float = 1.0, min_lr_ratio: floa
 class PolyWarmup(torch.optim.lr_scheduler.LambdaLR):
     """:func:`poly_lr_factor` as a per-iteration scheduler (``min_lr`` is absolute, scaled per group)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, iters: int, base_lr: float, power: float = 1.0,
-                 min_lr: float = 0.0, warmup_iters: int = 0, warmup_ratio: float = 1e-6) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        iters: int,
+        base_lr: float,
+        power: float = 1.0,
+        min_lr: float = 0.0,
+        warmup_iters: int = 0,
+        warmup_ratio: float = 1e-6,
+    ) -> None:
         ratio = min_lr / base_lr if base_lr > 0 else 0.0
         self.settings = (iters, power, ratio, warmup_iters, warmup_ratio)
         super().__init__(optimizer, lambda step: poly_lr_factor(step, *self.settings))
@@ -82,6 +112,5 @@ class PolyWarmup(torch.optim.lr_scheduler.LambdaLR):
 
 def build_optimizer(model: nn.Module, recipe: Any, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups` built from a :class:`~segcore.specs.RecipeSpec`."""
-    groups = param_groups(model, lr, weight_decay, recipe.param_rules, recipe.norm_decay_mult,
-                          recipe.bias_decay_mult)
+    groups = param_groups(model, lr, weight_decay, recipe.param_rules, recipe.norm_decay_mult, recipe.bias_decay_mult)
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=tuple(recipe.betas))

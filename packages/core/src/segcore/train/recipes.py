@@ -22,13 +22,23 @@ SYNTHETIC_SHAPES_CPU = RecipeSpec(
     norm_decay_mult=0.0,
     power=1.0,
     warmup_iters=50,
-    train_pipeline={"scale": None, "ratio_range": (0.75, 1.5), "cat_max_ratio": 1.0, "flip_prob": 0.5,
-                    "photometric": False},
+    train_pipeline={
+        "scale": None,
+        "ratio_range": (0.75, 1.5),
+        "cat_max_ratio": 1.0,
+        "flip_prob": 0.5,
+        "photometric": False,
+    },
     eval={"mode": "whole"},
     eval_every=250,
     checkpoint_every=250,
-    model={"encoder": "timm:resnet18", "decoder": "mlp", "encoder_options": {},
-           "decoder_options": {"channels": 128}, "pretrained_encoder": False},
+    model={
+        "encoder": "timm:resnet18",
+        "decoder": "mlp",
+        "encoder_options": {},
+        "decoder_options": {"channels": 128},
+        "pretrained_encoder": False,
+    },
     source="segcore (first party)",
 )
 

@@ -136,10 +136,18 @@ def resolve_recipe(settings: TrainSettings) -> tuple[RecipeSpec, TrainSettings]:
         recipe = recipes["synthetic-shapes-cpu"]
     else:
         # No preset: a plain AdamW/poly schedule; every needed field must then come from the flags.
-        recipe = RecipeSpec(description="flags only", dataset=settings.dataset, iters=settings.iters or 1000,
-                            batch_size=settings.batch_size or 8, crop_size=settings.crop_size or (512, 512),
-                            lr=settings.lr or 6e-5, weight_decay=0.01, warmup_iters=0, eval_every=1000,
-                            checkpoint_every=1000)
+        recipe = RecipeSpec(
+            description="flags only",
+            dataset=settings.dataset,
+            iters=settings.iters or 1000,
+            batch_size=settings.batch_size or 8,
+            crop_size=settings.crop_size or (512, 512),
+            lr=settings.lr or 6e-5,
+            weight_decay=0.01,
+            warmup_iters=0,
+            eval_every=1000,
+            checkpoint_every=1000,
+        )
     s = dataclasses.replace(settings)
     model = dict(recipe.model)
     s.encoder = s.encoder or model.get("encoder")
@@ -158,8 +166,7 @@ def resolve_recipe(settings: TrainSettings) -> tuple[RecipeSpec, TrainSettings]:
     s.lr = s.lr if s.lr is not None else recipe.lr
     s.weight_decay = s.weight_decay if s.weight_decay is not None else recipe.weight_decay
     s.eval_every = s.eval_every if s.eval_every is not None else min(recipe.eval_every, s.iters)
-    s.checkpoint_every = s.checkpoint_every if s.checkpoint_every is not None else min(recipe.checkpoint_every,
-                                                                                        s.iters)
+    s.checkpoint_every = s.checkpoint_every if s.checkpoint_every is not None else min(recipe.checkpoint_every, s.iters)
     return recipe, s
 
 
@@ -189,7 +196,7 @@ def _fallback_transform(crop_size: tuple[int, int], ignore_index: int, flip_prob
         h, w = label.shape
         y = int(rng.integers(0, max(h - ch, 0) + 1))
         x = int(rng.integers(0, max(w - cw, 0) + 1))
-        image, label = image[:, y:y + ch, x:x + cw], label[y:y + ch, x:x + cw]
+        image, label = image[:, y : y + ch, x : x + cw], label[y : y + ch, x : x + cw]
         if rng.random() < flip_prob:
             image, label = image.flip(-1), label.flip(-1)
         out_img = torch.zeros((3, ch, cw), dtype=torch.uint8)
@@ -212,11 +219,15 @@ def _train_transform(recipe: RecipeSpec, crop_size: tuple[int, int], ignore_inde
     except ImportError:
         warnings.warn("segcore_datasets is not installed: training with crop + flip only", stacklevel=2)
         return _fallback_transform(crop_size, ignore_index, float(pipe.get("flip_prob", 0.5)))
-    return TrainTransform(crop_size=crop_size, scale=tuple(pipe["scale"]),
-                          ratio_range=tuple(pipe["ratio_range"]) if pipe.get("ratio_range") else None,
-                          cat_max_ratio=float(pipe.get("cat_max_ratio", 1.0)),
-                          flip_prob=float(pipe.get("flip_prob", 0.5)), photometric=bool(pipe.get("photometric")),
-                          ignore_index=ignore_index)
+    return TrainTransform(
+        crop_size=crop_size,
+        scale=tuple(pipe["scale"]),
+        ratio_range=tuple(pipe["ratio_range"]) if pipe.get("ratio_range") else None,
+        cat_max_ratio=float(pipe.get("cat_max_ratio", 1.0)),
+        flip_prob=float(pipe.get("flip_prob", 0.5)),
+        photometric=bool(pipe.get("photometric")),
+        ignore_index=ignore_index,
+    )
 
 
 class _Samples(torch.utils.data.Dataset):
@@ -262,15 +273,28 @@ class _Batches(torch.utils.data.Sampler):
 def _loader(samples: _Samples, batches: _Batches, workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
     # A private generator: creating the loader's iterator must not draw from the global RNG, whose state is
     # part of the checkpoint (resume would otherwise shift every later random draw).
-    return torch.utils.data.DataLoader(samples, batch_sampler=batches, num_workers=workers, pin_memory=pin_memory,
-                                       prefetch_factor=4 if workers else None, generator=torch.Generator())
+    return torch.utils.data.DataLoader(
+        samples,
+        batch_sampler=batches,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None,
+        generator=torch.Generator(),
+    )
 
 
 # ------------------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset: Any, protocol: Mapping[str, Any] | None = None,
-             device: torch.device | str = "cpu", rank: int = 0, world: int = 1, max_samples: int | None = None,
-             progress: bool = False) -> dict[str, Any]:
+def evaluate(
+    model: torch.nn.Module,
+    dataset: Any,
+    protocol: Mapping[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+    rank: int = 0,
+    world: int = 1,
+    max_samples: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """mIoU/mAcc/aAcc/per class (percent) of ``model`` on ``dataset``, one image at a time at its own size.
 
     Images are split over processes (``rank::world``) and the confusion matrices are summed across them.
@@ -281,8 +305,12 @@ def evaluate(model: torch.nn.Module, dataset: Any, protocol: Mapping[str, Any] |
     was_training = model.training
     model.eval()
     cfg = model.config  # type: ignore[union-attr]
-    metric = SegMetric(cfg.num_classes, getattr(dataset, "ignore_index", cfg.ignore_index),
-                       list(getattr(dataset, "classes", cfg.class_names) or []) or None, device=device)
+    metric = SegMetric(
+        cfg.num_classes,
+        getattr(dataset, "ignore_index", cfg.ignore_index),
+        list(getattr(dataset, "classes", cfg.class_names) or []) or None,
+        device=device,
+    )
     total = len(dataset) if max_samples is None else min(len(dataset), max_samples)
     indices = range(rank, total, world)
     if progress:
@@ -365,16 +393,27 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
     # Launched as several processes on a machine without CUDA (accelerate launch / torchrun): Accelerate only
     # sets up a gloo process group when told to use the CPU, otherwise every process would train alone.
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(cpu=multi_cpu, mixed_precision=s.mixed_precision, gradient_accumulation_steps=s.grad_accum,
-                              log_with="tensorboard" if s.tensorboard else None, project_dir=str(out))
+    accelerator = Accelerator(
+        cpu=multi_cpu,
+        mixed_precision=s.mixed_precision,
+        gradient_accumulation_steps=s.grad_accum,
+        log_with="tensorboard" if s.tensorboard else None,
+        project_dir=str(out),
+    )
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     per_device, rest = divmod(s.batch_size, world * s.grad_accum)
     if rest or per_device == 0:
-        raise TrainingError(f"--batch-size {s.batch_size} is not a multiple of processes ({world}) x "
-                            f"accumulation ({s.grad_accum})")
+        raise TrainingError(
+            f"--batch-size {s.batch_size} is not a multiple of processes ({world}) x accumulation ({s.grad_accum})"
+        )
     if main:
-        logger.warning("batch size %d = %d per device x %d processes x %d accumulation steps", s.batch_size,
-                       per_device, world, s.grad_accum)
+        logger.warning(
+            "batch size %d = %d per device x %d processes x %d accumulation steps",
+            s.batch_size,
+            per_device,
+            world,
+            s.grad_accum,
+        )
         if out.exists() and not s.resume and list_checkpoints(ckpt_root):
             raise TrainingError(f"{out} already holds checkpoints; pass --resume or another --output-dir")
         out.mkdir(parents=True, exist_ok=True)
@@ -393,11 +432,19 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
             protocol.stride = tuple(max(1, c * 2 // 3) for c in s.crop_size)  # type: ignore[assignment]
 
     set_seed(s.seed)
-    model = segcore.build_model(s.encoder, s.decoder, num_classes=len(classes), encoder_options=s.encoder_opt,
-                                decoder_options=s.decoder_opt, pretrained_encoder=bool(s.pretrained_encoder),
-                                class_names=classes, palette=[list(map(int, c)) for c in train_ds.palette],
-                                ignore_index=ignore_index, eval=protocol.to_dict(),
-                                extra={"dataset": s.dataset, "recipe": s.recipe or recipe.description})
+    model = segcore.build_model(
+        s.encoder,
+        s.decoder,
+        num_classes=len(classes),
+        encoder_options=s.encoder_opt,
+        decoder_options=s.decoder_opt,
+        pretrained_encoder=bool(s.pretrained_encoder),
+        class_names=classes,
+        palette=[list(map(int, c)) for c in train_ds.palette],
+        ignore_index=ignore_index,
+        eval=protocol.to_dict(),
+        extra={"dataset": s.dataset, "recipe": s.recipe or recipe.description},
+    )
     if world > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     elif world > 1 and main:  # torch's SyncBatchNorm runs on CUDA only
@@ -428,11 +475,19 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
 
     sampler = _Sampler(len(train_ds), s.seed)
     transform = _train_transform(recipe, tuple(s.crop_size), ignore_index, train_ds)  # type: ignore[arg-type]
-    workers = s.workers if s.workers is not None else (0 if accelerator.device.type == "cpu" else
-                                                        min(8, max(1, (os.cpu_count() or 1) // world - 1)))
-    batches = iter(_loader(_Samples(train_ds, sampler, transform),
-                           _Batches(start, s.iters, s.grad_accum, world, rank, per_device), workers,
-                           pin_memory=accelerator.device.type == "cuda"))
+    workers = (
+        s.workers
+        if s.workers is not None
+        else (0 if accelerator.device.type == "cpu" else min(8, max(1, (os.cpu_count() or 1) // world - 1)))
+    )
+    batches = iter(
+        _loader(
+            _Samples(train_ds, sampler, transform),
+            _Batches(start, s.iters, s.grad_accum, world, rank, per_device),
+            workers,
+            pin_memory=accelerator.device.type == "cuda",
+        )
+    )
     metrics_file = out / "metrics.jsonl"
 
     def log(row: dict[str, Any]) -> None:
@@ -442,8 +497,14 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
 
     def checkpoint(iteration: int) -> None:
         state = {"iter": iteration, "best_mIoU": best, "seed": s.seed}
-        save_atomic(ckpt_root, iteration, lambda tmp: accelerator.save_state(str(tmp)), state, is_main=main,
-                    barrier=accelerator.wait_for_everyone)
+        save_atomic(
+            ckpt_root,
+            iteration,
+            lambda tmp: accelerator.save_state(str(tmp)),
+            state,
+            is_main=main,
+            barrier=accelerator.wait_for_everyone,
+        )
 
     def eval_model() -> torch.nn.Module:
         if ema is None:
@@ -460,9 +521,17 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
     tic = time.time()
     try:
         while iteration < s.iters:
-            lr = _set_lr(optimizer, poly_lr_factor(iteration, s.iters, recipe.power,
-                                                   recipe.min_lr / s.lr if s.lr else 0.0,
-                                                   recipe.warmup_iters, recipe.warmup_ratio))
+            lr = _set_lr(
+                optimizer,
+                poly_lr_factor(
+                    iteration,
+                    s.iters,
+                    recipe.power,
+                    recipe.min_lr / s.lr if s.lr else 0.0,
+                    recipe.warmup_iters,
+                    recipe.warmup_ratio,
+                ),
+            )
             loss_sum = 0.0
             for _ in range(s.grad_accum):
                 images, labels = next(batches)
@@ -478,7 +547,8 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
                     if finite.item() < 1:
                         raise TrainingError(
                             f"loss is {loss.item()} at iteration {iteration}: stopped; the last good checkpoint "
-                            f"is kept under {ckpt_root} (lower --lr, use --clip-grad or --mixed-precision no)")
+                            f"is kept under {ckpt_root} (lower --lr, use --clip-grad or --mixed-precision no)"
+                        )
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and s.clip_grad:
                         accelerator.clip_grad_norm_(model.parameters(), s.clip_grad)
@@ -503,14 +573,17 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
                 if world > 1:  # BatchNorm statistics may differ per process: score rank 0's model everywhere
                     for buffer in raw.buffers():
                         torch.distributed.broadcast(buffer, src=0)
-                result = evaluate(eval_model(), val_ds, protocol.to_dict(), accelerator.device, rank, world,
-                                  s.max_eval_samples)
+                result = evaluate(
+                    eval_model(), val_ds, protocol.to_dict(), accelerator.device, rank, world, s.max_eval_samples
+                )
                 summary = {k: result[k] for k in ("mIoU", "mAcc", "aAcc", "mDice", "fwIoU")}
                 log({"iter": iteration, **summary, "per_class": result["per_class"]})
                 if s.tensorboard:
                     accelerator.log(summary, step=iteration)
-                bar.write(f"iter {iteration}: mIoU {summary['mIoU']:.2f}  mAcc {summary['mAcc']:.2f}  "
-                          f"aAcc {summary['aAcc']:.2f}")
+                bar.write(
+                    f"iter {iteration}: mIoU {summary['mIoU']:.2f}  mAcc {summary['mAcc']:.2f}  "
+                    f"aAcc {summary['aAcc']:.2f}"
+                )
                 if summary["mIoU"] > best:
                     best = summary["mIoU"]
                     if main:
