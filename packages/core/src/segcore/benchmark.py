@@ -17,9 +17,23 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["count_params_and_macs", "BenchmarkResult", "benchmark_model", "protocol"]
+
+
+def _sdpa_flops(query_shape: torch.Size, key_shape: torch.Size, value_shape: torch.Size, *_: Any, **__: Any) -> int:
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# Attention kernels the counter has no formula for (it knows the CUDA ones): the CPU flash kernel that
+# F.scaled_dot_product_attention dispatches to on CPU would otherwise count 0.
+_EXTRA_FORMULAS = {
+    getattr(torch.ops.aten, name): _sdpa_flops
+    for name in ("_scaled_dot_product_flash_attention_for_cpu",)
+    if hasattr(torch.ops.aten, name)
+}
 
 
 def count_params_and_macs(model: nn.Module, size: tuple[int, int], batch_size: int = 1) -> tuple[int, int]:
@@ -38,7 +52,11 @@ def count_params_and_macs(model: nn.Module, size: tuple[int, int], batch_size: i
     images = torch.zeros(batch_size, 3, *size, device=device)
     forward = getattr(model, "forward_output", None) or model
     try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with (
+            torch.random.fork_rng(devices=[]),
+            torch.no_grad(),
+            FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS) as counter,
+        ):
             torch.manual_seed(0)
             forward(images)
     finally:

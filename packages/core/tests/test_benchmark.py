@@ -1,0 +1,30 @@
+"""Multiply-adds are counted the papers' way, attention included, whatever kernel runs it."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from segcore.benchmark import count_params_and_macs
+
+
+class _Attention(nn.Module):
+    """A 1x1 conv then single-head self-attention over the pixels."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, channels, 1, bias=False)
+
+    def forward(self, images):
+        x = self.proj(images).flatten(2).transpose(1, 2)[:, None].contiguous()  # [B, 1, N, C]
+        return F.scaled_dot_product_attention(x, x, x)
+
+
+def test_conv_and_attention_multiply_adds():
+    c, h, w = 8, 6, 10
+    n = h * w
+    params, macs = count_params_and_macs(_Attention(c), (h, w))
+    assert params == 3 * c
+    # 1x1 conv: n * 3 * c; attention: q.k^T (n * n * c) + attn.v (n * n * c).
+    assert macs == n * 3 * c + 2 * n * n * c
