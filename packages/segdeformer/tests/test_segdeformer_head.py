@@ -118,3 +118,58 @@ def test_sdpa_path_uses_a_fused_kernel_not_the_math_fallback() -> None:
     assert "aten::scaled_dot_product_attention" in ops
     # the math fallback materialises the N x N map (it is taken for inputs without a unit channel stride)
     assert "aten::_scaled_dot_product_attention_math" not in ops
+
+
+def test_upernet_fusion_feeds_the_segdeformer_block() -> None:
+    torch.manual_seed(0)
+    head = segdeformer(IN, 5, channels=16, fusion="upernet", pool_scales=(1, 2)).eval()
+    assert not hasattr(head, "fusion_conv") and hasattr(head, "uper")
+    # PPM on the last map + one lateral and one 3x3 FPN conv per other map + 3x3 bottleneck over 4 levels
+    uper = head.uper
+    assert len(uper.psp) == 2 and len(uper.lateral) == len(uper.fpn) == 3
+    assert uper.bottleneck[0].in_channels == 4 * 16 and uper.bottleneck[0].kernel_size == (3, 3)
+    feats = _features()
+    with torch.no_grad():
+        out = head(feats, (64, 64))
+        x = head.fuse(feats)
+    assert out.logits.shape == out.aux["mid_logits"].shape == (2, 5, 16, 16)
+    assert torch.equal(x, uper(feats))
+    # the SegDeformer block still acts on the UperNet map
+    assert (out.logits - head.conv_seg(x)).abs().max() > 1e-3
+    with pytest.raises(OptionsError, match="fusion"):
+        segdeformer(IN, 3, fusion="fpn")
+
+
+def test_flat_encoder_goes_through_the_core_pyramid_adapter() -> None:
+    from segcore.adapters import SimpleFeaturePyramid
+
+    torch.manual_seed(0)
+    images = torch.randn(1, 3, 64, 64)
+    model = segcore.build_model("timm:vit_tiny_patch16_224", "segdeformer", 3, decoder_options={"channels": 16}).eval()
+    assert isinstance(model.adapter, SimpleFeaturePyramid)
+    assert [i.stride for i in model.decoder_in_features] == [4, 8, 16, 32]
+    with torch.no_grad():
+        assert model.forward_output(images).logits.shape[-2:] == (16, 16)  # stride 4, as with MiT
+    # the paper's flat-encoder setting works at stride 16 (spec §5): select the adapter's 1/16 and 1/32 levels
+    cheap = segcore.build_model(
+        "timm:vit_tiny_patch16_224", "segdeformer", 3, decoder_options={"channels": 16, "in_index": (2, 3)}
+    ).eval()
+    with torch.no_grad():
+        out = cheap.forward_output(images)
+    assert out.logits.shape[-2:] == out.aux["mid_logits"].shape[-2:] == (4, 4)
+    assert cheap(images).shape == (1, 3, 64, 64)
+
+
+def test_upernet_variant_round_trips_and_its_keys_pass_the_converter(tmp_path) -> None:
+    from segcore_segdeformer.convert import convert_segdeformer_head
+
+    torch.manual_seed(0)
+    opts = {"channels": 16, "fusion": "upernet", "pool_scales": [1, 2]}
+    model = segcore.build_model("mit-b0", "segdeformer", 3, decoder_options=opts).eval()
+    model.save_pretrained(tmp_path)
+    loaded = segcore.SegModel.from_pretrained(tmp_path)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    sd = {k[len("decoder.") :]: v for k, v in model.state_dict().items() if k.startswith("decoder.")}
+    assert convert_segdeformer_head(sd).keys() == sd.keys()

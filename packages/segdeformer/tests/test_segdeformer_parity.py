@@ -133,3 +133,23 @@ def test_segformer_mlp_baseline_converts_and_matches_fused_map() -> None:
         logits = model.forward_output(io["image"]).logits
         expected = model.decoder.conv_seg(io["head.fused"])
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_converter_reports_unknown_and_missing_keys(tmp_path: Path) -> None:
+    """A ``.pth`` file is read with ``weights_only``; unknown head keys and missing keys are errors, not dropped."""
+    if not FIXTURE.is_dir():
+        pytest.skip("shared/fixtures not found")
+    from safetensors.torch import load_file
+    from segcore.errors import CheckpointError
+
+    meta = json.loads((FIXTURE / "case.json").read_text())
+    sd = load_file(str(FIXTURE / "official.safetensors"))
+    path = tmp_path / "official.pth"
+    torch.save({"meta": {"mmseg_version": "0.29.1"}, "state_dict": sd}, path)
+    model = segcore.convert_checkpoint(path, format="mmseg", official_config=meta["config"])  # wrapped .pth loads
+    assert model.config.extra["converted_from"] == {"format": "mmseg", "file": "official.pth"}
+    with pytest.raises(CheckpointError, match="segdeformer: 1 keys not understood.*extra.weight"):
+        segcore.convert_checkpoint({**sd, "decode_head.extra.weight": torch.zeros(1)}, official_config=meta["config"])
+    missing = {k: v for k, v in sd.items() if k != "decode_head.class_token.q.bias"}
+    with pytest.raises(CheckpointError, match=r"1 missing keys:\n  decoder.mid: q.bias"):
+        segcore.convert_checkpoint(missing, format="mmseg", official_config=meta["config"])

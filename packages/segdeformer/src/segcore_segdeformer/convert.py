@@ -61,7 +61,7 @@ _HEAD_MMSEG: _Rules = [
 ]
 
 _MIT_OURS = re.compile(r"^stages\.\d+\.(patch_embed\.(proj|norm)|blocks\.\d+\.(norm1|norm2|attn|ffn)|norm)\.")
-_HEAD_OURS = re.compile(r"^(convs\.\d+\.[01]|fusion_conv\.[01]|mid|internal|external|conv_seg)\.")
+_HEAD_OURS = re.compile(r"^(convs\.\d+\.[01]|fusion_conv\.[01]|uper|mid|internal|external|conv_seg)\.")
 
 
 def _rename(state_dict: Mapping[str, Tensor], rules: _Rules, what: str) -> dict[str, Tensor]:

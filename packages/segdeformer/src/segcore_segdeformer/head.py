@@ -13,6 +13,8 @@ What this port changes:
   by the fused kernels; ``attention="materialized"`` keeps the explicit map for checks and benchmarks.
   The class branch keeps an explicit ``N x K`` map: its logits are an output (``aux["mid_logits"]``).
 * ``kv_reduction`` (paper §3.4 "efficient self-attention", no official code) is an option, off by default.
+* ``fusion="upernet"`` (the paper's † rows, "following Swin, UperNet is introduced"; no official code) builds
+  X_inter with a UperNet PPM + FPN instead of SegFormer's MLP fusion; the SegDeformer block is unchanged.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ __all__ = [
 ]
 
 Attention = Literal["sdpa", "materialized"]
+Fusion = Literal["mlp", "upernet"]
+
+
+def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
+    """Bilinear resize with ``align_corners=False`` (mmseg ``resize``), a no-op at the same size."""
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,10 @@ class SegDeformerOptions:
             the official formulation; same numbers, much more memory).
         kv_reduction: R of the paper's efficient self-attention (§3.4): an R x R stride-R conv on the
             projected keys and values of both attentions. 1 = off (the released code). Not official.
+        fusion: how X_inter is built from the selected maps: ``"mlp"`` (SegFormer's per-map 1x1 conv,
+            resize, concatenate, 1x1 conv: the released code) or ``"upernet"`` (the paper's † variant: a
+            UperNet PPM on the last map + FPN, fused at the first map's size; not official).
+        pool_scales: PPM output sizes of ``fusion="upernet"`` (mmseg UPerHead's default).
     """
 
     channels: int = 256
@@ -62,6 +74,8 @@ class SegDeformerOptions:
     in_index: tuple[int, ...] | None = None
     attention: Attention = "sdpa"
     kv_reduction: int = 1
+    fusion: Fusion = "mlp"
+    pool_scales: tuple[int, ...] = (1, 2, 3, 6)
 
 
 class ClassBranch(nn.Module):
@@ -129,6 +143,42 @@ class SingleHeadAttention(nn.Module):
         return self.out(ctx.transpose(1, 2).reshape(b, c, h, w))
 
 
+class UperFusion(nn.Module):
+    """UperNet's PPM + FPN (Xiao et al., arXiv:1807.10221) producing X_inter for the paper's † variant.
+
+    mmseg ``UPerHead`` up to its ``fpn_bottleneck`` (no classifier): PPM on the last map, 1x1 lateral convs,
+    top-down addition, 3x3 FPN convs, resize to the first map, concatenate, 3x3 conv; all conv + BN + ReLU.
+
+    Shape:
+        features: maps ``[B, C_i, H_i, W_i]``; output ``[B, C, H_0, W_0]``.
+    """
+
+    def __init__(self, in_channels: Sequence[int], channels: int, pool_scales: Sequence[int]) -> None:
+        """Build PPM, lateral, FPN and bottleneck convs."""
+        super().__init__()
+        last = in_channels[-1]
+        self.pool_scales = tuple(pool_scales)
+        self.psp = nn.ModuleList(ConvBNReLU(last, channels, 1) for _ in self.pool_scales)
+        self.psp_bottleneck = ConvBNReLU(last + len(self.pool_scales) * channels, channels, 3)
+        self.lateral = nn.ModuleList(ConvBNReLU(c, channels, 1) for c in in_channels[:-1])
+        self.fpn = nn.ModuleList(ConvBNReLU(channels, channels, 3) for _ in in_channels[:-1])
+        self.bottleneck = ConvBNReLU(len(in_channels) * channels, channels, 3)
+
+    def forward(self, maps: Sequence[Tensor]) -> Tensor:
+        """Fuse ``maps`` (finest first) at the finest map's size."""
+        top = maps[-1]
+        pooled = [
+            _resize(conv(F.adaptive_avg_pool2d(top, s)), top.shape[-2:]) for s, conv in zip(self.pool_scales, self.psp)
+        ]
+        laterals = [conv(x) for conv, x in zip(self.lateral, maps)] + [
+            self.psp_bottleneck(torch.cat([top, *pooled], 1))
+        ]
+        for i in range(len(laterals) - 1, 0, -1):
+            laterals[i - 1] = laterals[i - 1] + _resize(laterals[i], laterals[i - 1].shape[-2:])
+        outs = [conv(x) for conv, x in zip(self.fpn, laterals[:-1])] + [laterals[-1]]
+        return self.bottleneck(torch.cat([_resize(o, outs[0].shape[-2:]) for o in outs], dim=1))
+
+
 class SegDeformerHead(Decoder):
     """SegDeformer head (``SegDeformerHead3``): SegFormer fusion, internal + external attention, classifier.
 
@@ -151,11 +201,17 @@ class SegDeformerHead(Decoder):
             raise OptionsError(f"segdeformer: attention must be 'sdpa' or 'materialized', got {o.attention!r}")
         if o.kv_reduction < 1:
             raise OptionsError(f"segdeformer: kv_reduction must be >= 1, got {o.kv_reduction}")
+        if o.fusion not in ("mlp", "upernet"):
+            raise OptionsError(f"segdeformer: fusion must be 'mlp' or 'upernet', got {o.fusion!r}")
         n = len(in_features)
         self.in_index = tuple(i % n for i in (o.in_index if o.in_index is not None else range(n)))
         c = o.channels
-        self.convs = nn.ModuleList(ConvBNReLU(in_features[i].channels, c, 1) for i in self.in_index)
-        self.fusion_conv = ConvBNReLU(c * len(self.in_index), c, 1)
+        self.fusion = o.fusion
+        if o.fusion == "mlp":
+            self.convs = nn.ModuleList(ConvBNReLU(in_features[i].channels, c, 1) for i in self.in_index)
+            self.fusion_conv = ConvBNReLU(c * len(self.in_index), c, 1)
+        else:
+            self.uper = UperFusion([in_features[i].channels for i in self.in_index], c, o.pool_scales)
         self.mid = ClassBranch(c, num_classes)
         self.internal = SingleHeadAttention(c, o.attention, o.kv_reduction)
         self.external = SingleHeadAttention(c, o.attention, o.kv_reduction)
@@ -177,13 +233,12 @@ class SegDeformerHead(Decoder):
         nn.init.zeros_(self.conv_seg.bias)
 
     def fuse(self, features: Sequence[Tensor]) -> Tensor:
-        """X_inter (spec §2.1-3): project, resize to the first selected map, concatenate, fuse."""
+        """X_inter (spec §2.1-3): project, resize to the first selected map, concatenate, fuse (or UperNet)."""
         maps = [features[i] for i in self.in_index]
+        if self.fusion == "upernet":
+            return self.uper(maps)
         size = maps[0].shape[-2:]
-        outs = [
-            F.interpolate(conv(x), size=size, mode="bilinear", align_corners=False) for conv, x in zip(self.convs, maps)
-        ]
-        return self.fusion_conv(torch.cat(outs, dim=1))
+        return self.fusion_conv(torch.cat([_resize(conv(x), size) for conv, x in zip(self.convs, maps)], dim=1))
 
     def forward(self, features: Sequence[Tensor], image_size: tuple[int, int]) -> DecoderOutput:
         """Decode ``features``; ``image_size`` is unused (logits stay at the first map's size)."""
@@ -201,6 +256,8 @@ def segdeformer(in_features: Sequence[FeatureInfo], num_classes: int, **options:
     opts = parse_options(SegDeformerOptions, options, component="segdeformer")
     if opts.in_index is not None:
         opts = SegDeformerOptions(**{**opts.__dict__, "in_index": tuple(opts.in_index)})
+    if not isinstance(opts.pool_scales, tuple):
+        opts = SegDeformerOptions(**{**opts.__dict__, "pool_scales": tuple(opts.pool_scales)})
     return SegDeformerHead(in_features, num_classes, opts)
 
 

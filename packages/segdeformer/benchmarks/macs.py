@@ -1,0 +1,51 @@
+"""Parameters and multiply-adds of the paper-table models through ``segcore benchmark --iters 0 --json``.
+
+Usage (repository root)::
+
+    .venv/bin/python packages/segdeformer/benchmarks/macs.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+
+# (encoder, decoder, released-code params, released-code GMACs) — issue 7 / spec §10 item 6.
+TABLE = [
+    ("mit-b1", "mlp", 13_716_822, None),
+    ("mit-b1", "segdeformer", 14_453_590, 301.92),
+    ("mit-b2", "segdeformer", 25_498_454, 311.76),
+    ("mit-b5", "segdeformer", 82_745_174, 361.07),
+]
+
+
+def measure(encoder: str, decoder: str, size: int = 512, num_classes: int = 150) -> dict:
+    """Run ``segcore benchmark --iters 0 --json`` in-process and return its JSON document."""
+    from segcore_cli.main import main
+
+    argv = ["benchmark", "--encoder", encoder, "--decoder", decoder, "--num-classes", str(num_classes)]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main([*argv, "--size", str(size), "--iters", "0", "--json"])
+    if rc != 0:
+        raise SystemExit(f"segcore benchmark failed for {encoder} + {decoder} (exit {rc})")
+    return json.loads(buf.getvalue())
+
+
+def main() -> None:
+    """Print the table (markdown)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args()
+    print("| model | params | released code | GMACs | released code | diff |")
+    print("|---|---|---|---|---|---|")
+    for encoder, decoder, params, gmacs in TABLE:
+        r = measure(encoder, decoder)
+        diff = f"{100 * (r['gmacs'] - gmacs) / gmacs:+.2f} %" if gmacs else ""
+        ref = f"{gmacs:.2f}" if gmacs else "-"
+        print(f"| {encoder} + {decoder} | {r['params']:,} | {params:,} | {r['gmacs']:.2f} | {ref} | {diff} |")
+
+
+if __name__ == "__main__":
+    main()
