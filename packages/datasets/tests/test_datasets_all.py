@@ -13,7 +13,7 @@ from segcore_datasets import meta
 from segcore_datasets.base import DatasetError, reduce_zero_label_lut
 from segcore_datasets.check import check_dataset, preflight
 from segcore_datasets.prepare import isaid_windows, prepare
-from segcore_datasets.transforms import TestTransform, TrainTransform
+from segcore_datasets.transforms import TestTransform, TrainTransform, keep_ratio_size
 
 RNG = np.random.default_rng(0)
 
@@ -164,8 +164,11 @@ def test_voc2012_aug_train_concat_and_prepare(tmp_path: Path) -> None:
     (sbd / "cls").mkdir(parents=True)
     (sbd / "train.txt").write_text("2008_000001\n2007_000033\n")
     (sbd / "val.txt").write_text("2007_000032\n")
-    for stem, seg in (("2008_000001", [[3, 3, 0], [0, 19, 19]]), ("2007_000033", [[0] * 3] * 2),
-                      ("2007_000032", [[1] * 3] * 2)):
+    for stem, seg in (
+        ("2008_000001", [[3, 3, 0], [0, 19, 19]]),
+        ("2007_000033", [[0] * 3] * 2),
+        ("2007_000032", [[1] * 3] * 2),
+    ):
         savemat(sbd / "cls" / f"{stem}.mat", {"GTcls": {"Segmentation": np.array(seg, np.uint8)}})
     counts = prepare("voc2012-aug", src, voc, quiet=True)
     assert counts == {"sbd_mat": 3, "trainaug": 2, "aug": 1}
@@ -234,9 +237,12 @@ def test_hub_dataset_from_disk(tmp_path: Path) -> None:
     imgs = [Image.fromarray(RNG.integers(0, 255, (4, 5, 3), dtype=np.uint8)) for _ in range(2)]
     anns = [Image.fromarray(np.array([[0, 1, 150, 255, 3]] * 4, np.uint8)) for _ in range(2)]
     feats = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
-    dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"image": imgs, "annotation": anns}, features=feats),
-                               "validation": datasets.Dataset.from_dict({"image": imgs[:1], "annotation": anns[:1]},
-                                                                        features=feats)})
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"image": imgs, "annotation": anns}, features=feats),
+            "validation": datasets.Dataset.from_dict({"image": imgs[:1], "annotation": anns[:1]}, features=feats),
+        }
+    )
     dd.save_to_disk(str(tmp_path / "hfade"))
     ds = segcore.build_dataset("ade20k", f"hf:{tmp_path / 'hfade'}", "train")
     assert len(ds) == 2
@@ -296,8 +302,9 @@ def test_test_transform_sizes() -> None:
     ade = TestTransform((2048, 512), resize_to_multiple=32)
     assert ade.output_size(512, 683) == (512, 704)
     assert TestTransform((2048, 1024)).output_size(1024, 2048) == (1024, 2048)
-    out = TestTransform((2048, 512))({"image": torch.zeros(3, 100, 200, dtype=torch.uint8),
-                                      "label": torch.zeros(100, 200, dtype=torch.int64)})
+    out = TestTransform((2048, 512))(
+        {"image": torch.zeros(3, 100, 200, dtype=torch.uint8), "label": torch.zeros(100, 200, dtype=torch.int64)}
+    )
     assert out["image"].shape == (3, 512, 1024) and out["label"].shape == (100, 200) and out["ori_size"] == (100, 200)
 
 
@@ -347,7 +354,7 @@ def test_label_value_out_of_range_names_value_and_file(tmp_path: Path) -> None:
 
 def test_size_mismatch(tmp_path: Path) -> None:
     root = _ade(tmp_path, np.zeros((4, 3)), h=2, w=3)
-    with pytest.raises(DatasetError, match="differs from label size"):
+    with pytest.raises(DatasetError, match="ADE_train_00000001.jpg: image size 2x3 differs from label size 4x3"):
         segcore.build_dataset("ade20k", str(root), "train")[0]
 
 
@@ -402,6 +409,248 @@ def test_plugin_lists_all_datasets() -> None:
     from segcore.registry import components
 
     names = set(components("datasets"))
-    assert {"synthetic-shapes", "ade20k", "cityscapes", "coco-stuff164k", "coco-stuff10k", "voc2012-aug",
-            "pascal-context-59", "pascal-context-60", "isaid"} <= names
+    assert {
+        "synthetic-shapes",
+        "ade20k",
+        "cityscapes",
+        "coco-stuff164k",
+        "coco-stuff10k",
+        "voc2012-aug",
+        "pascal-context-59",
+        "pascal-context-60",
+        "isaid",
+    } <= names
     assert len(meta.ADE20K_PALETTE) == 150 and len(meta.COCO_STUFF_PALETTE) == 171
+
+
+# ------------------------------------------------------------------------------------------ augmentation semantics
+
+
+class _CountingRng:
+    """A numpy Generator wrapper that counts ``integers`` calls (two per crop box)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng, self.integer_calls = np.random.default_rng(seed), 0
+
+    def integers(self, *a, **k):
+        self.integer_calls += 1
+        return self.rng.integers(*a, **k)
+
+    def __getattr__(self, name):
+        return getattr(self.rng, name)
+
+
+class _ScriptedRng:
+    """Returns scripted values for ``integers`` and ``uniform`` (in call order), to drive the photometric step."""
+
+    def __init__(self, ints: list[int], uniforms: list[float]) -> None:
+        self.ints, self.uniforms = list(ints), list(uniforms)
+
+    def integers(self, *a, **k):
+        return self.ints.pop(0)
+
+    def uniform(self, *a, **k):
+        return self.uniforms.pop(0)
+
+
+def test_ratio_range_scales_between_half_and_twice() -> None:
+    # crop larger than any resized image: the valid (non-pad) area is the whole resized image
+    tf = TrainTransform(
+        (200, 200), scale=(60, 40), ratio_range=(0.5, 2.0), photometric=False, flip_prob=0.0, cat_max_ratio=1.0
+    )
+    heights = []
+    for seed in range(40):
+        lab = tf(_coord_sample(), np.random.default_rng(seed))["label"].numpy()
+        valid = lab != 255
+        h, w = int(valid.any(1).sum()), int(valid.any(0).sum())
+        heights.append(h)
+        r = np.random.default_rng(seed).uniform(0.5, 2.0)  # the first draw is the ratio
+        assert (h, w) == keep_ratio_size(40, 60, (int(60 * r), int(40 * r)))
+        assert abs(w / h - 1.5) < 0.1  # keep ratio
+    assert min(heights) >= 20 and max(heights) < 80 and max(heights) - min(heights) > 30
+
+
+def test_cat_max_ratio_tries_ten_boxes_then_takes_the_eleventh() -> None:
+    tf = TrainTransform((8, 8), scale=(32, 32), ratio_range=None, cat_max_ratio=0.75, photometric=False)
+    flat = {"image": torch.zeros(3, 32, 32, dtype=torch.uint8), "label": torch.zeros(32, 32, dtype=torch.int64)}
+    rng = _CountingRng(0)
+    tf._crop_box(flat["label"].numpy().astype(np.uint8), rng)
+    assert rng.integer_calls == 2 * 11  # one class everywhere: 10 rejected boxes + 1 unchecked
+    board = (np.indices((32, 32)).sum(0) % 2).astype(np.uint8)  # every box holds two classes at 50 %
+    rng = _CountingRng(0)
+    tf._crop_box(board, rng)
+    assert rng.integer_calls == 2
+    # ignore pixels do not count: a box of one class + ignore is rejected like a one-class box
+    half = np.where(np.arange(32)[None, :] < 16, 0, 255).repeat(32, 0).astype(np.uint8)
+    rng = _CountingRng(0)
+    tf._crop_box(half, rng)
+    assert rng.integer_calls == 22
+    # the test pulls crops towards the rare class: 4 columns of class 1 at the right border of 32
+    stripes = np.zeros((32, 32), np.uint8)
+    stripes[:, 28:] = 1
+    chosen = [tf._crop_box(stripes, np.random.default_rng(s)) for s in range(20)]
+    accepted = [(stripes[y0:y1, x0:x1] == 1).mean() > 0.25 for y0, y1, x0, x1 in chosen]
+    # a random 8-wide box holds > 2 columns of class 1 (share > 25 %) with p = 2/25; with 10 tries p = 0.57
+    assert sum(accepted) >= 8
+    plain = [
+        TrainTransform((8, 8), (32, 32), None, cat_max_ratio=1.0)._crop_box(stripes, np.random.default_rng(s))
+        for s in range(20)
+    ]
+    assert sum((stripes[a:b, c:d] == 1).mean() > 0.25 for a, b, c, d in plain) <= 5
+
+
+def test_train_transform_seed_changes_output() -> None:
+    tf = TrainTransform((32, 32), scale=(120, 40))
+    a = tf(_coord_sample(), np.random.default_rng(1))
+    c = tf(_coord_sample(), np.random.default_rng(2))
+    assert not torch.equal(a["image"], c["image"])
+
+
+def test_photometric_brightness_contrast_are_exact_value_maps() -> None:
+    img = np.arange(256, dtype=np.uint8).repeat(3).reshape(16, 16, 3)
+    # brightness on (+20), mode 0 (contrast last), no saturation, no hue, contrast on (x 0.5)
+    out = TrainTransform._photometric(img, _ScriptedRng([1, 0, 0, 0, 1], [20.0, 0.5]))
+    expected = np.clip(np.clip(img.astype(np.float32) + 20, 0, 255).astype(np.uint8) * 0.5, 0, 255).astype(np.uint8)
+    assert np.array_equal(out, expected)
+    # everything off: unchanged
+    assert np.array_equal(TrainTransform._photometric(img, _ScriptedRng([0, 0, 0, 0, 0], [])), img)
+
+
+def test_photometric_saturation_and_hue_follow_hsv() -> None:
+    px = np.array([[[200, 100, 100], [90, 90, 90], [0, 200, 50]]], np.uint8)
+    # saturation x 0.5 keeps hue and value: (200, 100, 100) has S = 0.5 -> 0.25, so min 150
+    out = TrainTransform._photometric(px, _ScriptedRng([0, 0, 1, 0, 0], [0.5]))
+    assert out[0, 0].tolist() == [200, 150, 150] and out[0, 1].tolist() == [90, 90, 90]
+    assert out[0, 2].tolist() == [100, 200, 125]
+    # saturation x 1.5 is capped at S = 1
+    out = TrainTransform._photometric(px, _ScriptedRng([0, 0, 1, 0, 0], [1.5]))
+    assert out[0, 0].tolist() == [200, 50, 50] and out[0, 2].tolist() == [0, 200, 50]
+    # the numpy saturation path agrees with Pillow's HSV round trip within its quantisation
+    rgb = RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    fast = TrainTransform._photometric(rgb, _ScriptedRng([0, 0, 1, 0, 0], [1.3])).astype(int)
+    h, s, v = Image.fromarray(rgb).convert("HSV").split()
+    s = s.point([min(255, int(x * 1.3)) for x in range(256)])
+    ref = np.asarray(Image.merge("HSV", (h, s, v)).convert("RGB")).astype(int)
+    assert np.abs(fast - ref).max() <= 12 and np.abs(fast - ref).mean() < 2
+    # hue +18 OpenCV units = +36 degrees: pure red turns towards yellow (green rises to 60 % of red)
+    red = np.array([[[200, 0, 0]]], np.uint8)
+    out = TrainTransform._photometric(red, _ScriptedRng([0, 0, 0, 1, 18, 0], []))
+    assert out[0, 0, 0] >= 195 and 110 <= out[0, 0, 1] <= 130 and out[0, 0, 2] <= 5
+
+
+def test_normalize_before_pad() -> None:
+    mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    tf = TrainTransform(
+        (64, 64), scale=(60, 40), ratio_range=None, photometric=False, flip_prob=0.0, normalize=(mean, std)
+    )
+    sample = _coord_sample()
+    out = tf(sample, np.random.default_rng(0))
+    img, lab = out["image"], out["label"]
+    assert img.dtype == torch.float32 and img.shape == (3, 64, 64)
+    ref = (sample["image"].float() - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    assert torch.allclose(img[:, :40, :60], ref, atol=1e-4)
+    assert img[:, 40:].eq(0).all() and img[:, :, 60:].eq(0).all() and lab[40:].eq(255).all()
+    with pytest.raises(ValueError, match="std must be positive"):
+        TrainTransform(8, normalize=(mean, (1.0, 0.0, 1.0)))
+
+
+# --------------------------------------------------------------------------------------------------- synthetic shapes
+
+
+def test_synthetic_shapes_overlap_and_vary_in_size() -> None:
+    ds = segcore.build_dataset("synthetic-shapes", split="train", size=64, length=40, seed=1)
+    touching, areas = 0, {k: [] for k in range(1, 6)}
+    for i in range(len(ds)):
+        _, lab = ds.load_arrays(i)
+        a, b = lab[:, :-1], lab[:, 1:]
+        if ((a != b) & (a > 0) & (b > 0)).any():  # two shapes share a border: they overlap (or touch)
+            touching += 1
+        for k in range(1, 6):
+            if (lab == k).any():
+                areas[k].append(int((lab == k).sum()))
+    assert touching >= 10, touching
+    for k, a in areas.items():
+        assert max(a) > 4 * min(a), (k, min(a), max(a))  # sizes vary (radius 0.12..0.3 of the side + occlusion)
+
+
+# --------------------------------------------------------------------------------------------------- prepare progress
+
+
+def test_prepare_shows_a_progress_bar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "iSAID"
+    _img(src / "train" / "images" / "P0001.png", 20, 20)
+    (src / "train" / "Semantic_masks" / "images").mkdir(parents=True)
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(
+        src / "train" / "Semantic_masks" / "images" / "P0001_instance_color_RGB.png"
+    )
+    prepare("isaid", src, tmp_path / "out")
+    err = capsys.readouterr().err
+    assert "isaid train" in err and "1/1" in err
+    prepare("isaid", src, tmp_path / "out2", quiet=True)
+    assert "isaid train" not in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------- release layouts
+
+
+def test_coco_stuff10k_release_layout_read_directly(tmp_path: Path) -> None:
+    from scipy.io import savemat
+
+    root = tmp_path / "cocostuff-10k-v1.1"
+    (root / "imageLists").mkdir(parents=True)
+    (root / "imageLists" / "train.txt").write_text("COCO_train2014_000000000077\n")
+    (root / "imageLists" / "test.txt").write_text("COCO_train2014_000000000078\n")
+    (root / "annotations").mkdir()
+    for stem in ("COCO_train2014_000000000077", "COCO_train2014_000000000078"):
+        _img(root / "images" / f"{stem}.jpg", 2, 3)
+        savemat(root / "annotations" / f"{stem}.mat", {"S": np.array([[0, 1, 13], [182, 92, 2]], np.uint16)})
+    ds = segcore.build_dataset("coco-stuff10k", str(root), "train")
+    assert len(ds) == 1 and ds.samples[0][1].endswith(".mat")
+    # S: 0 unlabeled -> 255; 1-based raw 1 (person) -> 0, 13 (raw 12, stop sign) -> 11, 182 (wood) -> 170, ...
+    assert ds[0]["label"].tolist() == [[255, 0, 11], [170, 80, 1]]
+    assert len(segcore.build_dataset("coco-stuff10k", str(root), "val")) == 1
+    savemat(root / "annotations" / "COCO_train2014_000000000077.mat", {"S": np.array([[0, 200]], np.uint16)})
+    with pytest.raises(DatasetError, match=r"000000000077.mat: .mat label holds values 0..200"):
+        ds[0]
+    savemat(root / "annotations" / "COCO_train2014_000000000077.mat", {"X": np.zeros((2, 3))})
+    with pytest.raises(DatasetError, match="no field S"):
+        ds[0]
+
+
+def test_voc2012_aug_release_with_sbd_read_directly(tmp_path: Path) -> None:
+    from scipy.io import savemat
+
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    lists = voc / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (lists / "train.txt").write_text("2007_000032\n")
+    (lists / "val.txt").write_text("2007_000033\n")
+    for stem in ("2007_000032", "2007_000033", "2008_000001", "2008_000002"):
+        _img(voc / "JPEGImages" / f"{stem}.jpg", 2, 3)
+    _lab(voc / "SegmentationClass" / "2007_000032.png", np.array([[0, 1, 255], [20, 15, 0]]), mode="P")
+    sbd = tmp_path / "VOCdevkit" / "VOCaug" / "dataset"
+    (sbd / "cls").mkdir(parents=True)
+    (sbd / "train.txt").write_text("2008_000002\n2007_000033\n")
+    (sbd / "val.txt").write_text("2007_000032\n2008_000001\n")
+    for stem, seg in (("2008_000001", [[3, 3, 0], [0, 19, 19]]), ("2008_000002", [[7, 0, 0], [0, 0, 1]])):
+        savemat(sbd / "cls" / f"{stem}.mat", {"GTcls": {"Segmentation": np.array(seg, np.uint8)}})
+    ds = segcore.build_dataset("voc2012-aug", str(voc), "train")
+    assert [Path(i).stem for i, _ in ds.samples] == ["2007_000032", "2008_000001", "2008_000002"]
+    assert ds[0]["label"].tolist() == [[0, 1, 255], [20, 15, 0]]
+    assert ds[1]["label"].tolist() == [[3, 3, 0], [0, 19, 19]] and ds[2]["label"].tolist() == [[7, 0, 0], [0, 0, 1]]
+
+
+# --------------------------------------------------------------------------------------------------- loader
+
+
+def test_train_loader_same_batches_with_and_without_workers() -> None:
+    from segcore_datasets.loader import train_loader
+
+    ds = segcore.build_dataset("synthetic-shapes", split="train", size=32, length=8)
+    tf = TrainTransform.for_dataset(ds)
+    one = list(train_loader(ds, tf, batch_size=4, num_workers=0, seed=5))
+    two = list(train_loader(ds, tf, batch_size=4, num_workers=2, seed=5, pin_memory=False))
+    assert len(one) == len(two) == 2 and one[0]["image"].shape == (4, 3, 32, 32)
+    assert all(torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"]) for a, b in zip(one, two))
+    other = list(train_loader(ds, tf, batch_size=4, num_workers=0, seed=6))
+    assert not torch.equal(one[0]["image"], other[0]["image"])

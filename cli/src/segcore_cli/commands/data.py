@@ -8,13 +8,17 @@ import json
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``data`` parser with ``prepare``, ``check`` and ``bench`` actions."""
-    p = sub.add_parser("data", help="prepare, check and benchmark datasets",
-                       description="Dataset tools (from segcore-datasets).")
+    p = sub.add_parser(
+        "data", help="prepare, check and benchmark datasets", description="Dataset tools (from segcore-datasets)."
+    )
     actions = p.add_subparsers(dest="data_command", metavar="ACTION")
-    pr = actions.add_parser("prepare", help="convert a release layout into the layout the readers expect",
-                            description="Convert a dataset release (SRC) into the prepared layout (DST); "
-                                        "datasets: cityscapes, coco-stuff164k, coco-stuff10k, voc2012-aug, "
-                                        "pascal-context, isaid.")
+    pr = actions.add_parser(
+        "prepare",
+        help="convert a release layout into the layout the readers expect",
+        description="Convert a dataset release (SRC) into the prepared layout (DST); "
+        "datasets: cityscapes, coco-stuff164k, coco-stuff10k, voc2012-aug, "
+        "pascal-context, isaid.",
+    )
     pr.add_argument("dataset")
     pr.add_argument("src")
     pr.add_argument("dst")
@@ -48,8 +52,11 @@ def run(args: argparse.Namespace) -> int:
         from segcore_datasets.bench import bench_pipeline
 
         r = bench_pipeline(n=args.n, passes=args.passes, crop=args.crop, root=args.data_root)
-        print(f"ADE20K-style train pipeline (decode + resize/crop/flip/photometric to {args.crop}x{args.crop}), "
-              f"1 process: {r['images_per_s']:.1f} images/s ({r['images']} images in {r['seconds']:.2f} s)")
+        print(
+            f"ADE20K-style train pipeline (decode + resize/crop/flip/photometric to {args.crop}x{args.crop}), "
+            f"1 process: {r['images_per_s']:.1f} images/s wall clock ({r['images']} images in {r['seconds']:.2f} s), "
+            f"{r['images_per_cpu_s']:.1f} images per CPU-second ({r['cpu_seconds']:.2f} s of CPU)"
+        )
         return 0
     args._data_parser.print_help()
     return 0
@@ -69,8 +76,11 @@ def _check(args: argparse.Namespace) -> int:
         print(json.dumps(reports, indent=2))
     else:
         for r in reports:
-            exp = "" if r["expected"] is None else (" (matches the release)" if r["count"] == r["expected"]
-                                                     else f" (release has {r['expected']})")
+            exp = (
+                ""
+                if r["expected"] is None
+                else (" (matches the release)" if r["count"] == r["expected"] else f" (release has {r['expected']})")
+            )
             print(f"{r['name']} {r['split']}: {r['count']} samples{exp}; read {r['checked']}")
             total = max(sum(r["histogram"]), 1)
             names = list(ds.classes) + ["<ignore>"]

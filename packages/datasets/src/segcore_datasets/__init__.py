@@ -18,6 +18,8 @@ _LAZY = {
     "TrainTransform": "segcore_datasets.transforms",
     "TestTransform": "segcore_datasets.transforms",
     "preflight": "segcore_datasets.check",
+    "TransformedDataset": "segcore_datasets.loader",
+    "train_loader": "segcore_datasets.loader",
     "check_dataset": "segcore_datasets.check",
 }
 __all__ = ["__version__", *_LAZY]

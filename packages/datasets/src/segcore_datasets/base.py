@@ -9,6 +9,7 @@ EXIF rotation (§12).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,24 @@ from PIL import Image
 
 from segcore_datasets import meta
 
-__all__ = ["DatasetError", "FolderOptions", "SegDataset", "read_image", "read_label", "reduce_zero_label_lut",
-           "ade20k", "cityscapes", "coco_stuff164k", "coco_stuff10k", "voc2012_aug", "pascal_context_59",
-           "pascal_context_60", "isaid"]
+__all__ = [
+    "DatasetError",
+    "FolderOptions",
+    "SegDataset",
+    "read_image",
+    "read_label",
+    "read_mat_label",
+    "coco_stuff10k_mat_lut",
+    "reduce_zero_label_lut",
+    "ade20k",
+    "cityscapes",
+    "coco_stuff164k",
+    "coco_stuff10k",
+    "voc2012_aug",
+    "pascal_context_59",
+    "pascal_context_60",
+    "isaid",
+]
 
 IGNORE = 255
 
@@ -49,6 +65,14 @@ def reduce_zero_label_lut() -> np.ndarray:
     lut[0] = IGNORE
     lut[255] = IGNORE
     return lut.astype(np.uint8)
+
+
+def coco_stuff10k_mat_lut() -> np.ndarray:
+    """COCO-Stuff 10k ``S`` values (0 unlabeled, 1..182) -> prepared values (0, trainId + 1) (datasets.md §5.2)."""
+    lut = np.zeros(256, np.uint8)
+    for raw, tid in meta.COCO_STUFF_RAW_TO_TRAINID.items():
+        lut[raw + 1] = tid + 1  # the 164k map shifted by one; 0 (unlabeled) stays 0
+    return lut[:183]
 
 
 def _map_lut(mapping: dict[int, int], default: int = IGNORE) -> np.ndarray:
@@ -98,14 +122,45 @@ def read_label(path: str | Path, colours: np.ndarray | None = None, source: Any 
             return colours_to_ids(arr[..., :3], colours)
         if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 0] == arr[..., 2]).all():
             return np.ascontiguousarray(arr[..., 0]).astype(np.uint8)
-        raise DatasetError(f"{path}: label is a colour image (mode {img.mode}); expected a single-channel "
-                           "index map (L or P mode PNG)")
+        raise DatasetError(
+            f"{path}: label is a colour image (mode {img.mode}); expected a single-channel index map (L or P mode PNG)"
+        )
     if arr.dtype != np.uint8:
         if arr.size and (arr.min() < 0 or arr.max() > 255):
-            raise DatasetError(f"{path}: {img.mode} label holds values up to {int(arr.max())}; "
-                               "only 8-bit values 0..255 are supported")
+            raise DatasetError(
+                f"{path}: {img.mode} label holds values up to {int(arr.max())}; only 8-bit values 0..255 are supported"
+            )
         arr = arr.astype(np.uint8)
     return arr
+
+
+def read_mat_label(path: str | Path, field: Sequence[str], lut: np.ndarray | None = None) -> np.ndarray:
+    """Read a release ``.mat`` label map (COCO-Stuff 10k ``S``, SBD ``GTcls.Segmentation``) as uint8 [H, W].
+
+    ``field`` is the path of the map inside the file (struct fields are followed in order); ``lut`` maps the stored
+    values (0..len(lut)-1) to the prepared PNG values, as ``segcore data prepare`` would write them.
+    """
+    from scipy.io import loadmat
+
+    try:
+        obj: Any = loadmat(str(path))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: label file not found") from None
+    except Exception as err:  # noqa: BLE001 - scipy raises several types for truncated files
+        raise DatasetError(f"{path}: unreadable or truncated .mat label ({type(err).__name__}: {err})") from None
+    for key in field:
+        try:
+            obj = obj[key] if isinstance(obj, dict) else obj[0, 0][key]
+        except (KeyError, ValueError, IndexError):
+            raise DatasetError(f"{path}: no field {'.'.join(field)} in the .mat label") from None
+    arr = np.asarray(obj)
+    if arr.ndim != 2 or arr.size == 0:
+        raise DatasetError(f"{path}: .mat label {'.'.join(field)} has shape {arr.shape}; expected a 2-D map")
+    top = 255 if lut is None else len(lut) - 1
+    if arr.min() < 0 or arr.max() > top:
+        raise DatasetError(f"{path}: .mat label holds values {int(arr.min())}..{int(arr.max())}; expected 0..{top}")
+    arr = arr.astype(np.int64)
+    return (lut[arr] if lut is not None else arr).astype(np.uint8)
 
 
 def colours_to_ids(rgb: np.ndarray, colours: np.ndarray) -> np.ndarray:
@@ -135,12 +190,25 @@ class SegDataset:
 
     ignore_index = IGNORE
 
-    def __init__(self, name: str, split: str, classes: tuple[str, ...], palette: tuple[tuple[int, int, int], ...],
-                 samples: list[tuple[str, str]] | None = None, lut: np.ndarray | None = None,
-                 colours: np.ndarray | None = None, eval_protocol: dict[str, Any] | None = None,
-                 crop_size: tuple[int, int] = (512, 512), check_values: bool = True, hf: Any = None,
-                 hf_columns: tuple[str, str] | None = None, root: str | None = None,
-                 reduce_zero_label: bool = False, train_scale: tuple[int, int] = (2048, 512)) -> None:
+    def __init__(
+        self,
+        name: str,
+        split: str,
+        classes: tuple[str, ...],
+        palette: tuple[tuple[int, int, int], ...],
+        samples: list[tuple[str, str]] | None = None,
+        lut: np.ndarray | None = None,
+        colours: np.ndarray | None = None,
+        eval_protocol: dict[str, Any] | None = None,
+        crop_size: tuple[int, int] = (512, 512),
+        check_values: bool = True,
+        hf: Any = None,
+        hf_columns: tuple[str, str] | None = None,
+        root: str | None = None,
+        reduce_zero_label: bool = False,
+        train_scale: tuple[int, int] = (2048, 512),
+        mat_label: tuple[tuple[str, ...], np.ndarray | None] | None = None,
+    ) -> None:
         self.name, self.split, self.root = name, split, root
         self.classes, self.palette = classes, palette
         self.samples = samples or []
@@ -153,6 +221,7 @@ class SegDataset:
         self.check_values = check_values
         self.reduce_zero_label = reduce_zero_label
         self._hf, self._hf_columns = hf, hf_columns
+        self.mat_label: tuple[tuple[str, ...], np.ndarray | None] = mat_label or (("S",), None)
 
     @property
     def num_classes(self) -> int:
@@ -176,19 +245,23 @@ class SegDataset:
         else:
             img_path, path = self.samples[index][0], self.samples[index][1]
             image = read_image(img_path)
-            raw = read_label(path, self.colours)
+            raw = read_mat_label(path, *self.mat_label) if path.endswith(".mat") else read_label(path, self.colours)
             path = img_path
         label = self.lut[raw]
         if image.shape[:2] != label.shape:
-            raise DatasetError(f"{path}: image size {image.shape[0]}x{image.shape[1]} differs from label size "
-                               f"{label.shape[0]}x{label.shape[1]} ({self.samples[index][1] if self.samples else ''})")
+            raise DatasetError(
+                f"{path}: image size {image.shape[0]}x{image.shape[1]} differs from label size "
+                f"{label.shape[0]}x{label.shape[1]} ({self.samples[index][1] if self.samples else ''})"
+            )
         if self.check_values:
             bad = (label >= self.num_classes) & (label != IGNORE)
             if bad.any():
                 vals = sorted(set(np.unique(raw[bad]).tolist()))
                 src = self.samples[index][1] if self.samples else path
-                raise DatasetError(f"{src}: label value(s) {vals} outside the {self.num_classes} classes of "
-                                   f"{self.name} (and not ignore {IGNORE})")
+                raise DatasetError(
+                    f"{src}: label value(s) {vals} outside the {self.num_classes} classes of "
+                    f"{self.name} (and not ignore {IGNORE})"
+                )
         return image, label, path
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -197,8 +270,15 @@ class SegDataset:
         if not -len(self) <= index < len(self):
             raise IndexError(f"{self.name}: index {index} out of range for {len(self)} samples")
         image, label, path = self.load_arrays(int(index) % len(self))
-        return {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-                "label": torch.from_numpy(label.astype(np.int64)), "path": path}
+        if not image.flags.writeable or not image.flags.c_contiguous:
+            image = np.array(image)  # Pillow's arrays are read-only views of bytes
+        # A [3, H, W] view of the HWC array: no transposing copy here, and the transforms' HWC view of it is
+        # contiguous again, so Pillow takes it without another copy.
+        return {
+            "image": torch.from_numpy(image).permute(2, 0, 1),
+            "label": torch.from_numpy(label.astype(np.int64)),
+            "path": path,
+        }
 
 
 def _as_pil(value: Any, path: str) -> Any:
@@ -218,14 +298,16 @@ def _as_pil(value: Any, path: str) -> Any:
 # ---------------------------------------------------------------------------------------------------------------
 # Pairing (§1.1)
 
+
 def _require_dir(path: Path, dataset: str, layout: str) -> Path:
     if not path.is_dir():
         raise DatasetError(f"{dataset}: folder {path} not found; expected layout:\n{layout}")
     return path
 
 
-def _scan(img_dir: Path, ann_dir: Path, img_suffix: str, seg_suffix: str, dataset: str, layout: str
-          ) -> list[tuple[str, str]]:
+def _scan(
+    img_dir: Path, ann_dir: Path, img_suffix: str, seg_suffix: str, dataset: str, layout: str
+) -> list[tuple[str, str]]:
     _require_dir(img_dir, dataset, layout)
     rels = sorted(str(p.relative_to(img_dir)) for p in img_dir.rglob(f"*{img_suffix}") if p.is_file())
     if not rels:
@@ -233,8 +315,9 @@ def _scan(img_dir: Path, ann_dir: Path, img_suffix: str, seg_suffix: str, datase
     return [(str(img_dir / r), str(ann_dir / (r[: -len(img_suffix)] + seg_suffix))) for r in rels]
 
 
-def _listed(img_dir: Path, ann_dir: Path, split_file: Path, img_suffix: str, seg_suffix: str, dataset: str,
-            layout: str) -> list[tuple[str, str]]:
+def _listed(
+    img_dir: Path, ann_dir: Path, split_file: Path, img_suffix: str, seg_suffix: str, dataset: str, layout: str
+) -> list[tuple[str, str]]:
     _require_dir(img_dir, dataset, layout)
     if not split_file.is_file():
         raise DatasetError(f"{dataset}: split file {split_file} not found; expected layout:\n{layout}")
@@ -242,6 +325,12 @@ def _listed(img_dir: Path, ann_dir: Path, split_file: Path, img_suffix: str, seg
     if not stems:
         raise DatasetError(f"{dataset}: split file {split_file} is empty")
     return [(str(img_dir / (s + img_suffix)), str(ann_dir / (s + seg_suffix))) for s in stems]
+
+
+def _need_file(path: Path, layout: str) -> Path:
+    if not path.is_file():
+        raise DatasetError(f"{path} not found; expected layout:\n{layout}")
+    return path
 
 
 def _split_name(dataset: str, split: str, names: dict[str, str]) -> str:
@@ -291,13 +380,18 @@ def _hub(name: str, root: str, split: str, opts: FolderOptions, **kw: Any) -> Se
             table = hfds.load_dataset(ref, split="validation")
     cols = list(table.column_names)
     img_col = next((c for c in ("image", "img", "pixel_values") if c in cols), None)
-    lab_col = next((c for c in ("annotation", "label", "mask", "semantic_segmentation", "stuff_map", "seg", "gt")
-                    if c in cols), None)
+    lab_col = next(
+        (c for c in ("annotation", "label", "mask", "semantic_segmentation", "stuff_map", "seg", "gt") if c in cols),
+        None,
+    )
     if img_col is None or lab_col is None:
-        raise DatasetError(f"{name}: Hub dataset {ref} needs an image column and a label column "
-                           f"(annotation/label/mask/semantic_segmentation/stuff_map); it has {cols}")
-    return SegDataset(name, split, hf=table, hf_columns=(img_col, lab_col), root=root,
-                      check_values=opts.check_values, **kw)
+        raise DatasetError(
+            f"{name}: Hub dataset {ref} needs an image column and a label column "
+            f"(annotation/label/mask/semantic_segmentation/stuff_map); it has {cols}"
+        )
+    return SegDataset(
+        name, split, hf=table, hf_columns=(img_col, lab_col), root=root, check_values=opts.check_values, **kw
+    )
 
 
 def _opts(options: dict[str, Any], name: str) -> FolderOptions:
@@ -309,15 +403,26 @@ def _opts(options: dict[str, Any], name: str) -> FolderOptions:
 # ---------------------------------------------------------------------------------------------------------------
 # The datasets (§§2-8); eval protocols from §9.
 
-_SEGNEXT_512 = {"test_scale": (2048, 512), "min_size": None, "resize_to_multiple": 32, "mode": "whole",
-                "crop_size": (512, 512), "stride": None}
+_SEGNEXT_512 = {
+    "test_scale": (2048, 512),
+    "min_size": None,
+    "resize_to_multiple": 32,
+    "mode": "whole",
+    "crop_size": (512, 512),
+    "stride": None,
+}
 
 
 def ade20k(root: str, split: str = "train", **options: Any) -> SegDataset:
     """ADE20K (``ADEChallengeData2016``): values 0..150, reduce_zero_label -> 150 classes (§2)."""
     opts = _opts(options, "ade20k")
-    kw = dict(classes=meta.ADE20K_CLASSES, palette=meta.ADE20K_PALETTE, lut=reduce_zero_label_lut(),
-              eval_protocol=_SEGNEXT_512, reduce_zero_label=True)
+    kw = dict(
+        classes=meta.ADE20K_CLASSES,
+        palette=meta.ADE20K_PALETTE,
+        lut=reduce_zero_label_lut(),
+        eval_protocol=_SEGNEXT_512,
+        reduce_zero_label=True,
+    )
     if str(root).startswith("hf:"):
         return _hub("ade20k", root, split, opts, **kw)
     sub = _split_name("ade20k", split, {"train": "training", "val": "validation", "validation": "validation"})
@@ -332,25 +437,45 @@ def cityscapes(root: str, split: str = "train", **options: Any) -> SegDataset:
     opts = _opts(options, "cityscapes")
     train_lut = np.arange(256, dtype=np.uint8)
     id_lut = _map_lut(meta.CITYSCAPES_LABELID_TO_TRAINID)
-    ev = {"test_scale": (2048, 1024), "min_size": None, "resize_to_multiple": None, "mode": "slide",
-          "crop_size": (1024, 1024), "stride": (768, 768)}
-    kw = dict(classes=meta.CITYSCAPES_CLASSES, palette=meta.CITYSCAPES_PALETTE, eval_protocol=ev,
-              crop_size=(1024, 1024), train_scale=(2048, 1024))
+    ev = {
+        "test_scale": (2048, 1024),
+        "min_size": None,
+        "resize_to_multiple": None,
+        "mode": "slide",
+        "crop_size": (1024, 1024),
+        "stride": (768, 768),
+    }
+    kw = dict(
+        classes=meta.CITYSCAPES_CLASSES,
+        palette=meta.CITYSCAPES_PALETTE,
+        eval_protocol=ev,
+        crop_size=(1024, 1024),
+        train_scale=(2048, 1024),
+    )
     if str(root).startswith("hf:"):
         return _hub("cityscapes", root, split, opts, lut=train_lut, **kw)
     sub = _split_name("cityscapes", split, {"train": "train", "val": "val", "test": "test"})
-    layout = ("  <root>/leftImg8bit/{train,val}/<city>/*_leftImg8bit.png\n"
-              "  <root>/gtFine/{train,val}/<city>/*_gtFine_labelTrainIds.png (or *_gtFine_labelIds.png)")
+    layout = (
+        "  <root>/leftImg8bit/{train,val}/<city>/*_leftImg8bit.png\n"
+        "  <root>/gtFine/{train,val}/<city>/*_gtFine_labelTrainIds.png (or *_gtFine_labelIds.png)"
+    )
     r = Path(root)
-    samples = _scan(r / "leftImg8bit" / sub, r / "gtFine" / sub, "_leftImg8bit.png", "_gtFine_labelTrainIds.png",
-                    "cityscapes", layout)
+    samples = _scan(
+        r / "leftImg8bit" / sub,
+        r / "gtFine" / sub,
+        "_leftImg8bit.png",
+        "_gtFine_labelTrainIds.png",
+        "cityscapes",
+        layout,
+    )
     lut = train_lut
     if not Path(samples[0][1]).exists():
         alt = [(i, a.replace("_gtFine_labelTrainIds.png", "_gtFine_labelIds.png")) for i, a in samples]
         if Path(alt[0][1]).exists():
             samples, lut = alt, id_lut
-    return SegDataset("cityscapes", split, samples=samples, root=str(root), lut=lut,
-                      check_values=opts.check_values, **kw)
+    return SegDataset(
+        "cityscapes", split, samples=samples, root=str(root), lut=lut, check_values=opts.check_values, **kw
+    )
 
 
 def coco_stuff164k(root: str, split: str = "train", **options: Any) -> SegDataset:
@@ -363,74 +488,165 @@ def coco_stuff164k(root: str, split: str = "train", **options: Any) -> SegDatase
     sub = _split_name("coco-stuff164k", split, {"train": "train2017", "val": "val2017"})
     layout = "  <root>/images/{train2017,val2017}/*.jpg\n  <root>/annotations/{train2017,val2017}/*_labelTrainIds.png"
     r = Path(root)
-    samples = _scan(r / "images" / sub, r / "annotations" / sub, ".jpg", "_labelTrainIds.png", "coco-stuff164k",
-                    layout)
+    samples = _scan(r / "images" / sub, r / "annotations" / sub, ".jpg", "_labelTrainIds.png", "coco-stuff164k", layout)
     lut = np.arange(256, dtype=np.uint8)
     if not Path(samples[0][1]).exists() and Path(samples[0][1].replace("_labelTrainIds.png", ".png")).exists():
         samples = [(i, a.replace("_labelTrainIds.png", ".png")) for i, a in samples]
         lut = raw_lut
-    return SegDataset("coco-stuff164k", split, samples=samples, root=str(root), lut=lut,
-                      check_values=opts.check_values, **kw)
+    return SegDataset(
+        "coco-stuff164k", split, samples=samples, root=str(root), lut=lut, check_values=opts.check_values, **kw
+    )
 
 
 def coco_stuff10k(root: str, split: str = "train", **options: Any) -> SegDataset:
     """COCO-Stuff 10k prepared by ``segcore data prepare coco-stuff10k``: values 0..171, reduce_zero_label (§5)."""
     opts = _opts(options, "coco-stuff10k")
-    ev = {"test_scale": (2048, 512), "min_size": 512, "resize_to_multiple": None, "mode": "slide",
-          "crop_size": (512, 512), "stride": (341, 341)}
-    kw = dict(classes=meta.COCO_STUFF_CLASSES, palette=meta.COCO_STUFF_PALETTE, lut=reduce_zero_label_lut(),
-              eval_protocol=ev, reduce_zero_label=True)
+    ev = {
+        "test_scale": (2048, 512),
+        "min_size": 512,
+        "resize_to_multiple": None,
+        "mode": "slide",
+        "crop_size": (512, 512),
+        "stride": (341, 341),
+    }
+    kw = dict(
+        classes=meta.COCO_STUFF_CLASSES,
+        palette=meta.COCO_STUFF_PALETTE,
+        lut=reduce_zero_label_lut(),
+        eval_protocol=ev,
+        reduce_zero_label=True,
+    )
     if str(root).startswith("hf:"):
         return _hub("coco-stuff10k", root, split, opts, **kw)
     sub = _split_name("coco-stuff10k", split, {"train": "train2014", "val": "test2014", "test": "test2014"})
-    layout = "  <root>/images/{train2014,test2014}/*.jpg\n  <root>/annotations/{train2014,test2014}/*_labelTrainIds.png"
+    layout = (
+        "  <root>/images/{train2014,test2014}/*.jpg\n  <root>/annotations/{train2014,test2014}/*_labelTrainIds.png\n"
+        "or the release: <root>/images/*.jpg, <root>/annotations/*.mat, <root>/imageLists/{train,test}.txt"
+    )
     r = Path(root)
-    samples = _scan(r / "images" / sub, r / "annotations" / sub, ".jpg", "_labelTrainIds.png", "coco-stuff10k",
-                    layout)
+    if (r / "imageLists").is_dir() and not (r / "images" / sub).is_dir():
+        # The v1.1 release as unzipped: labels read from the .mat files (field S), mapped as the converter does.
+        samples = _listed(
+            r / "images",
+            r / "annotations",
+            r / "imageLists" / f"{sub[:-4]}.txt",
+            ".jpg",
+            ".mat",
+            "coco-stuff10k",
+            layout,
+        )
+        return SegDataset(
+            "coco-stuff10k",
+            split,
+            samples=samples,
+            root=str(root),
+            check_values=opts.check_values,
+            mat_label=(("S",), coco_stuff10k_mat_lut()),
+            **kw,
+        )
+    samples = _scan(r / "images" / sub, r / "annotations" / sub, ".jpg", "_labelTrainIds.png", "coco-stuff10k", layout)
     return SegDataset("coco-stuff10k", split, samples=samples, root=str(root), check_values=opts.check_values, **kw)
 
 
 def voc2012_aug(root: str, split: str = "train", **options: Any) -> SegDataset:
     """VOC 2012 + SBD (root ``VOCdevkit/VOC2012``): train = train.txt (VOC labels) + aug.txt (SBD labels) (§6)."""
     opts = _opts(options, "voc2012-aug")
-    ev = {"test_scale": (2048, 512), "min_size": None, "resize_to_multiple": None, "mode": "whole",
-          "crop_size": (512, 512), "stride": None}
+    ev = {
+        "test_scale": (2048, 512),
+        "min_size": None,
+        "resize_to_multiple": None,
+        "mode": "whole",
+        "crop_size": (512, 512),
+        "stride": None,
+    }
     kw = dict(classes=meta.VOC_CLASSES, palette=meta.VOC_PALETTE, eval_protocol=ev)
     if str(root).startswith("hf:"):
         return _hub("voc2012-aug", root, split, opts, **kw)
     _split_name("voc2012-aug", split, {"train": "", "val": ""})
-    layout = ("  <root>/JPEGImages/*.jpg\n  <root>/SegmentationClass/*.png\n  <root>/SegmentationClassAug/*.png\n"
-              "  <root>/ImageSets/Segmentation/{train,val,aug}.txt")
+    layout = (
+        "  <root>/JPEGImages/*.jpg\n  <root>/SegmentationClass/*.png\n  <root>/SegmentationClassAug/*.png\n"
+        "  <root>/ImageSets/Segmentation/{train,val,aug}.txt"
+    )
     r = Path(root)
     lists = r / "ImageSets" / "Segmentation"
     if split == "train":
-        samples = _listed(r / "JPEGImages", r / "SegmentationClass", lists / "train.txt", ".jpg", ".png",
-                          "voc2012-aug", layout)
-        samples += _listed(r / "JPEGImages", r / "SegmentationClassAug", lists / "aug.txt", ".jpg", ".png",
-                           "voc2012-aug", layout)
+        samples = _listed(
+            r / "JPEGImages", r / "SegmentationClass", lists / "train.txt", ".jpg", ".png", "voc2012-aug", layout
+        )
+        sbd = next(
+            (
+                d
+                for d in (r.parent / "VOCaug" / "dataset", r.parent / "benchmark_RELEASE" / "dataset")
+                if (d / "cls").is_dir()
+            ),
+            None,
+        )
+        if (lists / "aug.txt").is_file() or sbd is None:
+            samples += _listed(
+                r / "JPEGImages",
+                r / "SegmentationClassAug",
+                lists / "aug.txt",
+                ".jpg",
+                ".png",
+                "voc2012-aug",
+                layout + "\n  (or the SBD release at <root>/../VOCaug/dataset/cls/*.mat)",
+            )
+        else:
+            # Unprepared: SBD's cls/*.mat read directly; aug = (SBD train + val) - (VOC train + val) (§6.2).
+            voc = {Path(a).stem for a, _ in samples}
+            voc |= {s.strip() for s in _need_file(lists / "val.txt", layout).read_text().splitlines() if s.strip()}
+            sbd_all = set()
+            for f in ("train.txt", "val.txt"):
+                sbd_all |= {s.strip() for s in _need_file(sbd / f, layout).read_text().splitlines() if s.strip()}
+            samples += [
+                (str(r / "JPEGImages" / f"{s}.jpg"), str(sbd / "cls" / f"{s}.mat")) for s in sorted(sbd_all - voc)
+            ]
+            kw["mat_label"] = (("GTcls", "Segmentation"), None)
     else:
-        samples = _listed(r / "JPEGImages", r / "SegmentationClass", lists / "val.txt", ".jpg", ".png",
-                          "voc2012-aug", layout)
+        samples = _listed(
+            r / "JPEGImages", r / "SegmentationClass", lists / "val.txt", ".jpg", ".png", "voc2012-aug", layout
+        )
     return SegDataset("voc2012-aug", split, samples=samples, root=str(root), check_values=opts.check_values, **kw)
 
 
 def _pascal_context(name: str, root: str, split: str, options: dict[str, Any], reduce: bool) -> SegDataset:
     opts = _opts(options, name)
-    ev = {"test_scale": (520, 520), "min_size": 480, "resize_to_multiple": None, "mode": "slide",
-          "crop_size": (480, 480), "stride": (320, 320)}
+    ev = {
+        "test_scale": (520, 520),
+        "min_size": 480,
+        "resize_to_multiple": None,
+        "mode": "slide",
+        "crop_size": (480, 480),
+        "stride": (320, 320),
+    }
     classes = meta.PASCAL_CONTEXT_60_CLASSES[1:] if reduce else meta.PASCAL_CONTEXT_60_CLASSES
     palette = meta.PASCAL_CONTEXT_60_PALETTE[1:] if reduce else meta.PASCAL_CONTEXT_60_PALETTE
-    kw = dict(classes=classes, palette=palette, eval_protocol=ev, crop_size=(480, 480), train_scale=(520, 520),
-              reduce_zero_label=reduce,
-              lut=reduce_zero_label_lut() if reduce else None)
+    kw = dict(
+        classes=classes,
+        palette=palette,
+        eval_protocol=ev,
+        crop_size=(480, 480),
+        train_scale=(520, 520),
+        reduce_zero_label=reduce,
+        lut=reduce_zero_label_lut() if reduce else None,
+    )
     if str(root).startswith("hf:"):
         return _hub(name, root, split, opts, **kw)
     sub = _split_name(name, split, {"train": "train", "val": "val", "test": "val"})
-    layout = ("  <root>/JPEGImages/*.jpg\n  <root>/SegmentationClassContext/*.png (values 0..59)\n"
-              "  <root>/ImageSets/SegmentationContext/{train,val}.txt")
+    layout = (
+        "  <root>/JPEGImages/*.jpg\n  <root>/SegmentationClassContext/*.png (values 0..59)\n"
+        "  <root>/ImageSets/SegmentationContext/{train,val}.txt"
+    )
     r = Path(root)
-    samples = _listed(r / "JPEGImages", r / "SegmentationClassContext",
-                      r / "ImageSets" / "SegmentationContext" / f"{sub}.txt", ".jpg", ".png", name, layout)
+    samples = _listed(
+        r / "JPEGImages",
+        r / "SegmentationClassContext",
+        r / "ImageSets" / "SegmentationContext" / f"{sub}.txt",
+        ".jpg",
+        ".png",
+        name,
+        layout,
+    )
     return SegDataset(name, split, samples=samples, root=str(root), check_values=opts.check_values, **kw)
 
 
@@ -447,11 +663,22 @@ def pascal_context_59(root: str, split: str = "train", **options: Any) -> SegDat
 def isaid(root: str, split: str = "train", **options: Any) -> SegDataset:
     """The iSAID patches (``img_dir``/``ann_dir``); index-map labels, or RGB masks mapped by the 16 colours (§8)."""
     opts = _opts(options, "isaid")
-    ev = {"test_scale": (896, 896), "min_size": None, "resize_to_multiple": None, "mode": "whole",
-          "crop_size": (896, 896), "stride": None}
-    kw = dict(classes=meta.ISAID_CLASSES, palette=meta.ISAID_PALETTE, eval_protocol=ev, crop_size=(896, 896),
-              train_scale=(896, 896),
-              colours=np.array(meta.ISAID_PALETTE, np.uint8))
+    ev = {
+        "test_scale": (896, 896),
+        "min_size": None,
+        "resize_to_multiple": None,
+        "mode": "whole",
+        "crop_size": (896, 896),
+        "stride": None,
+    }
+    kw = dict(
+        classes=meta.ISAID_CLASSES,
+        palette=meta.ISAID_PALETTE,
+        eval_protocol=ev,
+        crop_size=(896, 896),
+        train_scale=(896, 896),
+        colours=np.array(meta.ISAID_PALETTE, np.uint8),
+    )
     if str(root).startswith("hf:"):
         return _hub("isaid", root, split, opts, **kw)
     sub = _split_name("isaid", split, {"train": "train", "val": "val"})

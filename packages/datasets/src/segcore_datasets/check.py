@@ -62,8 +62,9 @@ def preflight(ds: Any, n: int = 8, num_classes: int | None = None) -> dict[str, 
     return {"checked": len(idx), "num_classes": c, "label_values": sorted(seen)}
 
 
-def check_dataset(ds: Any, expected: int | None = None, limit: int | None = None,
-                  progress: bool = False) -> dict[str, Any]:
+def check_dataset(
+    ds: Any, expected: int | None = None, limit: int | None = None, progress: bool = False
+) -> dict[str, Any]:
     """Read every sample (or the first ``limit``): count, per-class pixel histogram, problems found.
 
     Returns:
@@ -91,6 +92,13 @@ def check_dataset(ds: Any, expected: int | None = None, limit: int | None = None
             hist[c] += counts[ignore]
         except ValueError as err:
             errors.append(str(err))
-    return {"name": name, "split": getattr(ds, "split", ""), "count": len(ds), "expected": expected, "checked": n,
-            "histogram": hist.tolist(), "missing_classes": [ds.classes[k] for k in range(c) if hist[k] == 0],
-            "errors": errors}
+    return {
+        "name": name,
+        "split": getattr(ds, "split", ""),
+        "count": len(ds),
+        "expected": expected,
+        "checked": n,
+        "histogram": hist.tolist(),
+        "missing_classes": [ds.classes[k] for k in range(c) if hist[k] == 0],
+        "errors": errors,
+    }

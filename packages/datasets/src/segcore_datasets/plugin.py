@@ -12,9 +12,11 @@ _MMSEG = "mmsegmentation 0.x conventions (datasets.md)"
 @hookimpl
 def segcore_datasets() -> dict[str, ComponentSpec]:
     """Return the datasets of this package."""
+
     def paper(key: str, desc: str) -> ComponentSpec:
-        return ComponentSpec(factory=f"{_B}:{key.replace('-', '_')}", options=f"{_B}:FolderOptions",
-                             description=desc, source=_MMSEG)
+        return ComponentSpec(
+            factory=f"{_B}:{key.replace('-', '_')}", options=f"{_B}:FolderOptions", description=desc, source=_MMSEG
+        )
 
     return {
         "synthetic-shapes": ComponentSpec(

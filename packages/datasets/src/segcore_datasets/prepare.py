@@ -15,10 +15,18 @@ import numpy as np
 from PIL import Image
 
 from segcore_datasets import meta
-from segcore_datasets.base import DatasetError, _map_lut, colours_to_ids, read_label
+from segcore_datasets.base import DatasetError, _map_lut, coco_stuff10k_mat_lut, colours_to_ids, read_label
 
-__all__ = ["PREPARERS", "prepare", "prepare_cityscapes", "prepare_coco_stuff164k", "prepare_coco_stuff10k",
-           "prepare_voc_aug", "prepare_pascal_context", "prepare_isaid"]
+__all__ = [
+    "PREPARERS",
+    "prepare",
+    "prepare_cityscapes",
+    "prepare_coco_stuff164k",
+    "prepare_coco_stuff10k",
+    "prepare_voc_aug",
+    "prepare_pascal_context",
+    "prepare_isaid",
+]
 
 
 def _progress(items: Iterable[Any], desc: str, total: int | None = None, quiet: bool = False) -> Iterable[Any]:
@@ -94,13 +102,12 @@ def prepare_coco_stuff164k(src: Path, dst: Path, quiet: bool = False) -> dict[st
 def prepare_coco_stuff10k(src: Path, dst: Path, quiet: bool = False) -> dict[str, int]:
     """COCO-Stuff 10k v1.1: ``annotations/*.mat`` (field S, 0..182) -> 0 + 1..171 PNGs, images split (§5.2)."""
     lists = src / "imageLists"
-    lut = np.zeros(256, np.uint8)
-    for raw, tid in meta.COCO_STUFF_RAW_TO_TRAINID.items():
-        lut[raw + 1] = tid + 1  # the 164k map shifted by one; 0 (unlabeled) stays 0
+    lut = coco_stuff10k_mat_lut()
     counts: dict[str, int] = {}
     for name, sub in (("train", "train2014"), ("test", "test2014")):
-        stems = [s.strip() for s in _need(lists / f"{name}.txt", "COCO-Stuff 10k list").read_text().splitlines()
-                 if s.strip()]
+        stems = [
+            s.strip() for s in _need(lists / f"{name}.txt", "COCO-Stuff 10k list").read_text().splitlines() if s.strip()
+        ]
         for stem in _progress(stems, f"coco-stuff10k {name}", quiet=quiet):
             mat = _load_mat(_need(src / "annotations" / f"{stem}.mat", "COCO-Stuff 10k annotation"))
             if "S" not in mat:
@@ -166,8 +173,13 @@ def prepare_pascal_context(src: Path, dst: Path, quiet: bool = False) -> dict[st
     out_lists = dst / "ImageSets" / "SegmentationContext"
     out_lists.mkdir(parents=True, exist_ok=True)
     for split in ("train", "val"):
-        stems = sorted({s.strip() for s in _need(src / f"{split}.txt", "Pascal Context split list").read_text()
-                       .splitlines() if s.strip()})
+        stems = sorted(
+            {
+                s.strip()
+                for s in _need(src / f"{split}.txt", "Pascal Context split list").read_text().splitlines()
+                if s.strip()
+            }
+        )
         for stem in _progress(stems, f"pascal-context {split}", quiet=quiet):
             mat = _load_mat(_need(src / "trainval" / f"{stem}.mat", "Pascal Context 459-label .mat"))
             lm = np.asarray(mat["LabelMap"]).astype(np.int64)
@@ -188,8 +200,7 @@ def isaid_windows(side: int, patch: int = 896, step: int = 512) -> list[int]:
     return [min(x, side - patch) if x + patch > side else x for x in range(0, side, step)]
 
 
-def prepare_isaid(src: Path, dst: Path, patch: int = 896, overlap: int = 384, quiet: bool = False
-                  ) -> dict[str, int]:
+def prepare_isaid(src: Path, dst: Path, patch: int = 896, overlap: int = 384, quiet: bool = False) -> dict[str, int]:
     """iSAID: cut DOTA images and iSAID colour masks into ``patch`` x ``patch`` windows (§8.2).
 
     Reads ``src/{train,val}/images/P*.png`` and ``src/{train,val}/Semantic_masks/images/P*_instance_color_RGB.png``;
@@ -224,9 +235,12 @@ def prepare_isaid(src: Path, dst: Path, patch: int = 896, overlap: int = 384, qu
                     name = f"{f.stem}_{y}_{y + patch}_{x}_{x + patch}"
                     (dst / "img_dir" / split).mkdir(parents=True, exist_ok=True)
                     (dst / "ann_dir" / split).mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(np.ascontiguousarray(img[y:y + patch, x:x + patch])).save(
-                        dst / "img_dir" / split / f"{name}.png")
-                    p_img = Image.fromarray(np.ascontiguousarray(lab[y:y + patch, x:x + patch]), mode="L").convert("P")
+                    Image.fromarray(np.ascontiguousarray(img[y : y + patch, x : x + patch])).save(
+                        dst / "img_dir" / split / f"{name}.png"
+                    )
+                    p_img = Image.fromarray(np.ascontiguousarray(lab[y : y + patch, x : x + patch]), mode="L").convert(
+                        "P"
+                    )
                     p_img.save(dst / "ann_dir" / split / f"{name}_instance_color_RGB.png")
                     n += 1
         counts[split] = n
@@ -249,8 +263,7 @@ def prepare(dataset: str, src: str | Path, dst: str | Path, quiet: bool = False)
     """Run the preparation of ``dataset`` (a key of :data:`PREPARERS`); returns counts written per split."""
     key = {"pascal-context-59": "pascal-context", "pascal-context-60": "pascal-context"}.get(dataset, dataset)
     if key not in PREPARERS:
-        raise DatasetError(f"no preparation for {dataset!r}; available: {', '.join(PREPARERS)} "
-                           "(ade20k needs none)")
+        raise DatasetError(f"no preparation for {dataset!r}; available: {', '.join(PREPARERS)} (ade20k needs none)")
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise DatasetError(f"{src}: source folder not found")

@@ -12,12 +12,24 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SHAPES_CLASSES", "SHAPES_PALETTE", "SyntheticShapesOptions", "SyntheticShapes", "synthetic_shapes",
-           "render_shapes"]
+__all__ = [
+    "SHAPES_CLASSES",
+    "SHAPES_PALETTE",
+    "SyntheticShapesOptions",
+    "SyntheticShapes",
+    "synthetic_shapes",
+    "render_shapes",
+]
 
 SHAPES_CLASSES: tuple[str, ...] = ("background", "disc", "square", "triangle", "star", "ring")
 SHAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48))
+    (0, 0, 0),
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+)
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 _DEFAULT_LENGTH = {"train": 2000, "val": 200, "test": 200}
 
@@ -65,8 +77,9 @@ def _shape_mask(kind: int, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float,
     return d < r * (0.7 + 0.3 * np.cos(5 * phi))
 
 
-def render_shapes(rng: np.random.Generator, size: int, min_shapes: int = 2, max_shapes: int = 5
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def render_shapes(
+    rng: np.random.Generator, size: int, min_shapes: int = 2, max_shapes: int = 5
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw one sample with ``rng``.
 
     Returns:
@@ -142,9 +155,11 @@ class SyntheticShapes:
         import torch
 
         image, label = self.load_arrays(int(index))
-        return {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-                "label": torch.from_numpy(label.astype(np.int64)),
-                "path": f"synthetic-shapes/{self.split}/{index}"}
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "label": torch.from_numpy(label.astype(np.int64)),
+            "path": f"synthetic-shapes/{self.split}/{index}",
+        }
 
 
 def synthetic_shapes(root: str | None = None, split: str = "train", **options: Any) -> SyntheticShapes:

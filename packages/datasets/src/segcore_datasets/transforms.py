@@ -6,12 +6,13 @@ nearest); all randomness comes from the ``numpy.random.Generator`` passed in, so
 given the generator's state.
 
 Differences from mmseg (documented, not bit-exact): Pillow's bilinear resize is not OpenCV's (edge weights differ
-slightly when downscaling), and the hue/saturation steps use Pillow's HSV (hue in 0..255, so mmseg's ±18 of
-OpenCV's 0..180 hue becomes ±25.6) instead of OpenCV's.
+slightly when downscaling), and a hue shift uses Pillow's HSV (hue in 0..255, so mmseg's ±18 of OpenCV's 0..180
+hue becomes ±25.6) instead of OpenCV's; saturation without a hue shift is computed in closed form (exact HSV).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -91,13 +92,24 @@ class TrainTransform:
         photometric: apply PhotoMetricDistortion (brightness ±32, contrast and saturation ×[0.5, 1.5], hue ±18,
             each with p = 0.5; contrast before or after the HSV steps at random).
         ignore_index: label pad value and the value skipped by the crop test.
+        normalize: ``(mean, std)`` in RGB: output ``(image - mean) / std`` as float32, applied before padding so
+            the padded area is 0 as in mmseg (``Normalize`` then ``Pad``). None (default): uint8 output, which
+            segcore models normalise themselves.
 
     Call: ``transform(sample, rng)`` with ``rng`` a ``numpy.random.Generator``.
     """
 
-    def __init__(self, crop_size: tuple[int, int] | int, scale: tuple[int, int] = (2048, 512),
-                 ratio_range: tuple[float, float] | None = (0.5, 2.0), cat_max_ratio: float = 0.75,
-                 flip_prob: float = 0.5, photometric: bool = True, ignore_index: int = IGNORE) -> None:
+    def __init__(
+        self,
+        crop_size: tuple[int, int] | int,
+        scale: tuple[int, int] = (2048, 512),
+        ratio_range: tuple[float, float] | None = (0.5, 2.0),
+        cat_max_ratio: float = 0.75,
+        flip_prob: float = 0.5,
+        photometric: bool = True,
+        ignore_index: int = IGNORE,
+        normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    ) -> None:
         self.crop_size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
         self.scale = tuple(scale)
         self.ratio_range = ratio_range
@@ -105,18 +117,29 @@ class TrainTransform:
         self.flip_prob = flip_prob
         self.photometric = photometric
         self.ignore_index = ignore_index
+        self.normalize = None
+        if normalize is not None:
+            mean, std = (np.asarray(x, np.float32).reshape(3) for x in normalize)
+            if (std <= 0).any():
+                raise ValueError(f"normalize: std must be positive, got {std.tolist()}")
+            self.normalize = (mean, std)
 
     @classmethod
     def for_dataset(cls, dataset: Any, **overrides: Any) -> TrainTransform:
         """The train transform of ``dataset``'s reference config (its ``crop_size`` and ``train_scale``, §9)."""
-        kwargs: dict[str, Any] = {"crop_size": dataset.crop_size, "scale": dataset.train_scale,
-                                  "ignore_index": getattr(dataset, "ignore_index", IGNORE)}
+        kwargs: dict[str, Any] = {
+            "crop_size": dataset.crop_size,
+            "scale": dataset.train_scale,
+            "ignore_index": getattr(dataset, "ignore_index", IGNORE),
+        }
         kwargs.update(overrides)
         return cls(**kwargs)
 
     def __repr__(self) -> str:  # noqa: D105
-        return (f"TrainTransform(crop_size={self.crop_size}, scale={self.scale}, ratio_range={self.ratio_range}, "
-                f"cat_max_ratio={self.cat_max_ratio}, flip_prob={self.flip_prob}, photometric={self.photometric})")
+        return (
+            f"TrainTransform(crop_size={self.crop_size}, scale={self.scale}, ratio_range={self.ratio_range}, "
+            f"cat_max_ratio={self.cat_max_ratio}, flip_prob={self.flip_prob}, photometric={self.photometric})"
+        )
 
     def _crop_box(self, lab: np.ndarray, rng: np.random.Generator) -> tuple[int, int, int, int]:
         ch, cw = self.crop_size
@@ -130,7 +153,7 @@ class TrainTransform:
         b = box()
         if self.cat_max_ratio < 1.0:
             for _ in range(10):
-                crop = lab[b[0]:b[1], b[2]:b[3]]
+                crop = lab[b[0] : b[1], b[2] : b[3]]
                 counts = np.bincount(crop.ravel(), minlength=256)
                 counts[self.ignore_index] = 0
                 counts = counts[counts > 0]
@@ -161,15 +184,21 @@ class TrainTransform:
             img = img[y0:y1, x0:x1]
         else:
             sy, sx = h / nh, w / nw
-            img = np.asarray(Image.fromarray(img).resize((x1 - x0, y1 - y0), Image.BILINEAR,
-                                                         box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy)))
-        if rng.random() < self.flip_prob:
-            img, lab = img[:, ::-1], lab[:, ::-1]
+            img = np.asarray(
+                Image.fromarray(img).resize(
+                    (x1 - x0, y1 - y0), Image.BILINEAR, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy)
+                )
+            )
+        flip = rng.random() < self.flip_prob
         if self.photometric:
             img = self._photometric(np.ascontiguousarray(img), rng)
+        if flip:  # after the per-pixel photometric step (same result, draws in mmseg's order): the flip stays a view
+            img, lab = img[:, ::-1], lab[:, ::-1]
         ch, cw = self.crop_size
+        if self.normalize is not None:
+            img = (img.astype(np.float32) - self.normalize[0]) / self.normalize[1]
         if img.shape[0] < ch or img.shape[1] < cw:
-            pi = np.zeros((ch, cw, 3), np.uint8)
+            pi = np.zeros((ch, cw, 3), img.dtype)
             pl = np.full((ch, cw), self.ignore_index, np.uint8)
             pi[: img.shape[0], : img.shape[1]] = img
             pl[: lab.shape[0], : lab.shape[1]] = lab
@@ -181,31 +210,55 @@ class TrainTransform:
         """Mmseg PhotoMetricDistortion; random draws in mmseg's order (brightness, mode, ..., hue).
 
         Brightness and contrast are per-value maps of a uint8 image (mmseg rounds to uint8 after each step), so
-        they are applied as exact 256-entry lookup tables.
+        they are applied as exact 256-entry lookup tables through Pillow's ``point`` (C speed). Saturation alone is
+        applied in numpy in closed form (HSV with H and V fixed: each channel moves towards V, exact, no HSV round
+        trip); with a hue shift the image goes through Pillow's HSV.
         """
         values = np.arange(256, dtype=np.float32)
+        pim = Image.fromarray(img)
         if rng.integers(2):
-            img = np.clip(values + rng.uniform(-32, 32), 0, 255).astype(np.uint8)[img]
+            pim = pim.point(np.clip(values + rng.uniform(-32, 32), 0, 255).astype(np.uint8).tolist() * 3)
         mode = int(rng.integers(2))
         if mode == 1 and rng.integers(2):
-            img = np.clip(values * rng.uniform(0.5, 1.5), 0, 255).astype(np.uint8)[img]
+            pim = pim.point(np.clip(values * rng.uniform(0.5, 1.5), 0, 255).astype(np.uint8).tolist() * 3)
         do_sat, sat = bool(rng.integers(2)), 0.0
         if do_sat:
             sat = rng.uniform(0.5, 1.5)
         do_hue, hue = bool(rng.integers(2)), 0
         if do_hue:
             hue = int(rng.integers(-18, 18))
-        if do_sat or do_hue:
-            hch, sch, vch = Image.fromarray(img).convert("HSV").split()
+        if do_hue:
+            hch, sch, vch = pim.convert("HSV").split()
             if do_sat:
                 sch = sch.point(np.clip(values * sat, 0, 255).astype(np.uint8).tolist())
-            if do_hue:
-                shift = hue * 256.0 / 180.0  # OpenCV hue units (0..180) -> Pillow's (0..255)
-                hch = hch.point(np.mod(np.round(values + shift), 256).astype(np.uint8).tolist())
-            img = np.asarray(Image.merge("HSV", (hch, sch, vch)).convert("RGB"))
+            shift = hue * 256.0 / 180.0  # OpenCV hue units (0..180) -> Pillow's (0..255)
+            hch = hch.point(np.mod(np.round(values + shift), 256).astype(np.uint8).tolist())
+            pim = Image.merge("HSV", (hch, sch, vch)).convert("RGB")
+        elif do_sat:
+            pim = _saturate(pim, sat)
         if mode == 0 and rng.integers(2):
-            img = np.clip(values * rng.uniform(0.5, 1.5), 0, 255).astype(np.uint8)[img]
-        return img
+            pim = pim.point(np.clip(values * rng.uniform(0.5, 1.5), 0, 255).astype(np.uint8).tolist() * 3)
+        return np.asarray(pim)
+
+
+def _saturate(pim: Image.Image, alpha: float) -> Image.Image:
+    """Scale HSV saturation by ``alpha`` (clipped to 1) keeping hue and value, without an HSV round trip.
+
+    With H and V fixed, every channel is ``c = V - S V f(H)``; scaling S by ``t`` moves each channel towards V:
+    ``c' = V - t (V - c)``, where ``t = min(alpha, V / (V - min))`` caps the new saturation at 1.
+    """
+    r, g, b = (np.asarray(c, dtype=np.float32) for c in pim.split())
+    v = np.maximum(np.maximum(r, g), b)
+    d = v - np.minimum(np.minimum(r, g), b)
+    t = np.minimum(np.float32(alpha), v / np.maximum(d, 1.0))
+    out = []
+    for c in (r, g, b):
+        x = v - c
+        x *= t
+        np.subtract(v, x, out=x)
+        x += 0.5
+        out.append(Image.fromarray(x.astype(np.uint8)))
+    return Image.merge("RGB", out)
 
 
 class TestTransform:
@@ -221,8 +274,9 @@ class TestTransform:
 
     __test__ = False  # not a pytest class despite its name
 
-    def __init__(self, scale: tuple[int, int] | None, min_size: int | None = None,
-                 resize_to_multiple: int | None = None) -> None:
+    def __init__(
+        self, scale: tuple[int, int] | None, min_size: int | None = None, resize_to_multiple: int | None = None
+    ) -> None:
         self.scale, self.min_size, self.resize_to_multiple = scale, min_size, resize_to_multiple
 
     @classmethod
