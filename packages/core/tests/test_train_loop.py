@@ -211,6 +211,21 @@ def test_dataloader_workers_do_not_change_the_result(tmp_path):
     )
 
 
+def test_bad_labels_stop_before_training(tmp_path, monkeypatch):
+    pytest.importorskip("segcore_datasets")
+    original = fakes.TinyShapes.__getitem__
+
+    def with_a_stray_value(self, i):
+        sample = original(self, i)
+        sample["label"][1, 1] = 7  # 4 classes, ignore 255: 7 is neither
+        return sample
+
+    monkeypatch.setattr(fakes.TinyShapes, "__getitem__", with_a_stray_value)
+    with pytest.raises(TrainingError, match=r"train split failed the data check: tiny/train/\d+\.png.*\[7\]"):
+        train(_settings(tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_batch_size_must_split(tmp_path):
     with pytest.raises(TrainingError, match="multiple"):
         train(_settings(tmp_path / "run", batch_size=3, grad_accum=2))

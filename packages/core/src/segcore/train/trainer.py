@@ -283,6 +283,19 @@ def _loader(samples: _Samples, batches: _Batches, workers: int, pin_memory: bool
     )
 
 
+def _preflight(train_ds: Any, val_ds: Any, num_classes: int) -> None:
+    """Check a sample of both splits (sizes, label values) before any training, when segcore-datasets is there."""
+    try:
+        from segcore_datasets.check import preflight
+    except ImportError:
+        return
+    for split, ds in (("train", train_ds), ("val", val_ds)):
+        try:
+            preflight(ds, num_classes=num_classes)
+        except ValueError as err:
+            raise TrainingError(f"{split} split failed the data check: {err} (segcore data check shows more)") from err
+
+
 # ------------------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate(
@@ -424,6 +437,7 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
     val_ds = segcore.build_dataset(s.dataset, root=s.data_root, split="val", **s.dataset_opt)
     ignore_index = int(getattr(train_ds, "ignore_index", 255))
     classes = list(train_ds.classes)
+    _preflight(train_ds, val_ds, len(classes))
     protocol = EvalProtocol.from_dict(recipe.eval)
     if s.eval_mode:
         protocol.mode = s.eval_mode
