@@ -102,6 +102,35 @@ def test_bf16_autocast_and_channels_last_close_to_fp32() -> None:
         assert (r - lo.float()).abs().max() / r.abs().max() < 0.05
 
 
+def _small_model(**fmt: str) -> segcore.SegModel:
+    return segcore.build_model(
+        "mscan-t",
+        "ham",
+        3,
+        encoder_options={"embed_dims": (8, 16, 32, 32), "depths": (1, 1, 1, 1), **fmt},
+        decoder_options={"channels": 32, "ham_channels": 32, "md_r": 4, "nmf_seed": 0, "md_s": 2, **fmt},
+    ).eval()
+
+
+def test_channels_last_default_matches_nchw() -> None:
+    torch.manual_seed(0)
+    nchw = _small_model(memory_format="contiguous")
+    default = _small_model()
+    default.load_state_dict(nchw.state_dict())
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        ref = nchw(x)
+        feats = default.encoder(x)
+        out = default(x)
+        # The whole model also converted to channels-last (``segcore benchmark --channels-last``).
+        default.to(memory_format=torch.channels_last)
+        out_cl = default(x.contiguous(memory_format=torch.channels_last))
+    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in feats)
+    assert all(f.is_contiguous() for f in nchw.encoder(x))
+    for o in (out, out_cl):
+        assert (ref - o).abs().max() < 1e-4 * ref.abs().max()
+
+
 def test_bf16_autocast_full_model() -> None:
     model = segcore.build_model(
         "mscan-t",
@@ -125,8 +154,9 @@ def test_bf16_autocast_full_model() -> None:
         ({"depths": (1, 1, 1)}, "4 entries"),
         ({"drop_path_rate": 1.5}, "drop_path_rate"),
         ({"embed_dim": 3}, "embed_dim"),
+        ({"memory_format": "nhwc"}, "memory_format"),
     ],
-    ids=["depths-len", "drop-path", "unknown"],
+    ids=["depths-len", "drop-path", "unknown", "memory-format"],
 )
 def test_mscan_option_validation(options: dict, message: str) -> None:
     with pytest.raises(OptionsError, match=message):
@@ -205,6 +235,19 @@ def test_official_type_mapping() -> None:
         }
     )
     assert name == "ham" and opts["md_r"] == 64 and opts["in_index"] == (1, 2, 3)
+    # Omitted keys take the official MSCAN class defaults, not a variant's.
+    assert mscan_from_official({"type": "MSCAN"})[1] == {
+        "embed_dims": (64, 128, 256, 512),
+        "depths": (3, 4, 6, 3),
+        "mlp_ratios": (4, 4, 4, 4),
+        "drop_rate": 0.0,
+        "drop_path_rate": 0.0,
+        "in_chans": 3,
+    }
+    with pytest.raises(OptionsError, match="norm_cfg"):
+        mscan_from_official({"type": "MSCAN", "norm_cfg": {"type": "GN"}})
+    with pytest.raises(OptionsError, match="RAND_INIT"):
+        ham_from_official({"type": "LightHamHead", "ham_kwargs": {"RAND_INIT": False}})
 
 
 def test_plugin_registration() -> None:
@@ -256,42 +299,24 @@ def test_recipes_match_spec() -> None:
 
 
 def test_recipe_rules_split_parameters_like_mmcv() -> None:
-    """Spec §5.1 for T: 66 no-decay tensors (8,384 values), 13 head tensors (359,830 values) at lr x10."""
+    """Spec §5.1 for T, through the trainer's own grouping: 378 tensors (3,895,200 values) at (6e-5, 0.01),
+    66 norm tensors (8,384 values) at (6e-5, 0) and the 13 head tensors (359,830 values) at (6e-4, 0.01)."""
     from segcore.registry import components
+    from segcore.train.optim import build_optimizer
 
-    rules = components("recipes")["segnext-ade20k-160k"].param_rules
+    recipe = components("recipes")["segnext-ade20k-160k"]
     model = segcore.build_model("mscan-t", "ham", 150, decoder_options=HEAD["mscan-t"])
-    ordered = sorted(rules, key=lambda r: (-len(r.key), r.key))  # mmcv: longest key first, ties alphabetical
-    groups: dict[tuple[float, float], list[int]] = {}
-    for name, p in model.named_parameters():
-        rule = next((r for r in ordered if r.key in name), None)
-        key = (rule.lr_mult, rule.decay_mult) if rule else (1.0, 1.0)
-        groups.setdefault(key, []).append(p.numel())
-    assert (len(groups[(1.0, 0.0)]), sum(groups[(1.0, 0.0)])) == (66, 8_384)
-    assert (len(groups[(10.0, 1.0)]), sum(groups[(10.0, 1.0)])) == (13, 359_830)
-    assert (len(groups[(1.0, 1.0)]), sum(groups[(1.0, 1.0)])) == (378, 3_895_200)
-
-
-def test_pretrained_encoder_and_checkpoint_through_local_hub(tmp_path, monkeypatch) -> None:
-    testing = pytest.importorskip("segcore.testing")
-    from safetensors.torch import save_file
-
-    monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "cache"))
-    torch.manual_seed(0)
-    source = segcore.build_encoder("mscan-t")
-    enc_dir = tmp_path / "enc"
-    enc_dir.mkdir()
-    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(enc_dir / "model.safetensors"))
-    model = segcore.build_model("mscan-t", "ham", 150, decoder_options=HEAD["mscan-t"]).eval()
-    model_dir = tmp_path / "model"
-    model.save_pretrained(model_dir)
-    with testing.serve_hub({"segcore/mscan-t-imagenet": enc_dir, "segcore/segnext-t-ade20k": model_dir}):
-        loaded = segcore.build_encoder("mscan-t", pretrained=True)
-        full = segcore.SegModel.from_pretrained("segnext-t-ade20k")
-    for k, v in source.state_dict().items():
-        assert torch.equal(loaded.state_dict()[k], v), k
-    for k, v in model.state_dict().items():
-        assert torch.equal(full.state_dict()[k], v), k
+    optimizer = build_optimizer(model, recipe, recipe.lr, recipe.weight_decay)
+    got = {
+        (round(g["lr"], 12), g["weight_decay"]): (len(g["params"]), sum(p.numel() for p in g["params"]))
+        for g in optimizer.param_groups
+    }
+    assert got == {(6e-5, 0.01): (378, 3_895_200), (6e-5, 0.0): (66, 8_384), (6e-4, 0.01): (13, 359_830)}
+    names = {n for g in optimizer.param_groups if g["weight_decay"] == 0.0 for n in g["names"]}
+    # Stem BNs and layer scales keep their decay (no "norm" in their names), as in mmcv.
+    assert "encoder.patch_embed2.norm.weight" in names and "encoder.norm4.bias" in names
+    assert not any("patch_embed1" in n or "layer_scale" in n for n in names)
+    assert optimizer.defaults["betas"] == (0.9, 0.999)
 
 
 def test_drop_path_schedule_and_per_sample_mask() -> None:
@@ -315,3 +340,33 @@ def test_ham_default_loss_is_mmseg_ce() -> None:
 
     spec = components("decoders")["ham"]
     assert spec.default_loss == "ce" and dict(spec.default_loss_options) == {"average": "all"}
+
+
+def _nmf_reference(x: torch.Tensor, s: int, r: int, steps: int) -> torch.Tensor:
+    """Spec §3.4 written literally on the official ``view(B * S, D, N)`` layout."""
+    b, c, h, w = x.shape
+    xm = x.reshape(b * s, c // s, h * w)
+    bases = torch.nn.functional.normalize(torch.rand((b * s, c // s, r)), dim=1)
+    coef = torch.softmax(torch.bmm(xm.transpose(1, 2), bases), dim=-1)
+    for _ in range(steps):
+        coef = coef * torch.bmm(xm.transpose(1, 2), bases) / (coef.bmm(bases.transpose(1, 2).bmm(bases)) + 1e-6)
+        bases = bases * torch.bmm(xm, coef) / (bases.bmm(coef.transpose(1, 2).bmm(coef)) + 1e-6)
+    coef = coef * torch.bmm(xm.transpose(1, 2), bases) / (coef.bmm(bases.transpose(1, 2).bmm(bases)) + 1e-6)
+    return torch.bmm(bases, coef.transpose(1, 2)).reshape(b, c, h, w)
+
+
+@pytest.mark.parametrize("md_s", [1, 2], ids=["s1", "s2"])
+@pytest.mark.parametrize("fmt", ["channels_last", "contiguous"])
+def test_nmf_matches_spec_formula(md_s: int, fmt: str) -> None:
+    from segcore_segnext.ham import NMF2D
+
+    x = torch.rand(2, 16, 6, 5).contiguous(memory_format=getattr(torch, fmt.replace("contiguous", "contiguous_format")))
+    nmf = NMF2D(md_s, 4, 6, 7, 1.0, seed=None).eval()
+    torch.manual_seed(3)
+    ours = nmf(x)
+    torch.manual_seed(3)
+    ref = _nmf_reference(x, md_s, 4, 7)
+    assert ours.shape == ref.shape and (ours - ref).abs().max() < 1e-5
+    nmf.train()
+    torch.manual_seed(3)
+    assert (nmf(x) - ref).abs().max() > 1e-6  # 6 training steps, not 7

@@ -56,6 +56,21 @@ def test_parity_through_official_config(case: dict, converted: segcore.SegModel)
     print("segnext-t parity max abs diff:", diffs)
 
 
+def test_parity_in_nchw_memory(case: dict) -> None:
+    """The default runs channels-last; the NCHW path computes the same function."""
+    fmt = {"memory_format": "contiguous"}
+    model = segcore.convert_checkpoint(
+        FIXTURE / "official.safetensors",
+        format="mmseg",
+        official_config=case["case"]["config"],
+        encoder_options=fmt,
+        decoder_options=fmt,
+    )
+    assert model.encoder.options.memory_format == model.decoder.options.memory_format == "contiguous"
+    diffs = _check(model, case["io"])
+    print("segnext-t parity (NCHW) max abs diff:", diffs)
+
+
 def test_parity_through_explicit_names(case: dict, converted: segcore.SegModel) -> None:
     model = segcore.convert_checkpoint(
         FIXTURE / "official.safetensors",

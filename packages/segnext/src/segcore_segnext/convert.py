@@ -8,10 +8,10 @@ Our module names equal the official ones, so conversion is near-identity: ``num_
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from segcore.errors import OptionsError
 from torch import Tensor
 
 __all__ = ["convert", "mscan_from_official", "ham_from_official"]
@@ -47,7 +47,12 @@ def _tuple(cfg: Mapping[str, Any], key: str, default: Any) -> tuple:
 
 
 def mscan_from_official(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Map an official ``type="MSCAN"`` config to ``(encoder name, options)``; picks t/s/b/l by size."""
+    """Map an official ``type="MSCAN"`` config to ``(encoder name, options)``; picks t/s/b/l by size.
+
+    A key the config omits takes the official ``MSCAN.__init__`` default (``embed_dims`` 64/128/256/512,
+    ``depths`` 3/4/6/3, ``mlp_ratios`` 4/4/4/4, no dropout), as the official builder would, so every option
+    is passed explicitly and the variant name only labels the model.
+    """
     from segcore_segnext.mscan import _VARIANTS
 
     dims = _tuple(cfg, "embed_dims", (64, 128, 256, 512))
@@ -55,18 +60,19 @@ def mscan_from_official(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     name = next(
         (f"mscan-{v}" for v, d in _VARIANTS.items() if d["embed_dims"] == dims and d["depths"] == depths), "mscan-t"
     )
-    options: dict[str, Any] = {"embed_dims": dims, "depths": depths}
-    for key in ("mlp_ratios",):
-        if key in cfg:
-            options[key] = tuple(cfg[key])
-    for key in ("drop_rate", "drop_path_rate"):
-        if key in cfg:
-            options[key] = float(cfg[key])
-    if "in_channels" in cfg:
-        options["in_chans"] = int(cfg["in_channels"])
+    options: dict[str, Any] = {
+        "embed_dims": dims,
+        "depths": depths,
+        "mlp_ratios": _tuple(cfg, "mlp_ratios", (4, 4, 4, 4)),
+        "drop_rate": float(cfg.get("drop_rate", 0.0)),
+        "drop_path_rate": float(cfg.get("drop_path_rate", 0.0)),
+        "in_chans": int(cfg.get("in_chans", cfg.get("in_channels", 3))),
+    }
+    if int(cfg.get("num_stages", 4)) != 4:
+        raise OptionsError(f"MSCAN num_stages={cfg['num_stages']} is not supported (segcore builds 4 stages)")
     norm = (cfg.get("norm_cfg") or {}).get("type", "BN")
     if norm not in ("BN", "SyncBN"):
-        warnings.warn(f"MSCAN norm_cfg type {norm!r} is built as BatchNorm2d", stacklevel=2)
+        raise OptionsError(f"MSCAN norm_cfg type {norm!r} is not supported; the official configs use SyncBN / BN")
     return name, options
 
 
@@ -80,10 +86,18 @@ def ham_from_official(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
             options[key] = int(cfg[key])
     if "dropout_ratio" in cfg:
         options["dropout_ratio"] = float(cfg["dropout_ratio"])
-    groups = (cfg.get("norm_cfg") or {}).get("num_groups")
+    norm = dict(cfg.get("norm_cfg") or {"type": "GN", "num_groups": 32})
+    if norm.get("type") != "GN":
+        raise OptionsError(f"LightHamHead norm_cfg type {norm.get('type')!r} is not supported (the official is GN)")
+    if cfg.get("align_corners", False):
+        raise OptionsError("LightHamHead align_corners=True is not supported (the official configs use False)")
+    groups = norm.get("num_groups")
     if groups is not None:
         options["num_groups"] = int(groups)
     kw = cfg.get("ham_kwargs") or {}
+    for key in ("SPATIAL", "RAND_INIT"):
+        if not kw.get(key, True):
+            raise OptionsError(f"LightHamHead ham_kwargs {key}=False is not supported (SegNeXt uses True)")
     for key, opt in (("MD_S", "md_s"), ("MD_R", "md_r"), ("TRAIN_STEPS", "train_steps"), ("EVAL_STEPS", "eval_steps")):
         if key in kw:
             options[opt] = int(kw[key])

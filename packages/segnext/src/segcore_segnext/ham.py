@@ -5,7 +5,9 @@ Decomposition?", arXiv 2109.04553). Upstream: https://github.com/Visual-Attentio
 (commit c87bcae, Apache-2.0), ``mmseg/models/decode_heads/ham_head.py``. Written from
 ``shared/specs/segnext.md`` §3; parameter names equal the official ones (minus ``decode_head.``).
 Changes: the NMF bases can come from a private generator (``nmf_seed``) instead of the global RNG, and the
-bases are drawn on CPU without the hard-coded ``.cuda()`` (same numbers, spec §3.4).
+bases are drawn on CPU without the hard-coded ``.cuda()`` (same numbers, spec §3.4); the head runs in
+channels-last memory by default and the NMF products read ``X^T`` (``[B*S, H*W, C/S]``), a free view of that
+memory (same products, ``memory_format="contiguous"`` restores NCHW).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from segcore.specs import FeatureInfo
 from torch import Tensor, nn
 
 __all__ = ["LightHamHeadOptions", "NMF2D", "LightHamHead", "ham"]
+
+_MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class LightHamHeadOptions:
         nmf_seed: ``None`` (official): bases come from the global CPU RNG on every forward, so inference
             is stochastic. An integer draws them from a private generator seeded with it on every forward,
             making eval and export deterministic without touching the global RNG.
+        memory_format: ``"channels_last"`` (default) runs the head in NHWC memory (faster convolutions and
+            NMF products on CPU); ``"contiguous"`` keeps NCHW. Same function either way.
     """
 
     in_index: tuple[int, ...] = (-3, -2, -1)
@@ -56,6 +62,7 @@ class LightHamHeadOptions:
     eval_steps: int = 7
     inv_t: float = 1.0
     nmf_seed: int | None = None
+    memory_format: str = "channels_last"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "in_index", tuple(self.in_index))
@@ -72,6 +79,10 @@ class LightHamHeadOptions:
             raise OptionsError("ham: md_r, md_s, train_steps and eval_steps must be >= 1")
         if not 0.0 <= self.dropout_ratio < 1.0:
             raise OptionsError("ham: dropout_ratio must lie in [0, 1)")
+        if self.memory_format not in _MEMORY_FORMATS:
+            raise OptionsError(
+                f"ham: memory_format must be one of {sorted(_MEMORY_FORMATS)}, got {self.memory_format!r}"
+            )
 
 
 class ConvModule(nn.Sequential):
@@ -105,26 +116,35 @@ class NMF2D(nn.Module):
         return F.normalize(bases, dim=1)
 
     @staticmethod
-    def _update_coef(x: Tensor, bases: Tensor, coef: Tensor) -> Tensor:
-        num = torch.bmm(x.transpose(1, 2), bases)
+    def _update_coef(xt: Tensor, bases: Tensor, coef: Tensor) -> Tensor:
+        # coef <- coef * (X^T B) / (coef (B^T B) + eps); the R x R Gram matrix first (spec §3.4).
+        num = torch.bmm(xt, bases)
         den = coef.bmm(bases.transpose(1, 2).bmm(bases))
         return coef * num / (den + 1e-6)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Factorise ``x`` (viewed as ``[B*S, C/S, H*W]``) and return the low-rank reconstruction."""
+        """Factorise ``x`` (as ``[B*S, C/S, H*W]``) and return the low-rank reconstruction.
+
+        The products use ``X^T`` (``[B*S, H*W, C/S]``), which is a free view of channels-last memory; the
+        output has channels-last strides.
+        """
         b, c, h, w = x.shape
-        d = c // self.S
-        x = x.view(b * self.S, d, h * w)
-        bases = self._bases(b * self.S, d, x.device).to(x.dtype)
-        coef = torch.softmax(self.inv_t * torch.bmm(x.transpose(1, 2), bases), dim=-1)
+        s, d, n = self.S, c // self.S, h * w
+        # X^T with channel index c = s * D + d, as the official view(B * S, D, N) splits the channels.
+        xt = x.permute(0, 2, 3, 1).reshape(b, n, s, d).transpose(1, 2).reshape(b * s, n, d)
+        bases = self._bases(b * s, d, x.device).to(x.dtype)
+        coef = torch.softmax(self.inv_t * torch.bmm(xt, bases), dim=-1)
+        x_mat = xt.transpose(1, 2)
         # Unrolled multiplicative updates; gradients flow through all steps (official SegNeXt, no one-step trick).
         for _ in range(self.train_steps if self.training else self.eval_steps):
-            coef = self._update_coef(x, bases, coef)
-            num = torch.bmm(x, coef)
+            coef = self._update_coef(xt, bases, coef)
+            num = torch.bmm(x_mat, coef)
             den = bases.bmm(coef.transpose(1, 2).bmm(coef))
             bases = bases * num / (den + 1e-6)
-        coef = self._update_coef(x, bases, coef)
-        return torch.bmm(bases, coef.transpose(1, 2)).view(b, c, h, w)
+        coef = self._update_coef(xt, bases, coef)
+        # (B C^T)^T = C B^T: the reconstruction directly in [B*S, N, D] (NHWC) order.
+        recon = torch.bmm(coef, bases.transpose(1, 2)).reshape(b, s, h, w, d)
+        return recon.permute(0, 2, 3, 1, 4).reshape(b, h, w, c).permute(0, 3, 1, 2)
 
 
 class Hamburger(nn.Module):
@@ -186,7 +206,7 @@ class LightHamHead(Decoder):
         inputs = [features[i] for i in self.in_index]
         size = inputs[0].shape[2:]
         x = torch.cat([F.interpolate(t, size=size, mode="bilinear", align_corners=False) for t in inputs], dim=1)
-        x = self.hamburger(self.squeeze(x))
+        x = self.hamburger(self.squeeze(x.contiguous(memory_format=_MEMORY_FORMATS[self.options.memory_format])))
         return DecoderOutput(self.conv_seg(self.dropout(self.align(x))))
 
 
