@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F  # noqa: N812
-from torch import nn
-
 from segcore.benchmark import count_params_and_macs
+from torch import nn
 
 
 class _Attention(nn.Module):

@@ -160,6 +160,7 @@ def test_registered_name_falls_back_to_official_file_verifies_and_caches(saved, 
                 official_filename="official.safetensors",
                 sha256=sha,
                 format="segcore",
+                model_config={"mean": (127.5, 127.5, 127.5), "std": (127.5, 127.5, 127.5)},
             )
             registry.register_plugin(_checkpoint_plugin(spec), "ckpt-plugin")
             try:
@@ -174,6 +175,13 @@ def test_registered_name_falls_back_to_official_file_verifies_and_caches(saved, 
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
+    # The official model's own normalisation travels with the conversion (and the cached folder).
+    assert loaded.config.mean == (127.5, 127.5, 127.5) and loaded.config.extra["source"] == url
+    assert segcore.SegModel.from_pretrained(tmp_path / "cache" / "converted" / "tiny-upernet-test").config.std == (
+        127.5,
+        127.5,
+        127.5,
+    )
 
 
 def test_manual_step_is_reported():

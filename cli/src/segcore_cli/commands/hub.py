@@ -52,30 +52,10 @@ def run_mirror(args: argparse.Namespace) -> int:
         raise segcore.SegcoreError(f"no registered checkpoint {args.name!r}; see `segcore list --kind checkpoints`")
     if spec.kind != "model":
         raise segcore.SegcoreError(f"{args.name!r} is an encoder checkpoint; mirror full models only")
-    if args.file is None:
-        from segcore.hub import _fetch_official
+    from segcore.hub import convert_registered
 
-        args.file = _fetch_official(spec, args.name)
-    model = segcore.convert_checkpoint(
-        args.file,
-        format=spec.format,
-        encoder=spec.encoder,
-        decoder=spec.decoder,
-        num_classes=spec.num_classes,
-        encoder_options=dict(spec.encoder_options),
-        decoder_options=dict(spec.decoder_options),
-    )
-    model.config.extra.update(
-        {
-            "name": args.name,
-            "source": spec.official_url or spec.official_filename,
-            "converter": f"segcore convert --format {spec.format}",
-            "metric": spec.metric,
-            "eval_protocol": spec.eval_protocol,
-            "dataset": spec.dataset,
-            "repo_id": args.repo,
-        }
-    )
+    model = convert_registered(args.name, spec, args.file)
+    model.config.extra["repo_id"] = args.repo
     print(
         model.push_to_hub(
             args.repo,

@@ -253,11 +253,15 @@ def _fetch_official(spec: CheckpointSpec, name: str) -> Path:
     return target
 
 
-def _convert_registered(name: str, spec: CheckpointSpec, folder: Path) -> SegModel:
+def convert_registered(name: str, spec: CheckpointSpec, official_file: str | Path | None = None) -> SegModel:
+    """Convert the official file of the registered model checkpoint ``name`` (downloaded and verified if not given).
+
+    The model's config records where the weights come from (source, converter, expected metric, eval protocol),
+    which the model card then states.
+    """
     from segcore.convert import convert_checkpoint
 
-    official = _fetch_official(spec, name)
-    logger.warning("segcore: converting the official %s checkpoint %s (Hub copy unavailable)", name, official.name)
+    official = Path(official_file) if official_file is not None else _fetch_official(spec, name)
     model = convert_checkpoint(
         official,
         format=spec.format,
@@ -266,16 +270,24 @@ def _convert_registered(name: str, spec: CheckpointSpec, folder: Path) -> SegMod
         num_classes=spec.num_classes,
         encoder_options=dict(spec.encoder_options),
         decoder_options=dict(spec.decoder_options),
+        **dict(spec.model_config),
     )
     model.config.extra.update(
         {
             "name": name,
-            "source": spec.official_url,
+            "source": spec.official_url or spec.official_filename,
+            "converter": f"segcore convert --format {spec.format}",
             "metric": spec.metric,
             "eval_protocol": spec.eval_protocol,
             "dataset": spec.dataset,
         }
     )
+    return model
+
+
+def _convert_registered(name: str, spec: CheckpointSpec, folder: Path) -> SegModel:
+    logger.warning("segcore: converting the official %s checkpoint (Hub copy unavailable)", name)
+    model = convert_registered(name, spec)
     save_pretrained(model, folder)
     logger.warning("segcore: cached converted %s at %s", name, folder)
     return model.eval()

@@ -103,6 +103,8 @@ class CheckpointSpec:
         manual_step: for sources that need a browser: the exact step a user must take.
         encoder_options: encoder options the official model uses.
         decoder_options: decoder options the official model uses.
+        model_config: further :class:`~segcore.SegModelConfig` fields of the official model (``mean`` and
+            ``std`` when it was not trained with ImageNet statistics, ``class_names``, ``palette``, ``eval``).
     """
 
     repo_id: str
@@ -122,6 +124,7 @@ class CheckpointSpec:
     manual_step: str = ""
     encoder_options: Mapping[str, Any] = field(default_factory=dict)
     decoder_options: Mapping[str, Any] = field(default_factory=dict)
+    model_config: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

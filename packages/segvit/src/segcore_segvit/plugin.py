@@ -106,6 +106,7 @@ def _ckpt(
     metric: str,
     protocol: str,
     source: str,
+    drop_path_rate: float = 0.3,
 ) -> CheckpointSpec:
     return CheckpointSpec(
         repo_id=f"segcore/{name}",
@@ -120,11 +121,17 @@ def _ckpt(
         official_url=_HF + file,
         official_filename=file,
         format="mmseg",
-        encoder_options={"img_size": img, "drop_path_rate": 0.3},
+        encoder_options={"img_size": img, "drop_path_rate": drop_path_rate},
         decoder_options={"img_size": img},
+        # The ViT-L configs normalise with mean = std = 127.5 (spec §2.1); the ViT-B one with ImageNet's.
+        model_config=_VIT_L_NORM if encoder.startswith("vit-l16") else {},
     )
 
 
+_VIT_L_NORM = {"mean": (127.5, 127.5, 127.5), "std": (127.5, 127.5, 127.5)}
+
+
+_ADE_B = "slide 512/341, keep-ratio resize (2048, 512); ms: 0.5-1.75 + flip"
 _ADE = "slide 640/608, keep-ratio resize (2048, 640); ms: 0.5-1.75 + flip"
 _COCO = "slide 512/341, resize (2048, 512) min 512; ms: 0.5-1.75 + flip"
 _PC = "slide 480/320, resize (520, 520) min 480; ms: 0.5-1.75 + flip; 60 classes incl. background"
@@ -132,9 +139,22 @@ _PC = "slide 480/320, resize (520, 520) min 480; ms: 0.5-1.75 + flip; 60 classes
 
 @hookimpl
 def segcore_checkpoints() -> dict[str, CheckpointSpec]:
-    """Official SegViT ViT-L models (checkpoints.md §2.1; Hub repo Akide/SegViTv1)."""
+    """Official SegViT models (checkpoints.md §2.1; Hub repo Akide/SegViTv1)."""
     readme = "SegViT README + Hub Akide/SegViTv1"
     return {
+        "segvit-vit-b16-ade20k": _ckpt(
+            "segvit-vit-b16-ade20k",
+            "ade_51.3.pth",
+            "vit-b16",
+            "atm",
+            150,
+            "ade20k",
+            512,
+            "mIoU 51.3 (ss) / 53.0 (ms+flip)",
+            _ADE_B,
+            readme,
+            drop_path_rate=0.1,
+        ),
         "segvit-vit-l16-ade20k": _ckpt(
             "segvit-vit-l16-ade20k",
             "ade_54.6.pth",
