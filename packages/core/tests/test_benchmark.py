@@ -26,3 +26,20 @@ def test_conv_and_attention_multiply_adds():
     assert params == 3 * c
     # 1x1 conv: n * 3 * c; attention: q.k^T (n * n * c) + attn.v (n * n * c).
     assert macs == n * 3 * c + 2 * n * n * c
+
+
+def test_multihead_attention_fast_path_is_counted():
+    embed, n = 16, 12
+
+    class _MHA(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(embed, 4, batch_first=True)
+
+        def forward(self, images):
+            x = images.reshape(1, n, embed)  # 3 x 8 x 8 values = n x embed
+            return self.attn(x, x, x, need_weights=False)[0]
+
+    _, macs = count_params_and_macs(_MHA(), (8, 8))
+    # q, k, v and output projections (4 n embed^2) + q.k^T and attn.v (2 n^2 embed)
+    assert macs == 4 * n * embed * embed + 2 * n * n * embed

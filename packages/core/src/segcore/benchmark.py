@@ -51,6 +51,10 @@ def count_params_and_macs(model: nn.Module, size: tuple[int, int], batch_size: i
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     images = torch.zeros(batch_size, 3, *size, device=device)
     forward = getattr(model, "forward_output", None) or model
+    # nn.MultiheadAttention's eval fast path is one fused kernel the counter cannot see into: count the
+    # ordinary path (same projections and attention, same result).
+    mha_fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         with (
             torch.random.fork_rng(devices=[]),
@@ -60,6 +64,7 @@ def count_params_and_macs(model: nn.Module, size: tuple[int, int], batch_size: i
             torch.manual_seed(0)
             forward(images)
     finally:
+        torch.backends.mha.set_fastpath_enabled(mha_fastpath)
         model.train(was_training)
     return params, counter.get_total_flops() // 2
 
