@@ -10,32 +10,19 @@ from pathlib import Path
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+FEW_ITERATIONS = ["--iters", "2", "--batch-size", "2", "--max-eval-samples", "4", "--no-progress"]
+
+
+def _demo(out: Path, samples: int) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(ROOT / "scripts" / "demo.py"), "--output-dir", str(out), "--samples", str(samples)]
+    result = subprocess.run([*command, "--", *FEW_ITERATIONS], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 def test_demo_script_trains_evaluates_and_draws(tmp_path):
     out = tmp_path / "demo"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "demo.py"),
-            "--output-dir",
-            str(out),
-            "--samples",
-            "2",
-            "--",
-            "--iters",
-            "2",
-            "--batch-size",
-            "2",
-            "--max-eval-samples",
-            "4",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = _demo(out, samples=2)
     assert "validation mIoU" in result.stdout and str(out / "curves.png") in result.stdout
     config = json.loads((out / "config.json").read_text())
     assert (config["encoder"], config["decoder"]) == ("mscan-t", "ham")
@@ -47,25 +34,4 @@ def test_demo_script_trains_evaluates_and_draws(tmp_path):
         label = Image.open(out / "predictions" / f"val_{i:03d}_label.png")
         assert label.mode == "P" and max(label.getdata()) < len(config["class_names"])
     # A second run reuses the finished run instead of refusing the existing folder.
-    again = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "demo.py"),
-            "--output-dir",
-            str(out),
-            "--samples",
-            "1",
-            "--",
-            "--iters",
-            "2",
-            "--batch-size",
-            "2",
-            "--max-eval-samples",
-            "4",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
+    _demo(out, samples=1)
