@@ -32,8 +32,8 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check packages cli tests
-	$(VENV)/bin/ruff format --check packages cli tests
+	$(VENV)/bin/ruff check packages cli tests scripts
+	$(VENV)/bin/ruff format --check packages cli tests scripts
 
 wheels: $(STAMP)
 	$(PY) -m pip wheel --no-deps --no-build-isolation -w dist $(MEMBERS)
