@@ -8,7 +8,7 @@ after one warm-up. The parent checks that all produce the same logits.
 
 Usage (repository root; the lock keeps other benchmarks from running at the same time)::
 
-    flock /tmp/segcore-bench.lock .venv/bin/python packages/segdeformer/benchmarks/attention.py --iters 2 --threads 2
+    .venv/bin/python packages/segdeformer/benchmarks/attention.py --iters 2 --threads 2
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ load; the figure is the median of each. The official SegDeformer code measures 5
 
 Usage (repository root; the lock keeps other benchmarks from running at the same time)::
 
-    flock /tmp/segcore-bench.lock .venv/bin/python packages/segdeformer/benchmarks/end_to_end.py --reps 3
+    .venv/bin/python packages/segdeformer/benchmarks/end_to_end.py --reps 3
     # add --profile to print the top operators of one pass of each model (torch.profiler)
 """
 

@@ -10,7 +10,7 @@ needed for this script only; it is not a dependency of ``segcore-segnext``.
 
 Usage (from the repository root; take the benchmark lock so other benchmarks do not disturb timings):
 
-    flock /tmp/segcore-bench.lock .venv/bin/python packages/segnext/benchmarks/bench_vs_segformer.py --json
+    .venv/bin/python packages/segnext/benchmarks/bench_vs_segformer.py --json
 """
 
 from __future__ import annotations
