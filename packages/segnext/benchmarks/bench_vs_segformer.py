@@ -8,7 +8,7 @@ disturbed figure). ``mscan-b + ham`` is timed in its default channels-last memor
 same weights, in NCHW (``memory_format="contiguous"``) to show what the format buys. ``transformers`` is
 needed for this script only; it is not a dependency of ``segcore-segnext``.
 
-Usage (from the repository root; take the benchmark lock so other benchmarks do not disturb timings):
+Usage (from the repository root, on an otherwise idle machine):
 
     .venv/bin/python packages/segnext/benchmarks/bench_vs_segformer.py --json
 """
