@@ -90,8 +90,14 @@ def test_every_member_builds_a_complete_wheel(tmp_path):
             info = next(n for n in names if n.endswith(".dist-info/METADATA")).rsplit("/", 1)[0]
             metadata = email.message_from_string(zf.read(f"{info}/METADATA").decode())
             assert metadata["Name"] == project["name"]
-            assert _requirement_names(metadata.get_all("Requires-Dist") or []) == _requirement_names(
+            requires = metadata.get_all("Requires-Dist") or []
+            assert _requirement_names([r for r in requires if "extra ==" not in r]) == _requirement_names(
                 project.get("dependencies", [])
+            )
+            extras = project.get("optional-dependencies", {})
+            assert set(metadata.get_all("Provides-Extra") or []) == set(extras)
+            assert _requirement_names([r for r in requires if "extra ==" in r]) == _requirement_names(
+                [r for reqs in extras.values() for r in reqs]
             )
             assert len(metadata.get_payload()) > 200, f"{project['name']}: the README is not the long description"
             assert any(n.endswith("/py.typed") for n in names), f"{project['name']}: no py.typed"

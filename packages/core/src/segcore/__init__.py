@@ -44,6 +44,7 @@ _LAZY = {
     "parse_options": "segcore.options",
     "convert_checkpoint": "segcore.convert",
     "load_state_dict_file": "segcore.convert",
+    "export_onnx": "segcore.export",
 }
 
 __all__ = [
@@ -82,6 +83,7 @@ if TYPE_CHECKING:  # the names of _LAZY, for type checkers (they are in __all__ 
     from segcore.components import build_dataset, build_decoder, build_encoder, build_loss  # noqa: F401
     from segcore.contracts import Decoder, DecoderOutput, Encoder, Loss  # noqa: F401
     from segcore.convert import convert_checkpoint, load_state_dict_file  # noqa: F401
+    from segcore.export import export_onnx  # noqa: F401
     from segcore.model import SegModel, SegModelConfig, build_model  # noqa: F401
     from segcore.options import parse_options  # noqa: F401
     from segcore.registry import ComponentInfo, list_components  # noqa: F401

@@ -14,6 +14,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from segcore.contracts import Decoder, DecoderOutput
+from segcore.ops import adaptive_avg_pool2d
 from segcore.options import parse_options
 from segcore.specs import FeatureInfo
 
@@ -44,8 +45,8 @@ class ConvBNReLU(nn.Sequential):
 
 
 def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
+    # No shortcut at equal sizes (a resize to the same size is an exact copy): a traced export would keep the
+    # shortcut's decision for every input size. Callers skip the maps that share the target's stride.
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
@@ -130,7 +131,10 @@ class MLPHead(Decoder):
         """Project, upsample to the finest map, fuse and classify."""
         size = features[0].shape[-2:]
         # mmseg's SegformerHead concatenates in input order after upsampling to the first level.
-        outs = [_resize(conv(feat), size) for conv, feat in zip(self.convs, features)]
+        outs = [
+            conv(feat) if i == 0 else _resize(conv(feat), size)
+            for i, (conv, feat) in enumerate(zip(self.convs, features))
+        ]
         fused = self.fusion_conv(torch.cat(outs, dim=1))
         return DecoderOutput(self.conv_seg(self.dropout(fused)))
 
@@ -175,7 +179,7 @@ class UPerHead(Decoder):
 
     def _psp(self, x: Tensor) -> Tensor:
         pooled = [
-            _resize(conv(F.adaptive_avg_pool2d(x, scale)), x.shape[-2:])
+            _resize(conv(adaptive_avg_pool2d(x, scale)), x.shape[-2:])
             for scale, conv in zip(self.pool_scales, self.psp_modules)
         ]
         return self.bottleneck(torch.cat([x, *pooled], dim=1))
@@ -188,7 +192,7 @@ class UPerHead(Decoder):
             laterals[i - 1] = laterals[i - 1] + _resize(laterals[i], laterals[i - 1].shape[-2:])
         outs = [conv(lat) for conv, lat in zip(self.fpn_convs, laterals[:-1])] + [laterals[-1]]
         size = outs[0].shape[-2:]
-        fused = self.fpn_bottleneck(torch.cat([_resize(o, size) for o in outs], dim=1))
+        fused = self.fpn_bottleneck(torch.cat([outs[0], *(_resize(o, size) for o in outs[1:])], dim=1))
         return DecoderOutput(self.conv_seg(self.dropout(fused)))
 
 

@@ -193,7 +193,10 @@ class SegModel(nn.Module):
 
     def _padding(self, height: int, width: int) -> tuple[int, int]:
         d = self.size_divisor
-        return (-height) % d, (-width) % d
+        # (-n) % d as a floor division of non-negative numbers: torch.compile with dynamic shapes fails on a
+        # symbolic modulo here (torch 2.14: no python_mod in TensorReferenceAnalysis), and the ONNX exporter
+        # rounds the traced floor division of a negative number towards zero.
+        return (height + d - 1) // d * d - height, (width + d - 1) // d * d - width
 
     def forward_output(self, images: Tensor) -> DecoderOutput:
         """Run encoder, adapter and decoder on images whose size is already a multiple of ``size_divisor``."""
@@ -212,8 +215,8 @@ class SegModel(nn.Module):
         images = self.normalize(images)
         height, width = images.shape[-2:]
         pad_h, pad_w = self._padding(height, width)
-        if pad_h or pad_w:
-            images = F.pad(images, (0, pad_w, 0, pad_h))
+        # Padding by zero is an exact copy; padding unconditionally keeps a traced export correct at every size.
+        images = F.pad(images, (0, pad_w, 0, pad_h))
         logits = self.forward_output(images).logits
         logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
         return logits[:, :, :height, :width]

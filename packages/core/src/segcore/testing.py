@@ -1,9 +1,10 @@
-"""Test helpers: a tiny Hugging Face Hub look-alike served on 127.0.0.1.
+"""Test helpers: a tiny Hugging Face Hub look-alike served on 127.0.0.1, and a ``torch.compile`` check.
 
 :func:`serve_hub` serves folders as Hub model repos to the real ``huggingface_hub`` client (downloads
 through ``/resolve/``, repo info, and uploads of small files through ``preupload``/``commit``), so
 ``from_pretrained`` and ``push_to_hub`` are tested without a network. It also serves plain files under
-``/files/<name>`` to stand in for official download URLs.
+``/files/<name>`` to stand in for official download URLs. :func:`compare_compiled` runs a model compiled
+and eagerly on the same inputs, for each package's compile tests.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["serve_hub", "LocalHub"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["serve_hub", "LocalHub", "compare_compiled"]
 
 _REVISION_SHA = "0" * 40
 
@@ -236,3 +241,40 @@ def serve_hub(repos: Mapping[str, str | Path] | None = None) -> Iterator[LocalHu
         for key, value in saved_consts.items():
             setattr(constants, key, value)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def compare_compiled(
+    model: nn.Module,
+    sizes: Sequence[tuple[int, int, int]],
+    *,
+    backend: str = "inductor",
+    dynamic: bool | None = None,
+    seed: int = 0,
+) -> list[tuple[float, float]]:
+    """Run ``torch.compile(model)`` and ``model`` (eval mode, no grad) on one random input per ``(B, H, W)``.
+
+    Dynamo's caches are reset first, so every call compiles afresh. With ``dynamic=None`` (torch's default) a
+    second size recompiles with dynamic shapes, as it would for a user.
+
+    Returns:
+        ``(max abs difference, max abs eager logit)`` per size.
+
+    Example:
+        >>> compare_compiled(model, [(1, 64, 64), (2, 96, 80)])  # doctest: +SKIP
+        [(1.2e-07, 0.11), (1.5e-07, 0.12)]
+    """
+    import torch
+
+    torch.compiler.reset()
+    model.eval()
+    compiled = torch.compile(model, backend=backend, dynamic=dynamic)
+    results = []
+    with torch.no_grad():
+        for i, (b, h, w) in enumerate(sizes):
+            x = torch.randn((b, 3, h, w), generator=torch.Generator().manual_seed(seed + i))
+            ref, got = model(x), compiled(x)
+            if got.shape != ref.shape:
+                raise AssertionError(f"compiled output {tuple(got.shape)} != eager {tuple(ref.shape)} at {(b, h, w)}")
+            results.append((float((got - ref).abs().max()), float(ref.abs().max())))
+    torch.compiler.reset()
+    return results

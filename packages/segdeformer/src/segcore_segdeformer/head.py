@@ -29,6 +29,7 @@ from segcore.contracts import Decoder, DecoderOutput, Loss
 from segcore.decoders import ConvBNReLU
 from segcore.errors import OptionsError
 from segcore.losses import cross_entropy
+from segcore.ops import adaptive_avg_pool2d
 from segcore.options import parse_options
 from segcore.specs import FeatureInfo
 from torch import Tensor, nn
@@ -168,7 +169,7 @@ class UperFusion(nn.Module):
         """Fuse ``maps`` (finest first) at the finest map's size."""
         top = maps[-1]
         pooled = [
-            _resize(conv(F.adaptive_avg_pool2d(top, s)), top.shape[-2:]) for s, conv in zip(self.pool_scales, self.psp)
+            _resize(conv(adaptive_avg_pool2d(top, s)), top.shape[-2:]) for s, conv in zip(self.pool_scales, self.psp)
         ]
         laterals = [conv(x) for conv, x in zip(self.lateral, maps)] + [
             self.psp_bottleneck(torch.cat([top, *pooled], 1))

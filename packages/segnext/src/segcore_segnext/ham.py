@@ -4,10 +4,12 @@ Paper: Guo et al., SegNeXt, arXiv 2209.08575 (head from Geng et al., "Is Attenti
 Decomposition?", arXiv 2109.04553). Upstream: https://github.com/Visual-Attention-Network/SegNeXt
 (commit c87bcae, Apache-2.0), ``mmseg/models/decode_heads/ham_head.py``. Written from
 ``shared/specs/segnext.md`` §3; parameter names equal the official ones (minus ``decode_head.``).
-Changes: the NMF bases can come from a private generator (``nmf_seed``) instead of the global RNG, and the
-bases are drawn on CPU without the hard-coded ``.cuda()`` (same numbers, spec §3.4); the head runs in
-channels-last memory by default and the NMF products read ``X^T`` (``[B*S, H*W, C/S]``), a free view of that
-memory (same products, ``memory_format="contiguous"`` restores NCHW).
+Changes: the NMF bases can come from a private generator (``nmf_seed``) instead of the global RNG (drawn
+once and kept: the same numbers as a fresh seeded draw per forward, and a constant when the model is traced
+for ONNX export), and the bases are drawn on CPU without the hard-coded ``.cuda()`` (same numbers, spec
+§3.4); the head runs in channels-last memory by default and the NMF products read ``X^T``
+(``[B*S, H*W, C/S]``), a free view of that memory (same products, ``memory_format="contiguous"`` restores
+NCHW).
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ import torch
 import torch.nn.functional as F
 from segcore.contracts import Decoder, DecoderOutput
 from segcore.errors import OptionsError
+from segcore.ops import is_tracing
 from segcore.options import parse_options
 from segcore.specs import FeatureInfo
 from torch import Tensor, nn
 
-__all__ = ["LightHamHeadOptions", "NMF2D", "LightHamHead", "ham"]
+__all__ = ["LightHamHeadOptions", "NMF2D", "LightHamHead", "ham", "EXPORT_MAX_IMAGES"]
+
+# Seeded NMF bases a traced (exported) graph stores, in images: the largest batch such a graph accepts.
+EXPORT_MAX_IMAGES = 32
 
 _MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
@@ -45,8 +51,10 @@ class LightHamHeadOptions:
         eval_steps: NMF iterations in eval.
         inv_t: softmax temperature of the initial coefficients (the official NMF2D forces 1).
         nmf_seed: ``None`` (official): bases come from the global CPU RNG on every forward, so inference
-            is stochastic. An integer draws them from a private generator seeded with it on every forward,
-            making eval and export deterministic without touching the global RNG.
+            is stochastic (and cannot be exported: ONNX random ops draw other numbers). An integer gives the
+            bases of a private generator seeded with it on every forward, making eval and export
+            deterministic without touching the global RNG; an exported graph stores the bases of
+            ``EXPORT_MAX_IMAGES`` images and accepts batches up to that size.
         memory_format: ``"channels_last"`` (default) runs the head in NHWC memory (faster convolutions and
             NMF products on CPU); ``"contiguous"`` keeps NCHW. Same function either way.
     """
@@ -100,19 +108,53 @@ class ConvModule(nn.Sequential):
 class NMF2D(nn.Module):
     """Non-negative matrix factorisation by multiplicative updates (spec §3.4); no parameters.
 
+    With a ``seed``, the bases are the first ``B * S`` rows of one seeded draw, drawn at construction for
+    :data:`EXPORT_MAX_IMAGES` images when ``channels`` is given (the traced graph stores them) and grown in
+    eager mode for larger batches.
+
     Shape:
         x: ``[B, C, H, W]`` non-negative -> ``[B, C, H, W]`` rank-``R`` reconstruction.
     """
 
-    def __init__(self, md_s: int, md_r: int, train_steps: int, eval_steps: int, inv_t: float, seed: int | None) -> None:
+    def __init__(
+        self,
+        md_s: int,
+        md_r: int,
+        train_steps: int,
+        eval_steps: int,
+        inv_t: float,
+        seed: int | None,
+        channels: int | None = None,
+    ) -> None:
         super().__init__()
         self.S, self.R = md_s, md_r
         self.train_steps, self.eval_steps, self.inv_t, self.seed = train_steps, eval_steps, inv_t, seed
+        # The seeded draw, kept (not state: it follows from the seed). Knowing the channels, it is drawn now for
+        # EXPORT_MAX_IMAGES images, so that a traced forward finds it ready and stores it as a constant.
+        self._seeded: Tensor | None = None
+        if seed is not None and channels is not None:
+            self._seeded_draw(EXPORT_MAX_IMAGES * md_s, channels // md_s)
+
+    def _seeded_draw(self, n: int, d: int) -> Tensor:
+        # The CPU generator fills a tensor serially, so the first n rows of a larger seeded draw are the seeded
+        # draw of n rows: one draw, grown when a larger batch comes, serves every forward with the same numbers.
+        table = self._seeded
+        if table is None or table.shape[1] != d or table.shape[0] < n:
+            if is_tracing():  # a draw inside the trace would be recorded as a random op
+                raise RuntimeError(
+                    f"ham: an exported graph holds the seeded NMF bases of at most {EXPORT_MAX_IMAGES} images; "
+                    f"trace with a smaller batch (got {int(n) // self.S})"
+                )
+            gen = torch.Generator().manual_seed(self.seed)
+            table = self._seeded = torch.rand((n, d, self.R), generator=gen, device="cpu")
+        return table[:n]
 
     def _bases(self, n: int, d: int, device: torch.device) -> Tensor:
         # One float32 draw of shape (B*S, D, R) on the CPU generator, like the official code.
-        gen = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
-        bases = torch.rand((n, d, self.R), generator=gen).to(device)
+        if self.seed is None:
+            bases = torch.rand((n, d, self.R)).to(device)
+        else:
+            bases = self._seeded_draw(n, d).to(device)
         return F.normalize(bases, dim=1)
 
     @staticmethod
@@ -184,7 +226,9 @@ class LightHamHead(Decoder):
         self.in_index = [i % n for i in opts.in_index]
         in_ch = sum(in_features[i].channels for i in self.in_index)
         self.squeeze = ConvModule(in_ch, opts.ham_channels, opts.num_groups, act=True)
-        nmf = NMF2D(opts.md_s, opts.md_r, opts.train_steps, opts.eval_steps, opts.inv_t, opts.nmf_seed)
+        nmf = NMF2D(
+            opts.md_s, opts.md_r, opts.train_steps, opts.eval_steps, opts.inv_t, opts.nmf_seed, opts.ham_channels
+        )
         self.hamburger = Hamburger(opts.ham_channels, opts.num_groups, nmf)
         self.align = ConvModule(opts.ham_channels, opts.channels, opts.num_groups, act=True)
         self.dropout = nn.Dropout2d(opts.dropout_ratio)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from segcore.contracts import Decoder, DecoderOutput
+from segcore.ops import is_tracing
 from segcore.options import parse_options
 from segcore.specs import FeatureInfo
 from torch import Tensor, nn
@@ -148,7 +149,11 @@ class ATMLayer(nn.Module):
 
     def forward(self, queries: Tensor, memory: Tensor, need_mask: bool = True) -> tuple[Tensor, Tensor | None]:
         """Return the updated queries and this layer's similarity map (``None`` unless ``need_mask``)."""
-        t = self.norm1(queries + self.dropout1(self.self_attn(queries, queries, queries, need_weights=False)[0]))
+        if is_tracing():  # see _attention: nn.MultiheadAttention does not export with dynamic sizes
+            update = _attention(self.self_attn, queries, queries)
+        else:
+            update = self.self_attn(queries, queries, queries, need_weights=False)[0]
+        t = self.norm1(queries + self.dropout1(update))
         update, sim = self.cross_attn(t, memory, need_mask)
         t = self.norm2(t + self.dropout2(update))
         t = self.norm3(t + self.dropout3(self.linear2(self.dropout(F.relu(self.linear1(t))))))
@@ -207,6 +212,11 @@ class ATMDecoder(Decoder):
         self.num_classes = num_classes
         d, heads = _dims(in_features, options.embed_dims, options.num_heads)
         stages = list(reversed(list(in_features)))
+        # Masks are summed on the grid of the finest map (the largest one). Which map that is, and which stage
+        # masks need resizing to it, follows from the strides, so the decision holds at every input size (also
+        # in a traced export); a resize between maps that happen to share a size is an exact copy.
+        self.strides = [info.stride for info in stages]
+        self.target = self.strides.index(min(self.strides))
         self.input_proj = nn.ModuleList(nn.Linear(info.channels, d) for info in stages)
         self.proj_norm = nn.ModuleList(nn.LayerNorm(d) for _ in stages)
         self.stages = nn.ModuleList(
@@ -220,18 +230,18 @@ class ATMDecoder(Decoder):
         """Run the cascade deep -> shallow; see the class docstring."""
         feats = list(reversed(list(features)))
         b = feats[0].shape[0]
-        target = max((f.shape[-2:] for f in feats), key=lambda s: s[0] * s[1])
+        target = feats[self.target].shape[-2:]
         q = self.class_queries.weight.unsqueeze(0).repeat(b, 1, 1)
         class_logits, mask_logits = [], []
         total = None
-        for feat, proj, norm, layers in zip(feats, self.input_proj, self.proj_norm, self.stages):
+        for stride, feat, proj, norm, layers in zip(self.strides, feats, self.input_proj, self.proj_norm, self.stages):
             h, w = feat.shape[-2:]
             lateral = norm(proj(feat.flatten(2).transpose(1, 2)))
             sim = None
             for i, layer in enumerate(layers):
                 q, sim = layer(q, lateral, need_mask=i == len(layers) - 1)  # spec §3.3: last layer's mask only
             sim = sim.reshape(b, -1, h, w)
-            if tuple(sim.shape[-2:]) != tuple(target):
+            if stride != self.strides[self.target]:
                 sim = F.interpolate(sim, size=tuple(target), mode="bilinear", align_corners=False)
             total = sim if total is None else total + sim
             class_logits.append(self.class_embed(q))
@@ -240,6 +250,36 @@ class ATMDecoder(Decoder):
         logits = semantic_map(class_logits[-1], mask_logits[-1], size)
         aux = {"class_logits": torch.stack(class_logits), "mask_logits": torch.stack(mask_logits)}
         return DecoderOutput(logits, aux)
+
+
+def _attention(attn: nn.MultiheadAttention, query: Tensor, memory: Tensor) -> Tensor:
+    """``attn(query, memory, memory, need_weights=False)[0]`` (batch first, no masks) for traced exports.
+
+    ``nn.MultiheadAttention``'s reshapes keep the example's query length when the TorchScript ONNX exporter
+    converts them (pytorch/pytorch#120075), and without gradients it runs a fused kernel that has no ONNX form;
+    this keeps every length dynamic. Same parameters and products, with separate q/k/v projections instead of
+    one packed product (equal up to float rounding).
+    """
+    b, d, heads = query.shape[0], attn.embed_dim, attn.num_heads
+    w, bias = attn.in_proj_weight, attn.in_proj_bias
+    q, k, v = (
+        F.linear(x, w[i * d : (i + 1) * d], None if bias is None else bias[i * d : (i + 1) * d])
+        .reshape(b, -1, heads, d // heads)
+        .transpose(1, 2)
+        for i, x in enumerate((query, memory, memory))
+    )
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.dropout if attn.training else 0.0)
+    return attn.out_proj(out.transpose(1, 2).reshape(b, -1, d))
+
+
+def _decode_traced(decoder: nn.TransformerDecoder, tgt: Tensor, memory: Tensor) -> Tensor:
+    """``decoder(tgt, memory)`` (post-norm layers, no masks) through :func:`_attention`, for traced exports."""
+    x = tgt
+    for layer in decoder.layers:
+        x = layer.norm1(x + layer.dropout1(_attention(layer.self_attn, x, x)))
+        x = layer.norm2(x + layer.dropout2(_attention(layer.multihead_attn, x, memory)))
+        x = layer.norm3(x + layer.dropout3(layer.linear2(layer.dropout(layer.activation(layer.linear1(x))))))
+    return x if decoder.norm is None else decoder.norm(x)
 
 
 def select_qu_maps(in_features: Sequence[FeatureInfo]) -> tuple[int, int]:
@@ -304,9 +344,22 @@ class ATMShrunkDecoder(Decoder):
         """The pixel queries ``[1, gh * gw, D]`` for an input of ``image_size`` and their grid ``(gh, gw)``."""
         grid = (-(-image_size[0] // 16), -(-image_size[1] // 16))
         weight = self.pixel_queries.weight.unsqueeze(0)
-        if grid == (self.grid, self.grid):
+        # A traced export always resizes (an exact copy at the stored grid), so it resizes at every size.
+        if not is_tracing() and grid == (self.grid, self.grid):
             return weight, grid
         return resize_pos_embed(weight, grid), grid
+
+    def _output_size(self, image_size: tuple[int, int], grid: tuple[int, int]) -> tuple[int, int]:
+        """``img_size`` when the 1/16 grid is the stored one (official), else the input size.
+
+        For an input whose sides are multiples of 16 (what :class:`~segcore.SegModel` passes: it pads to its
+        size divisor) a stored grid means the input *is* ``img_size``, so the input size is the answer; testing
+        that first makes the decision the same at every such size, also in a traced export.
+        """
+        h, w = image_size
+        if (h % 16 or w % 16) and grid == (self.grid, self.grid):
+            return (self.options.img_size,) * 2
+        return (h, w)
 
     def forward(self, features: Sequence[Tensor], image_size: tuple[int, int]) -> DecoderOutput:
         """QU then ATM; see the class docstring."""
@@ -314,14 +367,15 @@ class ATMShrunkDecoder(Decoder):
         p, (gh, gw) = self._pixel_queries(tuple(image_size))
         p = p.repeat(b, 1, 1)  # a copy: a no-grad view of the weight would upset autograd hooks
         for i, proj, norm, decoder in zip(self.map_indices, self.input_proj, self.proj_norm, self.qu):
-            p = decoder(p, norm(proj(features[i].flatten(2).transpose(1, 2))))
+            memory = norm(proj(features[i].flatten(2).transpose(1, 2)))
+            p = _decode_traced(decoder, p, memory) if is_tracing() else decoder(p, memory)
         q = self.class_queries.weight.unsqueeze(0).repeat(b, 1, 1)
         class_logits, mask_logits = [], []
         for layer in self.atm_layers:
             q, sim = layer(q, p)  # every layer predicts (spec §4.2)
             class_logits.append(self.class_embed(q))
             mask_logits.append(sim.reshape(b, -1, gh, gw))
-        size = (self.options.img_size,) * 2 if (gh, gw) == (self.grid, self.grid) else tuple(image_size)
+        size = self._output_size(tuple(image_size), (gh, gw))
         logits = semantic_map(class_logits[-1], mask_logits[-1], size)
         aux = {"class_logits": torch.stack(class_logits), "mask_logits": torch.stack(mask_logits)}
         return DecoderOutput(logits, aux)

@@ -22,6 +22,7 @@ from functools import partial
 
 import torch.nn.functional as F
 from segcore.contracts import Encoder
+from segcore.ops import is_tracing
 from segcore.options import parse_options
 from segcore.specs import FeatureInfo
 from timm.models.vision_transformer import VisionTransformer
@@ -76,9 +77,10 @@ def resize_pos_embed(pos_embed: Tensor, size: tuple[int, int]) -> Tensor:
         pos_embed: ``[1, g_h * g_w, C]`` (square ``g x g`` assumed when the grid side is not given).
         output: ``[1, size[0] * size[1], C]``.
     """
-    n, c = pos_embed.shape[1], pos_embed.shape[2]
+    n, c = int(pos_embed.shape[1]), int(pos_embed.shape[2])  # a parameter's shape: constant when traced
     g = int(round(n**0.5))
-    if (g, g) == tuple(size):
+    # A traced export always resizes (bicubic at scale 1 is an exact copy), so it resizes at every size.
+    if not is_tracing() and (g, g) == tuple(size):
         return pos_embed
     grid = pos_embed.reshape(1, g, g, c).permute(0, 3, 1, 2)
     grid = F.interpolate(grid, size=size, mode="bicubic", align_corners=False)
