@@ -19,23 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import runpy
 import statistics
-import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-# SegFormer-B2 (Xie et al. 2021, Table 6 "MiT-B2", decoder width 768), as transformers spells it.
-_SEGFORMER_B2 = {
-    "depths": [3, 4, 6, 3],
-    "hidden_sizes": [64, 128, 320, 512],
-    "num_attention_heads": [1, 2, 5, 8],
-    "sr_ratios": [8, 4, 2, 1],
-    "patch_sizes": [7, 3, 3, 3],
-    "strides": [4, 2, 2, 2],
-    "mlp_ratios": [4, 4, 4, 4],
-    "decoder_hidden_size": 768,
-}
+# SegFormer-B2 (built from transformers' config) and the interleaved timing live in the repository's
+# scripts/benchmarks.py, which also runs this comparison (at input-size logits) for docs/benchmarks.md.
+_SHARED = runpy.run_path(str(Path(__file__).resolve().parents[3] / "scripts" / "benchmarks.py"))
 
 
 def build_ours(num_classes: int, attention: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -48,9 +41,7 @@ def build_ours(num_classes: int, attention: str) -> Callable[[torch.Tensor], tor
 
 def build_segformer_b2(num_classes: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """Transformers' ``SegformerForSemanticSegmentation`` from the B2 config; images -> stride-4 logits."""
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation
-
-    model = SegformerForSemanticSegmentation(SegformerConfig(num_labels=num_classes, **_SEGFORMER_B2)).eval()
+    model = _SHARED["build_segformer_b2"](num_classes)
     return lambda x: model(pixel_values=x).logits
 
 
@@ -81,16 +72,9 @@ def main() -> None:
     models = {f"ours-{a}": build_ours(args.num_classes, a) for a in args.attention}
     models["segformer-b2"] = build_segformer_b2(args.num_classes)
     images = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
-    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
-        for fn in models.values():
-            for _ in range(args.warmup):
-                fn(images)
-        for _ in range(args.reps):
-            for name, fn in models.items():
-                start = time.perf_counter()
-                fn(images)
-                times[name].append(time.perf_counter() - start)
+        runs = {name: (lambda fn=fn: fn(images)) for name, fn in models.items()}
+        times = _SHARED["time_interleaved"](runs, args.reps, args.warmup)
         if args.profile:
             for name, fn in models.items():
                 _profile(name, fn, images, 15)

@@ -18,16 +18,20 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import runpy
 import statistics
-import time
 from collections.abc import Callable
+from pathlib import Path
 
 import segcore
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-# SegNeXt-B head settings (spec §3.1).
-_HEAD_B = {"channels": 512, "ham_channels": 512, "md_r": 64}
+# SegFormer-B2, the interleaved timing and the SegNeXt-B head settings (spec §3.1) live in the repository's
+# scripts/benchmarks.py, which also runs this comparison for docs/benchmarks.md (its --peer section).
+_SHARED = runpy.run_path(str(Path(__file__).resolve().parents[3] / "scripts" / "benchmarks.py"))
+build_segformer_b2 = _SHARED["build_segformer_b2"]
+_HEAD_B = _SHARED["find_row"]("mscan-b+ham").decoder_options
 
 
 def build_segnext_b(num_classes: int, memory_format: str = "channels_last") -> segcore.SegModel:
@@ -39,32 +43,6 @@ def build_segnext_b(num_classes: int, memory_format: str = "channels_last") -> s
         encoder_options={"memory_format": memory_format},
         decoder_options={**_HEAD_B, "memory_format": memory_format},
     ).eval()
-
-
-def build_segformer_b2(num_classes: int) -> torch.nn.Module:
-    """Return transformers' ``SegformerForSemanticSegmentation`` with the SegFormer-B2 config (random weights)."""
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation
-
-    config = SegformerConfig(
-        num_channels=3,
-        num_encoder_blocks=4,
-        depths=[3, 4, 6, 3],
-        sr_ratios=[8, 4, 2, 1],
-        hidden_sizes=[64, 128, 320, 512],
-        patch_sizes=[7, 3, 3, 3],
-        strides=[4, 2, 2, 2],
-        num_attention_heads=[1, 2, 5, 8],
-        mlp_ratios=[4, 4, 4, 4],
-        decoder_hidden_size=768,
-        num_labels=num_classes,
-    )
-    return SegformerForSemanticSegmentation(config).eval()
-
-
-def _time(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -95,16 +73,10 @@ def main() -> None:
         "segnext_b_nchw": lambda: nchw(images),
         "segformer_b2": run_segformer,
     }
-    times: dict[str, list[float]] = {name: [] for name in runs}
     with torch.no_grad():
         for run in runs.values():
             assert run().shape == (1, args.num_classes, args.size, args.size)
-        for _ in range(args.warmup):
-            for run in runs.values():
-                run()
-        for _ in range(args.reps):
-            for name, run in runs.items():
-                times[name].append(_time(run))
+        times = _SHARED["time_interleaved"](runs, args.reps, args.warmup)
     result: dict[str, object] = {
         "size": args.size,
         "precision": "fp32",
