@@ -84,6 +84,7 @@ def parse_kv(items: list[str], component: str | None, kind: str) -> dict:
 def run(args: argparse.Namespace) -> int:
     """Train and print where the results are."""
     import json
+    import os
 
     from segcore.train import TrainSettings, resolve_recipe, train
 
@@ -121,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     out = train(settings)
+    if os.environ.get("RANK", "0") != "0":  # under `accelerate launch`, only the main process reports
+        return 0
     last = None
     metrics = out / "metrics.jsonl"
     if metrics.exists():

@@ -192,6 +192,7 @@ class RecipeSpec:
         min_lr: learning rate reached at the last iteration.
         warmup_iters: length of the linear warm-up.
         warmup_ratio: learning rate at iteration 0 as a fraction of the scheduled one.
+        clip_grad: max gradient norm (mmcv ``optimizer_config.grad_clip``), ``None`` for no clipping.
         train_pipeline: augmentation settings (``scale``, ``ratio_range``, ``cat_max_ratio``, ``flip_prob``,
             ``photometric``).
         eval: evaluation protocol (``mode``, ``crop_size``, ``stride``, ``resize``, ``keep_ratio``, ...).
@@ -216,6 +217,7 @@ class RecipeSpec:
     min_lr: float = 0.0
     warmup_iters: int = 0
     warmup_ratio: float = 1e-6
+    clip_grad: float | None = None
     train_pipeline: Mapping[str, Any] = field(default_factory=dict)
     eval: Mapping[str, Any] = field(default_factory=dict)
     eval_every: int = 16000

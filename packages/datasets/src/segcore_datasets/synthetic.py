@@ -44,13 +44,17 @@ class SyntheticShapesOptions:
         seed: global seed; sample ``i`` of a split depends only on ``(seed, split, i)``.
         min_shapes: fewest shapes per image.
         max_shapes: most shapes per image.
+        min_radius: smallest outer radius of a shape, as a fraction of ``size``.
+        max_radius: largest outer radius of a shape, as a fraction of ``size``.
     """
 
-    size: int = 96
+    size: int = 64
     length: int | None = None
     seed: int = 0
     min_shapes: int = 2
-    max_shapes: int = 5
+    max_shapes: int = 4
+    min_radius: float = 0.14
+    max_radius: float = 0.3
 
 
 def _shape_mask(kind: int, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float, theta: float) -> np.ndarray:
@@ -77,30 +81,50 @@ def _shape_mask(kind: int, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float,
     return d < r * (0.7 + 0.3 * np.cos(5 * phi))
 
 
+def _distinct_colour(rng: np.random.Generator, other: np.ndarray, min_distance: float) -> np.ndarray:
+    """A random RGB colour at least ``min_distance`` (L1) from ``other`` (up to 20 draws, then the last one)."""
+    colour = rng.uniform(0, 255, 3)
+    for _ in range(20):
+        if np.abs(colour - other).sum() >= min_distance:
+            break
+        colour = rng.uniform(0, 255, 3)
+    return colour
+
+
 def render_shapes(
-    rng: np.random.Generator, size: int, min_shapes: int = 2, max_shapes: int = 5
+    rng: np.random.Generator,
+    size: int,
+    min_shapes: int = 2,
+    max_shapes: int = 4,
+    min_radius: float = 0.14,
+    max_radius: float = 0.3,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one sample with ``rng``.
+
+    The background is a random colour crossed by fine stripes (period 3-6 px, random angle, phase and
+    second colour): always textured, so that "inside a shape" is visible in a small window. Shapes are flat
+    random colours with a gentle shading gradient, kept visibly apart from the background colour; their class
+    is only their outline. Radii are fractions of ``size``; later shapes cover earlier ones.
 
     Returns:
         ``(image, label)``: uint8 [size, size, 3] and uint8 [size, size] with values 0..5.
     """
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    # Textured background: base colour + an oriented sinusoidal stripe pattern in a second colour + noise.
-    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    ang, freq, phase = rng.uniform(0, np.pi), rng.uniform(0.05, 0.4), rng.uniform(0, 2 * np.pi)
+    c0 = rng.uniform(0, 255, 3)
+    c1 = _distinct_colour(rng, c0, 200.0)
+    ang, freq, phase = rng.uniform(0, np.pi), rng.uniform(1.0, 2.0), rng.uniform(0, 2 * np.pi)
     wave = 0.5 + 0.5 * np.sin(freq * (xx * np.cos(ang) + yy * np.sin(ang)) + phase)
-    amp = rng.uniform(0.0, 0.6)
+    amp = rng.uniform(0.5, 1.0)
     image = c0 + (amp * wave)[..., None] * (c1 - c0)
     label = np.zeros((size, size), np.uint8)
     n = int(rng.integers(min_shapes, max_shapes + 1))
     kinds = rng.permutation(np.arange(1, 6))
     for j in range(n):
         kind = int(kinds[j % 5]) if j < 5 else int(rng.integers(1, 6))
-        r = rng.uniform(0.12, 0.3) * size
+        r = rng.uniform(min_radius, max_radius) * size
         cy, cx = rng.uniform(0.1, 0.9, 2) * size
         mask = _shape_mask(kind, yy, xx, cy, cx, r, rng.uniform(0, 2 * np.pi))
-        colour = rng.uniform(0, 255, 3)
+        colour = _distinct_colour(rng, c0, 100.0)
         shade = 1.0 + rng.uniform(-0.25, 0.25) * (yy - cy) / max(r, 1.0)  # a gradient so regions are not flat
         image[mask] = np.clip(colour[None, :] * shade[mask][:, None], 0, 255)
         label[mask] = kind
@@ -127,7 +151,12 @@ class SyntheticShapes:
         opts = options or SyntheticShapesOptions()
         if split not in _SPLIT_CODE:
             raise ValueError(f"synthetic-shapes: unknown split {split!r}; valid: {', '.join(_SPLIT_CODE)}")
-        if opts.size < 16 or opts.min_shapes < 1 or opts.max_shapes < opts.min_shapes:
+        if (
+            opts.size < 16
+            or opts.min_shapes < 1
+            or opts.max_shapes < opts.min_shapes
+            or not 0 < opts.min_radius <= opts.max_radius <= 0.5
+        ):
             raise ValueError(f"synthetic-shapes: invalid options {opts}")
         self.split = split
         self.options = opts
@@ -149,7 +178,8 @@ class SyntheticShapes:
         if not 0 <= index < self.length:
             raise IndexError(f"synthetic-shapes: index {index} out of range for {self.length} samples")
         rng = np.random.default_rng([self.options.seed, _SPLIT_CODE[self.split], index])
-        return render_shapes(rng, self.options.size, self.options.min_shapes, self.options.max_shapes)
+        o = self.options
+        return render_shapes(rng, o.size, o.min_shapes, o.max_shapes, o.min_radius, o.max_radius)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         import torch

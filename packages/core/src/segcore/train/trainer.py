@@ -165,6 +165,7 @@ def resolve_recipe(settings: TrainSettings) -> tuple[RecipeSpec, TrainSettings]:
     s.crop_size = tuple(s.crop_size) if s.crop_size is not None else tuple(recipe.crop_size)  # type: ignore[assignment]
     s.lr = s.lr if s.lr is not None else recipe.lr
     s.weight_decay = s.weight_decay if s.weight_decay is not None else recipe.weight_decay
+    s.clip_grad = s.clip_grad if s.clip_grad is not None else recipe.clip_grad
     s.eval_every = s.eval_every if s.eval_every is not None else min(recipe.eval_every, s.iters)
     s.checkpoint_every = s.checkpoint_every if s.checkpoint_every is not None else min(recipe.checkpoint_every, s.iters)
     return recipe, s
@@ -594,10 +595,11 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
                 log({"iter": iteration, **summary, "per_class": result["per_class"]})
                 if s.tensorboard:
                     accelerator.log(summary, step=iteration)
-                bar.write(
-                    f"iter {iteration}: mIoU {summary['mIoU']:.2f}  mAcc {summary['mAcc']:.2f}  "
-                    f"aAcc {summary['aAcc']:.2f}"
-                )
+                if main:
+                    bar.write(
+                        f"iter {iteration}: mIoU {summary['mIoU']:.2f}  mAcc {summary['mAcc']:.2f}  "
+                        f"aAcc {summary['aAcc']:.2f}"
+                    )
                 if summary["mIoU"] > best:
                     best = summary["mIoU"]
                     if main:
