@@ -174,19 +174,6 @@ def selected_rows(patterns: Sequence[str] | None) -> list[Row]:
 # --------------------------------------------------------------------------------------------- protocol
 
 
-def _cpuinfo() -> tuple[str, list[str]]:
-    """CPU model name and the vector extensions of note, from /proc/cpuinfo."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine(), []
-    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-    present = set(flags.group(1).split()) if flags else set()
-    notable = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in present]
-    return (model.group(1).strip() if model else platform.machine()), notable
-
-
 def _git(*args: str) -> str | None:
     try:
         proc = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10)
@@ -198,8 +185,9 @@ def _git(*args: str) -> str | None:
 def machine_protocol(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     """Describe the run: when, where, with what software, and how it measures."""
     import torch
+    from segcore.benchmark import cpu_description
 
-    cpu_model, cpu_flags = _cpuinfo()
+    cpu_model, cpu_flags = cpu_description()
     commit = _git("rev-parse", "--short", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -20,7 +22,7 @@ from torch import nn
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_params_and_macs", "BenchmarkResult", "benchmark_model", "protocol"]
+__all__ = ["count_params_and_macs", "BenchmarkResult", "benchmark_model", "protocol", "cpu_description"]
 
 
 def _sdpa_flops(query_shape: torch.Size, key_shape: torch.Size, value_shape: torch.Size, *_: Any, **__: Any) -> int:
@@ -89,12 +91,27 @@ class BenchmarkResult:
         return data
 
 
+def cpu_description() -> tuple[str, list[str]]:
+    """The CPU's model name and its vector extensions that matter for speed (from ``/proc/cpuinfo`` on Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), []
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    present = set(flags.group(1).split()) if flags else set()
+    notable = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in present]
+    return (model.group(1).strip() if model else platform.machine()), notable
+
+
 def protocol(device: torch.device) -> dict[str, Any]:
     """Describe the machine and software a measurement was taken on."""
+    cpu, cpu_flags = cpu_description()
     info: dict[str, Any] = {
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu,
+        "cpu_flags": cpu_flags,
         "threads": torch.get_num_threads(),
     }
     if device.type == "cuda":

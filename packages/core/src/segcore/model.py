@@ -17,6 +17,7 @@ from segcore.adapters import SimpleFeaturePyramid, is_plain, is_pyramid
 from segcore.components import build_decoder, build_encoder, build_loss, validate_options
 from segcore.contracts import Decoder, DecoderOutput, Encoder, Loss
 from segcore.errors import SegcoreError, WiringError
+from segcore.ops import is_tracing
 from segcore.registry import get_spec
 from segcore.specs import ComponentSpec, FeatureInfo
 
@@ -215,8 +216,9 @@ class SegModel(nn.Module):
         images = self.normalize(images)
         height, width = images.shape[-2:]
         pad_h, pad_w = self._padding(height, width)
-        # Padding by zero is an exact copy; padding unconditionally keeps a traced export correct at every size.
-        images = F.pad(images, (0, pad_w, 0, pad_h))
+        # While traced for export, pad even by zero (an exact copy): the branch would be frozen at the example size.
+        if pad_h or pad_w or is_tracing():
+            images = F.pad(images, (0, pad_w, 0, pad_h))
         logits = self.forward_output(images).logits
         logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
         return logits[:, :, :height, :width]
