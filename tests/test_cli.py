@@ -101,7 +101,23 @@ def test_benchmark_counts_json():
     model = segcore.build_model("timm:resnet18", "linear", 3)
     assert data["params"] == sum(p.numel() for p in model.parameters())
     assert data["gmacs"] > 0 and data["latency_ms"] > 0 and data["device"] == "cpu"
-    assert data["torch"] == torch.__version__
+    assert data["torch"] == torch.__version__ and data["macs_convention"] == "segcore"
+    counts = [
+        json.loads(
+            run(
+                "benchmark",
+                *("--encoder", "timm:resnet18", "--decoder", "linear", "--size", "64", "--num-classes", "3"),
+                *("--iters", "0", "--macs", convention, "--json"),
+            ).stdout
+        )
+        for convention in ("segcore", "torchprofile")
+    ]
+    # torchprofile adds the affine BNs, the final bilinear resize and the products: strictly more.
+    from segcore.benchmark import MACS_CONVENTIONS
+    from segcore_cli.commands.benchmark import MACS_CONVENTIONS as CLI_CHOICES
+
+    assert CLI_CHOICES == MACS_CONVENTIONS
+    assert counts[1]["macs_convention"] == "torchprofile" and counts[1]["gmacs"] > counts[0]["gmacs"] > 0
 
 
 def test_convert_writes_a_loadable_folder(tmp_path: Path):

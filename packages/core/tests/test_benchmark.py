@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch.nn.functional as F  # noqa: N812
 from segcore.benchmark import count_params_and_macs
 from torch import nn
@@ -43,3 +44,34 @@ def test_multihead_attention_fast_path_is_counted():
     _, macs = count_params_and_macs(_MHA(), (8, 8))
     # q, k, v and output projections (4 n embed^2) + q.k^T and attn.v (2 n^2 embed)
     assert macs == 4 * n * embed * embed + 2 * n * n * embed
+
+
+class _Gated(nn.Module):
+    """conv -> BN -> GELU gate (product) -> GN without affine -> 2x bilinear upsampling."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, channels, 1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        self.gn = nn.GroupNorm(2, channels, affine=False)
+
+    def forward(self, images):
+        x = self.bn(self.proj(images))
+        x = self.gn(x * F.gelu(x))
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def test_torchprofile_convention_adds_elementwise_products_norms_and_upsampling():
+    c, h, w = 4, 6, 10
+    model = _Gated(c)
+    conv = h * w * 3 * c
+    _, segcore_macs = count_params_and_macs(model, (h, w))
+    _, torchprofile_macs = count_params_and_macs(model, (h, w), convention="torchprofile")
+    assert segcore_macs == conv
+    # + 1 per product value, + 1 per value of the affine BN (the GN has no weight: 0), + 4 per upsampled value.
+    assert torchprofile_macs == conv + c * h * w + c * h * w + 4 * c * (2 * h) * (2 * w)
+
+
+def test_unknown_convention_is_refused():
+    with pytest.raises(ValueError, match="torchprofile"):
+        count_params_and_macs(_Gated(2), (4, 4), convention="fvcore")

@@ -6,6 +6,9 @@ import argparse
 
 from segcore_cli._common import add_component_options, parse_component_options, print_json
 
+# Kept in step with segcore.benchmark.MACS_CONVENTIONS (not imported: building the parser must not import torch).
+MACS_CONVENTIONS = ("segcore", "torchprofile")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``benchmark`` parser."""
@@ -30,6 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--train", action="store_true", help="time a training step (forward, loss, backward, AdamW)")
+    p.add_argument(
+        "--macs",
+        choices=MACS_CONVENTIONS,
+        default="segcore",
+        help="multiply-add convention: segcore (conv, linear, matmul, attention; default) or torchprofile "
+        "(also element-wise products, affine norms, pooling and 4 per bilinear-upsampled value, as the SegNeXt "
+        "paper counted)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(run=run)
 
@@ -66,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         channels_last=args.channels_last,
         compile=args.compile,
         train=args.train,
+        macs_convention=args.macs,
     )
     data = result.to_dict() | {
         "encoder": model.config.encoder,
@@ -77,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{data['encoder']} + {data['decoder']} ({data['num_classes']} classes) at {size[0]}x{size[1]}")
     print(f"  params      {data['params']:,} ({data['params'] / 1e6:.3f} M)")
-    print(f"  multiply-adds {data['gmacs']:.2f} G")
+    print(f"  multiply-adds {data['gmacs']:.2f} G ({args.macs} convention)")
     if data["latency_ms"] is not None:
         mode = "train step" if args.train else "inference"
         print(

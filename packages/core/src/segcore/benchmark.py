@@ -3,7 +3,11 @@
 Multiply-adds are counted the way the papers count them: convolutions, linear layers, matrix products
 (``mm``/``bmm``/``einsum``, which lower to them) and scaled-dot-product attention; one multiply-add
 counts 1 (torch's ``FlopCounterMode`` counts 2 per multiply-add). Normalisation, activations and
-interpolation are not counted, as in the papers' tables.
+interpolation are not counted, as in most papers' tables (convention ``"segcore"``, the default).
+
+Convention ``"torchprofile"`` adds what torchprofile's ``profile_macs`` (the counter of the SegNeXt paper)
+also counts: one per output value of element-wise products, of affine batch/group/layer/instance norms,
+of average pooling and means and of leaky ReLU, and four per output value of bilinear upsampling.
 """
 
 from __future__ import annotations
@@ -20,9 +24,20 @@ from typing import Any, Literal
 import torch
 from torch import nn
 from torch.utils import flop_counter
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_params_and_macs", "BenchmarkResult", "benchmark_model", "protocol", "cpu_description"]
+MacsConvention = Literal["segcore", "torchprofile"]
+MACS_CONVENTIONS: tuple[str, ...] = ("segcore", "torchprofile")
+
+__all__ = [
+    "MACS_CONVENTIONS",
+    "count_params_and_macs",
+    "BenchmarkResult",
+    "benchmark_model",
+    "protocol",
+    "cpu_description",
+]
 
 
 def _sdpa_flops(query_shape: torch.Size, key_shape: torch.Size, value_shape: torch.Size, *_: Any, **__: Any) -> int:
@@ -38,21 +53,75 @@ _EXTRA_FORMULAS = {
 }
 
 
-def count_params_and_macs(model: nn.Module, size: tuple[int, int], batch_size: int = 1) -> tuple[int, int]:
+_aten = torch.ops.aten
+# torchprofile's extra counts, by the ATen op that reaches the dispatcher: MACs per output value.
+_TORCHPROFILE_PER_OUTPUT = {
+    _aten.mul.Tensor: 1,
+    _aten.mul.Scalar: 1,
+    _aten.mul_.Tensor: 1,
+    _aten.mul_.Scalar: 1,
+    _aten.mean.dim: 1,
+    _aten.mean.default: 1,
+    _aten.avg_pool2d.default: 1,
+    _aten._adaptive_avg_pool2d.default: 1,
+    _aten.leaky_relu.default: 1,
+    _aten.leaky_relu_.default: 1,
+    _aten.upsample_bilinear2d.default: 4,
+    _aten.upsample_bilinear2d.vec: 4,
+}
+# Normalisations count one per output value when they carry an affine weight: op -> position of the weight.
+_TORCHPROFILE_NORMS = {
+    _aten.native_batch_norm.default: 1,
+    _aten._native_batch_norm_legit_no_training.default: 1,
+    _aten._native_batch_norm_legit.default: 1,
+    _aten.native_group_norm.default: 1,
+    _aten.native_layer_norm.default: 2,
+}
+
+
+class _TorchprofileExtras(TorchDispatchMode):
+    """Tally the element-wise multiply-adds torchprofile counts on top of the matrix products and convolutions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.macs = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        first = out[0] if isinstance(out, (tuple, list)) else out
+        if isinstance(first, torch.Tensor):
+            if func in _TORCHPROFILE_PER_OUTPUT:
+                self.macs += _TORCHPROFILE_PER_OUTPUT[func] * first.numel()
+            elif func in _TORCHPROFILE_NORMS:
+                weight_at = _TORCHPROFILE_NORMS[func]
+                if len(args) > weight_at and args[weight_at] is not None:
+                    self.macs += first.numel()
+        return out
+
+
+def count_params_and_macs(
+    model: nn.Module, size: tuple[int, int], batch_size: int = 1, convention: MacsConvention = "segcore"
+) -> tuple[int, int]:
     """Return ``(parameters, multiply-adds)`` of one eval-mode forward pass at ``size``.
 
     The pass runs on CPU under the ``meta``-free FLOP counter with a fixed RNG, so models that draw random
-    numbers (NMF bases) are counted without disturbing the caller's RNG.
+    numbers (NMF bases) are counted without disturbing the caller's RNG. ``convention`` picks what counts
+    (module docstring): ``"segcore"`` (matrix products, convolutions, attention) or ``"torchprofile"``
+    (those plus torchprofile's element-wise counts, the convention of the SegNeXt paper's table).
 
     Example:
         >>> params, macs = count_params_and_macs(model, (512, 512))  # doctest: +SKIP
     """
+    if convention not in MACS_CONVENTIONS:
+        raise ValueError(f"unknown multiply-add convention {convention!r}; choose one of {', '.join(MACS_CONVENTIONS)}")
     params = sum(p.numel() for p in model.parameters())
     was_training = model.training
     model.eval()
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     images = torch.zeros(batch_size, 3, *size, device=device)
-    forward = getattr(model, "forward_output", None) or model
+    # The papers count the network; torchprofile's users counted mmseg's forward_dummy, which ends with the
+    # resize of the logits to the input size: the full forward.
+    forward = (getattr(model, "forward_output", None) if convention == "segcore" else None) or model
     # nn.MultiheadAttention's eval fast path is one fused kernel the counter cannot see into: count the
     # ordinary path (same projections and attention, same result).
     mha_fastpath = torch.backends.mha.get_fastpath_enabled()
@@ -62,13 +131,14 @@ def count_params_and_macs(model: nn.Module, size: tuple[int, int], batch_size: i
             torch.random.fork_rng(devices=[]),
             torch.no_grad(),
             FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS) as counter,
+            _TorchprofileExtras() if convention == "torchprofile" else contextlib.nullcontext() as extras,
         ):
             torch.manual_seed(0)
             forward(images)
     finally:
         torch.backends.mha.set_fastpath_enabled(mha_fastpath)
         model.train(was_training)
-    return params, counter.get_total_flops() // 2
+    return params, counter.get_total_flops() // 2 + (extras.macs if extras is not None else 0)
 
 
 @dataclass
@@ -151,14 +221,16 @@ def benchmark_model(
     channels_last: bool = False,
     compile: bool = False,  # noqa: A002 - mirrors the CLI flag
     train: bool = False,
+    macs_convention: MacsConvention = "segcore",
 ) -> BenchmarkResult:
     """Count parameters and multiply-adds, then time ``iters`` passes after ``warmup`` (``iters=0``: count only).
 
     With ``train=True`` a pass is a full training step: forward, loss against random labels, backward and
     an AdamW step. Latency is the median per pass; throughput is images per second at the median.
+    ``macs_convention`` is the counting convention of ``gmacs`` (see ``count_params_and_macs``).
     """
-    params, macs = count_params_and_macs(model, size)
-    result = BenchmarkResult(params=params, gmacs=round(macs / 1e9, 3), device=device, precision=precision)
+    params, macs = count_params_and_macs(model, size, convention=macs_convention)
+    result = BenchmarkResult(params=params, gmacs=round(macs / 1e9, 6), device=device, precision=precision)
     dev = torch.device(device)
     result.extra = {
         "size": list(size),
@@ -168,6 +240,7 @@ def benchmark_model(
         "channels_last": channels_last,
         "compile": compile,
         "train": train,
+        "macs_convention": macs_convention,
         **protocol(dev),
     }
     if iters <= 0:
