@@ -91,6 +91,9 @@ def test_optimizer_follows_recipe():
     assert isinstance(opt, torch.optim.AdamW)
     by_mult = {(g["lr_mult"], g["decay_mult"]) for g in opt.param_groups}
     assert (1.0, 0.0) in by_mult and (1.0, 1.0) in by_mult  # norms without decay
+    assert opt.defaults["fused"]  # float parameters on the CPU: the fused kernel, not the per-tensor loop
+    with torch.device("meta"):  # no fused kernel there: the default loop
+        assert not build_optimizer(Toy(), recipe, lr=recipe.lr, weight_decay=recipe.weight_decay).defaults["fused"]
 
 
 def test_core_recipes_module_is_torch_free():
