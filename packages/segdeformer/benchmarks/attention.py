@@ -4,7 +4,9 @@ All implementations share the same weights (same seed; only the ``attention`` op
 runs in its own subprocess so its peak resident memory (``ru_maxrss``) is its own; the figure reported is
 the peak during the timed forwards minus the RSS measured just before the first forward (model and input
 already built), i.e. the activation memory of one forward. Latency is the median of ``--iters`` forwards
-after one warm-up. The parent checks that all produce the same logits.
+after one warm-up; "attention time" is the part of it spent inside the two ``SingleHeadAttention`` modules
+(projections and the N x N attention), timed by forward hooks. The parent checks that all produce the same
+logits.
 
 Usage (repository root; the lock keeps other benchmarks from running at the same time)::
 
@@ -43,10 +45,26 @@ def _child(args: argparse.Namespace) -> None:
     model = segcore.build_model(args.encoder, "segdeformer", 150, decoder_options={"attention": args.attention})
     model.eval()
     images = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
+    from segcore_segdeformer.head import SingleHeadAttention
+
+    inside = [0.0]  # seconds spent in the attention modules during the timed forwards
+    entered: list[float] = []
+
+    def _enter(*_: object) -> None:
+        entered.append(time.perf_counter())
+
+    def _leave(*_: object) -> None:
+        inside[0] += time.perf_counter() - entered.pop()
+
+    for module in model.modules():
+        if isinstance(module, SingleHeadAttention):
+            module.register_forward_pre_hook(_enter)
+            module.register_forward_hook(_leave)
     before = _rss_mib()
     times = []
     with torch.no_grad():
         out = model.forward_output(images)  # warm-up, also the output compared by the parent
+        inside[0] = 0.0
         for _ in range(args.iters):
             start = time.perf_counter()
             model.forward_output(images)
@@ -59,6 +77,7 @@ def _child(args: argparse.Namespace) -> None:
                 "attention": args.attention,
                 "peak_delta_mib": peak - before,
                 "median_s": statistics.median(times),
+                "attention_s": inside[0] / len(times),
                 "times_s": times,
             }
         )
@@ -107,13 +126,16 @@ def main() -> None:
         diff = {name: max((r["outputs"][k] - ref[k]).abs().max().item() for k in ref) for name, r in results.items()}
     m = results["materialized"]
     print(f"{args.encoder} + segdeformer, {args.size}x{args.size}, batch 1, CPU float32, {args.threads} threads")
-    print("| attention | peak activation memory (MiB) | median latency (s) | memory ratio | speed-up | max diff |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| attention | peak activation memory (MiB) | median latency (s) | memory ratio | speed-up "
+        "| attention time (s, mean) | attention speed-up | max diff |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(
             f"| {name} | {r['peak_delta_mib']:.0f} | {r['median_s']:.2f} | "
             f"{r['peak_delta_mib'] / m['peak_delta_mib']:.3f} | {m['median_s'] / r['median_s']:.2f}x | "
-            f"{diff[name]:.1e} |"
+            f"{r['attention_s']:.2f} | {m['attention_s'] / r['attention_s']:.2f}x | {diff[name]:.1e} |"
         )
 
 

