@@ -49,8 +49,9 @@ class SyntheticShapesOptions:
 
     The defaults (1-3 shapes of radius 0.2-0.4 of the side) keep outlines large enough for a stride-8
     decoder to tell the shapes apart at 64 px; two thirds of the images show two or more shapes and in 55 %
-    two of them overlap or touch (measured on 400 training images; shapes cover 31 % of the pixels). Smaller or more numerous shapes make a harder task (measured with mscan-t +
-    ham, 1000 iterations of batch 8: mIoU 63 with these defaults, 59 with 2-4 shapes of radius 0.14-0.3).
+    two of them overlap or touch (measured on 400 training images; shapes cover 31 % of the pixels).
+    Smaller or more numerous shapes make a harder task (measured with mscan-t + ham, 1000 iterations of
+    batch 8: mIoU 63 with these defaults, 59 with 2-4 shapes of radius 0.14-0.3).
     """
 
     size: int = 64
