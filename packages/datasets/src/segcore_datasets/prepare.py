@@ -26,6 +26,8 @@ __all__ = [
     "prepare_voc_aug",
     "prepare_pascal_context",
     "prepare_isaid",
+    "rle_counts",
+    "rle_decode",
 ]
 
 
@@ -157,14 +159,160 @@ def prepare_voc_aug(src: Path, dst: Path, quiet: bool = False) -> dict[str, int]
     return {"sbd_mat": len(mats), "trainaug": len(trainaug), "aug": len(aug)}
 
 
-def prepare_pascal_context(src: Path, dst: Path, quiet: bool = False) -> dict[str, int]:
-    """Pascal Context from the 459-label ``.mat`` release (``src/trainval/<stem>.mat``, field ``LabelMap``).
+def rle_counts(counts: str | bytes | list[int]) -> list[int]:
+    """Run lengths of a COCO RLE: a list as is, or the compressed string of the COCO/Detail mask API.
 
-    The 59 frequent categories become 1..59 (rank of their 459-label id, §7.2 table); every other id becomes 0.
-    Split lists are read from ``src/train.txt`` and ``src/val.txt`` (the Detail API's ``train``/``val`` phases)
-    and written to ``dst/ImageSets/SegmentationContext/``; images are copied from ``src/JPEGImages`` when present.
-    This equals mmseg's Detail-API converter when the ``.mat`` maps match the Detail JSON's masks.
+    The string holds one signed number per run, 5 bits per character (offset 48, bit 0x20 = more characters
+    follow, bit 0x10 of the last one = negative); from the fourth run on, the number is the difference to the
+    run two places earlier.
     """
+    if isinstance(counts, list):
+        return [int(c) for c in counts]
+    text = counts.decode("ascii") if isinstance(counts, bytes) else counts
+    runs: list[int] = []
+    pos = 0
+    while pos < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= len(text):
+                raise DatasetError("truncated RLE string (its last run has no final character)")
+            c = ord(text[pos]) - 48
+            pos += 1
+            value |= (c & 0x1F) << shift
+            shift += 5
+            more = bool(c & 0x20)
+            if not more and c & 0x10:
+                value -= 1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
+
+
+def rle_decode(rle: dict[str, Any]) -> np.ndarray:
+    """Binary mask ``[h, w]`` (uint8) of a COCO RLE ``{"size": [h, w], "counts": ...}`` (runs in column order)."""
+    h, w = (int(v) for v in rle["size"])
+    runs = rle_counts(rle["counts"])
+    if any(r < 0 for r in runs) or sum(runs) != h * w:
+        raise DatasetError(f"RLE runs do not cover the {h}x{w} mask (sum {sum(runs)}, expected {h * w})")
+    values = np.zeros(len(runs), np.uint8)
+    values[1::2] = 1  # runs alternate 0, 1, 0, ... starting with zeros
+    return np.repeat(values, runs).reshape(w, h).T
+
+
+def _detail_phase_filter(items: list[dict[str, Any]], keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """What the Detail API (v4.0) keeps of ``items`` when it opens one phase.
+
+    It removes the unwanted entries from the list while iterating over it, so the entry right after each removed
+    one is skipped: neither removed nor indexed, even when wanted. mmseg's converter inherits this; it is
+    reproduced here so that the outputs equal the converter's.
+    """
+    remaining, kept, i = list(items), [], 0
+    while i < len(remaining):
+        item = remaining[i]
+        if keep(item):
+            kept.append(item)
+        else:
+            del remaining[i]
+        i += 1
+    return kept
+
+
+def _find_detail_json(src: Path) -> Path | None:
+    for candidate in (src / "trainval_merged.json", src / "VOC2010" / "trainval_merged.json"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _prepare_pascal_context_detail(src: Path, dst: Path, json_path: Path, quiet: bool) -> dict[str, int]:
+    """Pascal Context from the Detail-API annotation file (mmseg ``convert_datasets/pascal_context.py``, §7.2)."""
+    import json
+
+    try:
+        data = json.loads(json_path.read_text())
+        images, annotations = data["images"], data["annos_segmentation"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DatasetError(
+            f"{json_path}: not a Detail-API annotation file ({type(err).__name__}: {err}); expected a JSON object "
+            "with 'images' and 'annos_segmentation' (trainval_merged.json of the PASCAL in Detail release)"
+        ) from None
+    ids = meta.PASCAL_CONTEXT_DETAIL_IDS
+    rank = {cid: r for r, cid in enumerate(ids)}
+    lut = np.zeros(max(ids) + 1, np.uint8)
+    for cid, r in rank.items():
+        lut[cid] = r
+    voc = json_path.parent
+    jpegs = voc / "JPEGImages"
+    counts: dict[str, int] = {}
+    out_lists = dst / "ImageSets" / "SegmentationContext"
+    out_lists.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        # One Detail(json, phase) per split, as mmseg's converter opens it: images of the phase, then the
+        # segmentation annotations of those images, both through the API's filtering.
+        phase_images = _detail_phase_filter(images, lambda img, split=split: img["phase"] == split)
+        image_ids = {img["image_id"] for img in phase_images}
+        by_image: dict[Any, list[dict[str, Any]]] = {}
+        for ann in _detail_phase_filter(annotations, lambda a, ids=image_ids: a["image_id"] in ids):
+            by_image.setdefault(ann["image_id"], []).append(ann)
+        stems = []
+        for img in _progress(phase_images, f"pascal-context {split}", quiet=quiet):
+            stem = Path(img["file_name"]).stem
+            mask = np.zeros((int(img["height"]), int(img["width"])), np.int64)
+            for ann in by_image.get(img["image_id"], []):  # later annotations paint over earlier ones
+                try:
+                    m = rle_decode(ann["segmentation"])
+                except DatasetError as err:
+                    where = f"{json_path}: annotation {ann.get('id')} of {img['file_name']}"
+                    raise DatasetError(f"{where}: {err}") from None
+                if m.shape != mask.shape:
+                    raise DatasetError(
+                        f"{json_path}: annotation {ann.get('id')} of {img['file_name']} is {m.shape[0]}x{m.shape[1]}, "
+                        f"the image is {mask.shape[0]}x{mask.shape[1]}"
+                    )
+                mask[m.astype(bool)] = int(ann["category_id"])
+            unknown = sorted(set(np.unique(mask).tolist()) - set(rank))
+            if unknown:
+                raise DatasetError(
+                    f"{json_path}: {img['file_name']} has category ids {unknown} outside the 60 of Pascal Context "
+                    "(0 and the 59 frequent classes); is this the trainval_merged.json of Pascal Context?"
+                )
+            _save_l(lut[mask], dst / "SegmentationClassContext" / f"{stem}.png")
+            image = jpegs / f"{stem}.jpg"
+            if image.exists() and jpegs.resolve() != (dst / "JPEGImages").resolve():
+                (dst / "JPEGImages").mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(image, dst / "JPEGImages" / image.name)
+            stems.append(stem)
+        stems.sort()
+        (out_lists / f"{split}.txt").write_text("".join(s + "\n" for s in stems))
+        counts[split] = len(stems)
+    return counts
+
+
+def prepare_pascal_context(src: Path, dst: Path, quiet: bool = False) -> dict[str, int]:
+    """Pascal Context, from either public form of its labels.
+
+    * The Detail-API release (what mmseg's converter reads): ``trainval_merged.json`` in ``src`` (the
+      ``VOCdevkit/VOC2010`` folder) or in ``src/VOC2010``, images in ``JPEGImages/`` next to it. Every image of
+      the ``train`` / ``val`` phase gets the class mask of its RLE annotations (later ones paint over earlier
+      ones); the 60 allowed ids (0 + the 59 frequent classes) become their rank 0..59 (§7.2 table), any other id
+      is refused. Read without the ``detail`` package; its phase filtering (which skips the entry after each
+      one it drops) is reproduced, so the outputs equal mmseg's converter's.
+    * The 459-label ``.mat`` release (``src/trainval/<stem>.mat``, field ``LabelMap``) with ``src/train.txt``
+      and ``src/val.txt``: the 59 frequent categories become 1..59, every other id 0.
+
+    Writes ``dst/SegmentationClassContext/<stem>.png`` and ``dst/ImageSets/SegmentationContext/{train,val}.txt``
+    (stems, sorted) and copies the images to ``dst/JPEGImages`` when ``dst`` is another folder.
+    """
+    json_path = _find_detail_json(src)
+    if json_path is not None:
+        return _prepare_pascal_context_detail(src, dst, json_path, quiet)
+    if not (src / "trainval").is_dir():
+        raise DatasetError(
+            f"{src}: no Pascal Context labels found; expected either trainval_merged.json (the Detail-API file, "
+            "in VOCdevkit/VOC2010/ next to JPEGImages/) or trainval/<stem>.mat (the 459-label release) with "
+            "train.txt and val.txt"
+        )
     ids = meta.PASCAL_CONTEXT_DETAIL_IDS
     lut = np.zeros(max(ids) + 1 + 1024, np.uint8)
     for rank, cid in enumerate(ids):
