@@ -405,7 +405,8 @@ def _models_lines(entries: list[dict[str, Any]]) -> list[str]:
         "",
         "- params: all parameters of the model. GMACs: multiply-adds of one forward pass (conv, linear, matrix "
         'products and attention; one multiply-add = 1, the papers\' "GFLOPs"), counted by '
-        "`segcore.benchmark.count_params_and_macs`",
+        "`segcore.benchmark.count_params_and_macs` (its default convention; the SegNeXt paper counted with "
+        "torchprofile, `--macs torchprofile`, compared in packages/segnext/README.md)",
         "- latency: one pass of `forward_output` (encoder + decoder, logits at the decoder's stride, no final "
         "resize); throughput = batch / median latency",
         "- peak memory: CPU rows, the peak resident set size of the row's own process (interpreter, weights, "
