@@ -162,3 +162,14 @@ def test_every_registered_model_matches_its_architecture() -> None:
         assert spec.decoder_options["md_r"] == (16 if v in "ts" else 64)
         assert spec.metric.startswith("mIoU") and spec.eval_protocol
         assert spec.num_classes == {"ade20k": 150, "ade20k-mmseg": 150, "cityscapes": 19}.get(spec.dataset, 171)
+
+
+def test_mmseg_auxiliary_head_is_left_out_with_a_warning(fixture: dict, caplog: pytest.LogCaptureFixture) -> None:
+    state = dict(fixture["official"])
+    state["auxiliary_head.conv_seg.weight"] = torch.zeros(150, 256, 1, 1)
+    state["auxiliary_head.conv_seg.bias"] = torch.zeros(150)
+    with caplog.at_level("WARNING", logger="segcore.convert"):
+        model = segcore.convert_checkpoint(state, format="mmseg", official_config=fixture["config"])
+    assert "leaving out 2 auxiliary_head.* tensors" in caplog.text
+    assert model.config.extra["converted_from"]["dropped"] == "2 auxiliary_head.* tensors"
+    assert max(_max_diffs(model, fixture["io"]).values()) <= TOL  # the rest converts as without them

@@ -9,6 +9,7 @@ mismatch is reported grouped by module.
 from __future__ import annotations
 
 import fnmatch
+import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +21,11 @@ from torch import Tensor, nn
 from segcore.errors import CheckpointError, SegcoreError
 from segcore.registry import components
 from segcore.specs import ConverterSpec
+
+logger = logging.getLogger(__name__)
+# mmseg's training-only auxiliary FCN head (UperNet-style configs): segcore models have none, so its tensors are
+# left out of the conversion, said in a warning and recorded in the model's config (``converted_from``).
+MMSEG_AUXILIARY_PREFIX = "auxiliary_head."
 
 if TYPE_CHECKING:
     from segcore.model import SegModel
@@ -181,14 +187,23 @@ def convert_checkpoint(
     dec_opts = {**built.get("decoder_options", {}), **(decoder_options or {})}
     state = load_state_dict_file(checkpoint) if isinstance(checkpoint, (str, Path)) else dict(checkpoint)
     model = build_model(encoder, decoder, int(num_classes), enc_opts, dec_opts, **config)
+    dropped = 0  # auxiliary-head tensors left out (mmseg format)
     if format == "segcore":
         converted = dict(state)
     elif format == "mmseg":
-        ignored = ("auxiliary_head.",)
-        unknown = sorted({k.split(".")[0] for k in state if not k.startswith(("backbone.", "decode_head.", *ignored))})
+        unknown = sorted(
+            {k.split(".")[0] for k in state if not k.startswith(("backbone.", "decode_head.", MMSEG_AUXILIARY_PREFIX))}
+        )
         if unknown:
             raise CheckpointError(
                 f"not an mmseg checkpoint: top-level modules {unknown} are neither backbone nor decode_head"
+            )
+        dropped = sum(k.startswith(MMSEG_AUXILIARY_PREFIX) for k in state)
+        if dropped:
+            logger.warning(
+                "leaving out %d auxiliary_head.* tensors: mmseg's auxiliary head only adds a training loss and "
+                "segcore models have none",
+                dropped,
             )
         converted = {}
         enc_sd = convert_component(format, encoder, split_prefix(state, "backbone."))
@@ -199,11 +214,12 @@ def convert_checkpoint(
         enc_sd = convert_component(format, encoder, split_prefix(state, "backbone."))
         dec_sd = convert_component(format, decoder, split_prefix(state, "decode_head."))
         converted = {**{f"encoder.{k}": v for k, v in enc_sd.items()}, **{f"decoder.{k}": v for k, v in dec_sd.items()}}
-    load_strict(model, converted, source=str(checkpoint) if isinstance(checkpoint, (str, Path)) else "state dict")
-    model.config.extra.setdefault(
-        "converted_from",
-        {"format": format, "file": Path(str(checkpoint)).name if isinstance(checkpoint, (str, Path)) else "state dict"},
-    )
+    from_file = isinstance(checkpoint, (str, Path))
+    load_strict(model, converted, source=str(checkpoint) if from_file else "state dict")
+    source = {"format": format, "file": Path(str(checkpoint)).name if from_file else "state dict"}
+    if dropped:
+        source["dropped"] = f"{dropped} auxiliary_head.* tensors"
+    model.config.extra.setdefault("converted_from", source)
     return model
 
 

@@ -218,6 +218,13 @@ def _detail_phase_filter(items: list[dict[str, Any]], keep: Callable[[dict[str, 
     return kept
 
 
+def _copy_image(image: Path, folder: Path) -> None:
+    """Copy ``image`` into ``folder`` when it exists and is not already there (in-place preparation)."""
+    if image.exists() and image.parent.resolve() != folder.resolve():
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(image, folder / image.name)
+
+
 def _find_detail_json(src: Path) -> Path | None:
     for candidate in (src / "trainval_merged.json", src / "VOC2010" / "trainval_merged.json"):
         if candidate.is_file():
@@ -278,10 +285,7 @@ def _prepare_pascal_context_detail(src: Path, dst: Path, json_path: Path, quiet:
                     "(0 and the 59 frequent classes); is this the trainval_merged.json of Pascal Context?"
                 )
             _save_l(lut[mask], dst / "SegmentationClassContext" / f"{stem}.png")
-            image = jpegs / f"{stem}.jpg"
-            if image.exists() and jpegs.resolve() != (dst / "JPEGImages").resolve():
-                (dst / "JPEGImages").mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(image, dst / "JPEGImages" / image.name)
+            _copy_image(jpegs / f"{stem}.jpg", dst / "JPEGImages")
             stems.append(stem)
         stems.sort()
         (out_lists / f"{split}.txt").write_text("".join(s + "\n" for s in stems))
@@ -334,10 +338,7 @@ def prepare_pascal_context(src: Path, dst: Path, quiet: bool = False) -> dict[st
             if lm.min() < 0 or lm.max() >= lut.size:
                 raise DatasetError(f"{stem}.mat: LabelMap values outside 0..{lut.size - 1}")
             _save_l(lut[lm], dst / "SegmentationClassContext" / f"{stem}.png")
-            img = src / "JPEGImages" / f"{stem}.jpg"
-            if img.exists() and src.resolve() != dst.resolve():
-                (dst / "JPEGImages").mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(img, dst / "JPEGImages" / img.name)
+            _copy_image(src / "JPEGImages" / f"{stem}.jpg", dst / "JPEGImages")
         (out_lists / f"{split}.txt").write_text("".join(s + "\n" for s in stems))
         counts[split] = len(stems)
     return counts
