@@ -205,7 +205,7 @@ def _detail_phase_filter(items: list[dict[str, Any]], keep: Callable[[dict[str, 
 
     It removes the unwanted entries from the list while iterating over it, so the entry right after each removed
     one is skipped: neither removed nor indexed, even when wanted. mmseg's converter inherits this; it is
-    reproduced here so that the outputs equal the converter's.
+    reproduced here so that the outputs match the converter's.
     """
     remaining, kept, i = list(items), [], 0
     while i < len(remaining):
@@ -301,7 +301,7 @@ def prepare_pascal_context(src: Path, dst: Path, quiet: bool = False) -> dict[st
       the ``train`` / ``val`` phase gets the class mask of its RLE annotations (later ones paint over earlier
       ones); the 60 allowed ids (0 + the 59 frequent classes) become their rank 0..59 (§7.2 table), any other id
       is refused. Read without the ``detail`` package; its phase filtering (which skips the entry after each
-      one it drops) is reproduced, so the outputs equal mmseg's converter's.
+      one it drops) is reproduced, so the outputs match mmseg's converter's.
     * The 459-label ``.mat`` release (``src/trainval/<stem>.mat``, field ``LabelMap``) with ``src/train.txt``
       and ``src/val.txt``: the 59 frequent categories become 1..59, every other id 0.
 
