@@ -232,7 +232,7 @@ def _find_detail_json(src: Path) -> Path | None:
     return None
 
 
-def _prepare_pascal_context_detail(src: Path, dst: Path, json_path: Path, quiet: bool) -> dict[str, int]:
+def _prepare_pascal_context_detail(dst: Path, json_path: Path, quiet: bool) -> dict[str, int]:
     """Pascal Context from the Detail-API annotation file (mmseg ``convert_datasets/pascal_context.py``, §7.2)."""
     import json
 
@@ -310,7 +310,7 @@ def prepare_pascal_context(src: Path, dst: Path, quiet: bool = False) -> dict[st
     """
     json_path = _find_detail_json(src)
     if json_path is not None:
-        return _prepare_pascal_context_detail(src, dst, json_path, quiet)
+        return _prepare_pascal_context_detail(dst, json_path, quiet)
     if not (src / "trainval").is_dir():
         raise DatasetError(
             f"{src}: no Pascal Context labels found; expected either trainval_merged.json (the Detail-API file, "
