@@ -1,31 +1,45 @@
 """SDPA vs materialised N x N attention in the SegDeformer head (MiT-B2, 512 x 512, eval, batch 1).
 
-All implementations share the same weights (same seed; only the ``attention`` option differs). Each one
-runs in its own subprocess so its peak resident memory (``ru_maxrss``) is its own; the figure reported is
-the peak during the timed forwards minus the RSS measured just before the first forward (model and input
-already built), i.e. the activation memory of one forward. Latency is the median of ``--iters`` forwards
-after one warm-up; "attention time" is the part of it spent inside the two ``SingleHeadAttention`` modules
-(projections and the N x N attention), timed by forward hooks. The parent checks that all produce the same
-logits.
+All implementations share the same weights (same seed; only the ``attention`` option differs).
+
+* Memory: each implementation runs one forward in its own subprocess, so its peak resident memory
+  (``ru_maxrss``) is its own; the figure is that peak minus the RSS measured just before the forward
+  (model and input already built), i.e. the activation memory of one forward.
+* Latency: all implementations are built in this process and timed in interleaved rounds (sdpa,
+  materialised, sdpa, ...; shared with ``end_to_end.py``), so load drifts of a shared machine hit them
+  alike; the figure is the median of ``--iters`` rounds after one warm-up. "Attention time" is the part
+  spent inside the two ``SingleHeadAttention`` modules (projections and the N x N attention), timed by
+  forward hooks.
+* ``--precision bf16`` runs the forwards under ``torch.autocast(dtype=torch.bfloat16)`` (on CPUs with AMX,
+  oneDNN's bf16 products are several times faster than fp32 ones). Ratios always compare the two
+  implementations at the same precision; the last column is every row's largest logits / mid-logits
+  difference from the first precision's materialised row.
 
 Usage (repository root; the lock keeps other benchmarks from running at the same time)::
 
-    .venv/bin/python packages/segdeformer/benchmarks/attention.py --iters 2 --threads 2
+    .venv/bin/python packages/segdeformer/benchmarks/attention.py --iters 5 --threads 2 --precision fp32 bf16
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
+import runpy
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 IMPLEMENTATIONS = ("sdpa", "materialized")
+PRECISIONS = ("fp32", "bf16")
+_SHARED = runpy.run_path(str(Path(__file__).resolve().parents[3] / "scripts" / "benchmarks.py"))
 
 
 def _rss_mib() -> float:
@@ -35,107 +49,121 @@ def _rss_mib() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-def _child(args: argparse.Namespace) -> None:
-    """Run one implementation, print its figures as JSON and save its outputs."""
-    import segcore
-    import torch
+def _precision(precision: str) -> contextlib.AbstractContextManager[None]:
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
-    torch.set_num_threads(args.threads)
+
+def _build(args: argparse.Namespace, attention: str) -> torch.nn.Module:
+    import segcore
+
     torch.manual_seed(0)
-    model = segcore.build_model(args.encoder, "segdeformer", 150, decoder_options={"attention": args.attention})
-    model.eval()
-    images = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
+    model = segcore.build_model(args.encoder, "segdeformer", 150, decoder_options={"attention": attention})
+    return model.eval()
+
+
+def _images(size: int) -> torch.Tensor:
+    return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def _memory_child(args: argparse.Namespace) -> None:
+    """One forward of one implementation: print its activation memory, save its outputs."""
+    model, images = _build(args, args.attention), _images(args.size)
+    before = _rss_mib()
+    with torch.no_grad(), _precision(args.precision):
+        out = model.forward_output(images)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    torch.save({"logits": out.logits.float(), "mid_logits": out.aux["mid_logits"].float()}, args.out)
+    print(json.dumps({"peak_delta_mib": peak - before}))
+
+
+def _timed(model: torch.nn.Module, images: torch.Tensor, inside: list[float]) -> Callable[[], None]:
+    """A forward of ``model`` that appends its time inside the attention modules to ``inside``."""
     from segcore_segdeformer.head import SingleHeadAttention
 
-    inside = [0.0]  # seconds spent in the attention modules during the timed forwards
     entered: list[float] = []
+    spent = [0.0]
 
     def _enter(*_: object) -> None:
         entered.append(time.perf_counter())
 
     def _leave(*_: object) -> None:
-        inside[0] += time.perf_counter() - entered.pop()
+        spent[0] += time.perf_counter() - entered.pop()
 
     for module in model.modules():
         if isinstance(module, SingleHeadAttention):
             module.register_forward_pre_hook(_enter)
             module.register_forward_hook(_leave)
-    before = _rss_mib()
-    times = []
-    with torch.no_grad():
-        out = model.forward_output(images)  # warm-up, also the output compared by the parent
-        inside[0] = 0.0
-        for _ in range(args.iters):
-            start = time.perf_counter()
-            model.forward_output(images)
-            times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
-    torch.save({"logits": out.logits, "mid_logits": out.aux["mid_logits"]}, args.out)
-    print(
-        json.dumps(
-            {
-                "attention": args.attention,
-                "peak_delta_mib": peak - before,
-                "median_s": statistics.median(times),
-                "attention_s": inside[0] / len(times),
-                "times_s": times,
-            }
-        )
-    )
+
+    def run() -> None:
+        spent[0] = 0.0
+        model.forward_output(images)
+        inside.append(spent[0])
+
+    return run
+
+
+def _memory(args: argparse.Namespace, tmp: str) -> dict[tuple[str, str], dict]:
+    """Activation memory and outputs of every (implementation, precision), each in its own process."""
+    results = {}
+    common = ["--encoder", args.encoder, "--size", str(args.size), "--threads", str(args.threads)]
+    for precision in args.precision:
+        for attention in IMPLEMENTATIONS:
+            out = str(Path(tmp) / f"{attention}-{precision}.pt")
+            cmd = [sys.executable, __file__, *common, "--precision", precision, "--attention", attention]
+            proc = subprocess.run([*cmd, "--out", out], check=True, capture_output=True, text=True)
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            result["outputs"] = torch.load(out)
+            results[attention, precision] = result
+    return results
 
 
 def main() -> None:
-    """Run both implementations in subprocesses and print the comparison."""
+    """Measure memory (subprocesses) and interleaved latency (here), print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", default="mit-b2")
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=5, help="timed rounds (one forward of each implementation)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32"], help="one table row pair each")
     parser.add_argument("--attention", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.attention:
-        _child(args)
+        args.precision = args.precision[0]
+        _memory_child(args)
         return
-    import torch
-
-    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for attention in IMPLEMENTATIONS:
-            out = str(Path(tmp) / f"{attention}.pt")
-            cmd = [
-                sys.executable,
-                __file__,
-                "--encoder",
-                args.encoder,
-                "--size",
-                str(args.size),
-                "--iters",
-                str(args.iters),
-                "--threads",
-                str(args.threads),
-                "--attention",
-                attention,
-                "--out",
-                out,
-            ]
-            proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
-            results[attention] = json.loads(proc.stdout.strip().splitlines()[-1])
-            results[attention]["outputs"] = torch.load(out)
-        ref = results["materialized"]["outputs"]
-        diff = {name: max((r["outputs"][k] - ref[k]).abs().max().item() for k in ref) for name, r in results.items()}
-    m = results["materialized"]
-    print(f"{args.encoder} + segdeformer, {args.size}x{args.size}, batch 1, CPU float32, {args.threads} threads")
+        results = _memory(args, tmp)
+    ref = results["materialized", args.precision[0]]["outputs"]
+    for r in results.values():
+        r["diff"] = max((r["outputs"][k] - ref[k]).abs().max().item() for k in ref)
+    models = {name: _build(args, name) for name in IMPLEMENTATIONS}
+    images = _images(args.size)
+    for precision in args.precision:
+        inside: dict[str, list[float]] = {name: [] for name in models}
+        runs = {name: _timed(model, images, inside[name]) for name, model in models.items()}
+        with torch.no_grad(), _precision(precision):
+            times = _SHARED["time_interleaved"](runs, args.iters, 1)
+        for name in models:
+            r = results[name, precision]
+            r["median_s"] = statistics.median(times[name])
+            r["attention_s"] = statistics.median(inside[name][-args.iters :])
     print(
-        "| attention | peak activation memory (MiB) | median latency (s) | memory ratio | speed-up "
-        "| attention time (s, mean) | attention speed-up | max diff |"
+        f"{args.encoder} + segdeformer, {args.size}x{args.size}, batch 1, CPU, {args.threads} threads, "
+        f"median of {args.iters} interleaved rounds, torch {torch.__version__}"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for name, r in results.items():
+    print(
+        "| attention | precision | peak activation memory (MiB) | median latency (s) | memory ratio | speed-up "
+        f"| attention time (s) | attention speed-up | max diff vs materialized {args.precision[0]} |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (name, precision), r in results.items():
+        m = results["materialized", precision]
         print(
-            f"| {name} | {r['peak_delta_mib']:.0f} | {r['median_s']:.2f} | "
+            f"| {name} | {precision} | {r['peak_delta_mib']:.0f} | {r['median_s']:.2f} | "
             f"{r['peak_delta_mib'] / m['peak_delta_mib']:.3f} | {m['median_s'] / r['median_s']:.2f}x | "
-            f"{r['attention_s']:.2f} | {m['attention_s'] / r['attention_s']:.2f}x | {diff[name]:.1e} |"
+            f"{r['attention_s']:.2f} | {m['attention_s'] / r['attention_s']:.2f}x | {r['diff']:.1e} |"
         )
 
 

@@ -52,7 +52,12 @@ def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-@dataclass(frozen=True)
+def _token_map(tokens: Tensor, h: int, w: int) -> Tensor:
+    """``[B, h*w, C]`` tokens as a ``[B, C, h, w]`` map; a channels-last view when ``tokens`` is contiguous."""
+    return tokens.unflatten(1, (h, w)).permute(0, 3, 1, 2)
+
+
+@dataclass
 class SegDeformerOptions:
     """Options of the ``segdeformer`` decoder.
 
@@ -131,17 +136,20 @@ class SingleHeadAttention(nn.Module):
     def forward(self, query_feats: Tensor, kv_feats: Tensor) -> Tensor:
         """Attend from every query pixel to every (possibly reduced) key pixel."""
         b, c, h, w = query_feats.shape
+        # The fused CPU/GPU SDPA kernels need a unit stride on the channel axis; with NCHW-transposed views
+        # PyTorch silently falls back to the math path (an N x N map). Channels-last inputs make the 1x1
+        # projections come out token-major already, so the ``contiguous`` below copies nothing.
+        query_feats = query_feats.contiguous(memory_format=torch.channels_last)
+        kv_feats = kv_feats.contiguous(memory_format=torch.channels_last)
         k, v = self.key(kv_feats), self.value(kv_feats)
         if self.reduce is not None:
             k, v = self.reduce(k), self.reduce(v)
-        # Token-major contiguous copies: the fused CPU/GPU SDPA kernels need a unit stride on the channel
-        # axis; with NCHW-transposed views PyTorch silently falls back to the math path (an N x N map).
         q, k, v = (t.flatten(2).transpose(1, 2).contiguous() for t in (self.query(query_feats), k, v))
         if self.attention == "sdpa":
             ctx = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)).squeeze(1)
         else:
             ctx = ((q @ k.transpose(1, 2)) * c**-0.5).softmax(dim=-1) @ v
-        return self.out(ctx.transpose(1, 2).reshape(b, c, h, w))
+        return self.out(_token_map(ctx, h, w))
 
 
 class UperFusion(nn.Module):
@@ -243,10 +251,11 @@ class SegDeformerHead(Decoder):
 
     def forward(self, features: Sequence[Tensor], image_size: tuple[int, int]) -> DecoderOutput:
         """Decode ``features``; ``image_size`` is unused (logits stay at the first map's size)."""
-        x = self.fuse(features)
+        # Channels-last throughout the block: token views [B, N, C] of the map are then free (no copies).
+        x = self.fuse(features).contiguous(memory_format=torch.channels_last)
         b, c, h, w = x.shape
         mid_logits, x_mid = self.mid(x.flatten(2).transpose(1, 2))
-        x_mid = x_mid.transpose(1, 2).reshape(b, c, h, w)
+        x_mid = _token_map(x_mid, h, w)
         f_aug = x + self.internal(x, x) + self.external(x, x_mid)
         logits = self.conv_seg(self.dropout(f_aug))
         return DecoderOutput(logits, {"mid_logits": mid_logits.transpose(1, 2).reshape(b, -1, h, w)})
