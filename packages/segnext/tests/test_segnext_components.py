@@ -300,6 +300,34 @@ def test_recipes_match_spec() -> None:
     assert recipes["segnext-ade20k-160k"].eval["mode"] == "whole"
 
 
+@pytest.mark.parametrize(
+    ("encoder", "decoder", "head"),
+    [
+        (None, None, (256, 256, 16)),  # the recipe's own model: mscan-t + ham
+        ("mscan-s", None, (256, 256, 16)),
+        ("mscan-b", None, (512, 512, 64)),
+        ("mscan-l", "ham", (1024, 1024, 64)),
+    ],
+)
+def test_recipe_gives_each_mscan_size_its_official_head(encoder, decoder, head) -> None:
+    from segcore.train import TrainSettings, resolve_recipe
+
+    base = TrainSettings(encoder=encoder, decoder=decoder, dataset="ade20k", recipe="segnext-ade20k-160k")
+    _, s = resolve_recipe(base)
+    assert (s.encoder, s.decoder) == (encoder or "mscan-t", "ham")
+    assert (s.decoder_opt["channels"], s.decoder_opt["ham_channels"], s.decoder_opt["md_r"]) == head
+    assert s.pretrained_encoder is True
+
+
+def test_recipe_head_options_stay_with_their_decoder_and_flags_win() -> None:
+    from segcore.train import TrainSettings, resolve_recipe
+
+    foreign = TrainSettings(encoder="mscan-b", decoder="mlp", dataset="ade20k", recipe="segnext-ade20k-160k")
+    assert resolve_recipe(foreign)[1].decoder_opt == {}
+    flag = TrainSettings(encoder="mscan-b", dataset="ade20k", recipe="segnext-ade20k-160k", decoder_opt={"md_r": 8})
+    assert resolve_recipe(flag)[1].decoder_opt == {"channels": 512, "ham_channels": 512, "md_r": 8}
+
+
 def test_recipe_rules_split_parameters_like_mmcv() -> None:
     """Spec §5.1 for T, through the trainer's own grouping: 378 tensors (3,895,200 values) at (6e-5, 0.01),
     66 norm tensors (8,384 values) at (6e-5, 0) and the 13 head tensors (359,830 values) at (6e-4, 0.01)."""

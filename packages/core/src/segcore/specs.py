@@ -199,6 +199,9 @@ class RecipeSpec:
         eval_every: evaluate every this many iterations.
         checkpoint_every: save a full training state every this many iterations.
         model: suggested model settings (``encoder``, ``decoder``, options, ``pretrained_encoder``).
+        model_variants: settings per encoder name, merged over ``model`` when the run uses that encoder
+            (one schedule, several official configs that differ by model size, e.g. a wider head for a
+            bigger backbone); keys are encoder names, values have the keys of ``model``.
         source: the official config it comes from.
     """
 
@@ -223,4 +226,5 @@ class RecipeSpec:
     eval_every: int = 16000
     checkpoint_every: int = 16000
     model: Mapping[str, Any] = field(default_factory=dict)
+    model_variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = ""

@@ -224,6 +224,8 @@ def _recipe(
         eval_every=8000,
         checkpoint_every=8000,
         model={"encoder": "mscan-t", "decoder": "ham", "pretrained_encoder": True, "decoder_options": dict(_HEAD["t"])},
+        # One schedule, four configs: each MSCAN size has its own head width (spec §3.1).
+        model_variants={f"mscan-{v}": {"decoder_options": dict(head)} for v, head in _HEAD.items()},
         source=f"Visual-Attention-Network/SegNeXt@c87bcae local_configs/segnext/*/{config}",
     )
 

@@ -151,6 +151,8 @@ def resolve_recipe(settings: TrainSettings) -> tuple[RecipeSpec, TrainSettings]:
     s = dataclasses.replace(settings)
     model = dict(recipe.model)
     s.encoder = s.encoder or model.get("encoder")
+    if s.encoder in recipe.model_variants:  # the official config of this model size
+        model = {**model, **recipe.model_variants[s.encoder], "encoder": s.encoder}
     s.decoder = s.decoder or model.get("decoder")
     if not s.encoder or not s.decoder:
         raise TrainingError("give --encoder and --decoder (the recipe does not name a model)")
