@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import segcore
 import torch
 
@@ -35,6 +36,20 @@ def test_help_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_positionals_may_come_between_options():
+    from segcore_cli.main import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["export", "runs/demo", "--opset", "17", "out.onnx", "--no-verify"])
+    assert (args.model, str(args.out), args.opset, args.no_verify) == ("runs/demo", "out.onnx", 17, True)
+    args = parser.parse_args(["predict", "a.jpg", "--model", "m", "b.jpg", "--out", "o"])
+    assert (args.images, args.model, args.out) == (["a.jpg", "b.jpg"], "m", "o")
+    args = parser.parse_args(["--debug", "data", "prepare", "ade20k", "src", "dst"])
+    assert (args.debug, args.dataset, args.src, args.dst) == (True, "ade20k", "src", "dst")
+    with pytest.raises(SystemExit):  # still one OUT.onnx
+        parser.parse_args(["export", "a", "--opset", "17", "b.onnx", "c.onnx"])
 
 
 def test_list_json_lists_every_kind_with_plugin_and_version():

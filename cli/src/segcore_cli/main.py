@@ -29,9 +29,32 @@ def _available(name: str) -> bool:
     return importlib.util.find_spec(f"segcore_cli.commands.{name}") is not None
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose sub-commands take positionals between options.
+
+    Plain argparse fills every positional from the first run of them, so ``segcore export MODEL --opset 17
+    OUT.onnx`` would fail with "unrecognized arguments"; intermixed parsing (``parse_intermixed_args``)
+    collects the options first. Parsers with sub-commands of their own keep the plain behaviour, which
+    intermixed parsing does not support.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._intermixing or any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in self._actions):
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls back into this method
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="segcore",
         description="segcore: semantic segmentation where any encoder works with any decoder.",
         epilog=EPILOG,
