@@ -1,6 +1,6 @@
 # The two commands of the README. Each sets up what it needs in .venv (created on first use).
 #   make demo   train a model on the generated dataset on CPU, evaluate it, write pictures
-#   make test   run the default test suite (no slow or GPU tests; `make test-slow` runs those)
+#   make test   run the default test suite (no slow or GPU tests; `make test-slow` / `make test-gpu` run those)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +12,7 @@ DEV_MEMBERS := $(patsubst packages/core,'packages/core[onnx]',$(MEMBERS))
 STAMP := $(VENV)/.segcore-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test test-slow lint wheels clean
+.PHONY: install demo test test-slow test-gpu lint wheels clean
 
 $(STAMP): $(wildcard packages/*/pyproject.toml) cli/pyproject.toml pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
+
+# CUDA checks (CPU parity, bf16, channels_last, fused attention, compile, a bf16 training run); skip without a GPU.
+test-gpu: $(STAMP)
+	$(PY) -m pytest -m gpu
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check packages cli tests scripts
