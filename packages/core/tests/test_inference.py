@@ -87,3 +87,17 @@ def test_real_model_slide_close_to_whole():
     # A window covering the whole image is exactly whole-image inference.
     full = infer_logits(model, x, {"mode": "slide", "crop_size": [48, 64], "stride": [48, 64]})
     assert torch.allclose(full, model(x), atol=1e-5)
+
+
+def test_precision_context():
+    from segcore.errors import SegcoreError
+    from segcore.inference import precision
+
+    conv = torch.nn.Conv2d(3, 4, 1)
+    x = torch.randn(1, 3, 8, 8)
+    with precision("cpu", "bf16"):
+        assert conv(x).dtype == torch.bfloat16
+    with precision(torch.device("cpu"), "fp32"):
+        assert conv(x).dtype == torch.float32
+    with pytest.raises(SegcoreError, match="fp32, bf16"):
+        precision("cpu", "fp16")

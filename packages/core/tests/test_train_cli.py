@@ -69,6 +69,12 @@ def test_train_eval_predict(tmp_path, capsys):
     assert set(result) >= {"mIoU", "mAcc", "aAcc", "per_class"}
     assert [c["name"] for c in result["per_class"]] == list(fakes.TinyShapes.classes)
     assert result["mIoU"] == pytest.approx(summary["mIoU"], abs=0.01)  # same protocol as in training
+    assert result["precision"] == "fp32"
+
+    assert segcore_cli.main(["eval", "--model", str(out), "--json", "--device", "cpu", "--precision", "bf16"]) == 0
+    bf16 = json.loads(capsys.readouterr().out)
+    assert bf16["precision"] == "bf16"
+    assert bf16["aAcc"] == pytest.approx(result["aAcc"], abs=2.0)  # rounding moves few pixels
 
     assert (
         segcore_cli.main(
@@ -116,6 +122,12 @@ def test_train_eval_predict(tmp_path, capsys):
         )
         == 0
     )
+    argv = ["predict", "--model", str(out), str(image), "--out", str(tmp_path / "bf16"), "--precision", "bf16"]
+    assert segcore_cli.main([*argv, "--device", "cpu"]) == 0
+    agree = np.asarray(Image.open(tmp_path / "bf16" / "a_label.png")) == np.asarray(
+        Image.open(tmp_path / "pred" / "a_label.png")
+    )
+    assert agree.mean() > 0.9
     label = Image.open(tmp_path / "pred" / "a_label.png")
     assert label.mode == "P" and label.size == (52, 40)
     assert Image.open(tmp_path / "pred" / "big_overlay.png").size == (90, 70)

@@ -24,6 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flip", action="store_true", help="also average the horizontally flipped image")
     p.add_argument("--max-samples", type=int, help="evaluate on the first N images only")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: run the model under bfloat16 autocast, several times faster on recent GPUs and on CPUs with "
+        "AMX; scores differ from fp32 by rounding (default fp32)",
+    )
     p.add_argument("--dataset-opt", action="append", default=[], metavar="K=V", help="dataset option (repeat)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(run=run)
@@ -43,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     import segcore
     import torch
-    from segcore.inference import EvalProtocol
+    from segcore.inference import EvalProtocol, precision
     from segcore.train.trainer import evaluate
 
     from segcore_cli.commands.train import parse_kv
@@ -68,9 +75,10 @@ def run(args: argparse.Namespace) -> int:
     if args.flip:
         protocol.flip = True
     protocol = EvalProtocol.from_dict(protocol.to_dict())  # validate the combination
-    result = evaluate(
-        model, dataset, protocol.to_dict(), device=device, max_samples=args.max_samples, progress=not args.json
-    )
+    with precision(device, args.precision):
+        result = evaluate(
+            model, dataset, protocol.to_dict(), device=device, max_samples=args.max_samples, progress=not args.json
+        )
 
     def num(v: float) -> float | None:
         return None if math.isnan(v) else round(v, 2)
@@ -90,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
                     "protocol": protocol.to_dict(),
                     "dataset": dataset_name,
                     "split": args.split,
+                    "precision": args.precision,
                 }
             )
         )
@@ -100,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{c['name']:<{width}}  {c['IoU']:6.2f}  {c['Acc']:6.2f}")
     print(
         f"\nmIoU {result['mIoU']:.2f}  mAcc {result['mAcc']:.2f}  aAcc {result['aAcc']:.2f}  "
-        f"({dataset_name} {args.split}, {protocol.mode}, scales {list(protocol.scales)}, flip {protocol.flip})"
+        f"({dataset_name} {args.split}, {protocol.mode}, scales {list(protocol.scales)}, flip {protocol.flip}, "
+        f"{args.precision})"
     )
     return 0

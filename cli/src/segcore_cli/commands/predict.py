@@ -23,6 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="images larger than this run in sliding windows of this size (default 1024)",
     )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: run the model under bfloat16 autocast, several times faster on recent GPUs and on CPUs with "
+        "AMX; scores differ from fp32 by rounding (default fp32)",
+    )
     p.add_argument("--json", action="store_true", help="print the written files as JSON")
     p.set_defaults(run=run)
 
@@ -36,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     import segcore
     import torch
     from PIL import Image
-    from segcore.inference import EvalProtocol, predict_labels
+    from segcore.inference import EvalProtocol, precision, predict_labels
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = segcore.SegModel.from_pretrained(args.model).to(device).eval()
@@ -62,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
                 scales=base.scales,
                 flip=base.flip,
             )
-        labels = predict_labels(model, image, protocol, k)[0].cpu().numpy().astype(np.uint8)
+        with precision(device, args.precision):
+            labels = predict_labels(model, image, protocol, k)[0].cpu().numpy().astype(np.uint8)
         stem = Path(path).stem
         label_img = Image.fromarray(labels, mode="P")
         label_img.putpalette(palette[:256].reshape(-1).tolist())

@@ -16,7 +16,6 @@ import contextlib
 import platform
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +25,8 @@ from torch import nn
 from torch.utils import flop_counter
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
+
+from segcore.inference import precision as autocast
 
 MacsConvention = Literal["segcore", "torchprofile"]
 MACS_CONVENTIONS: tuple[str, ...] = ("segcore", "torchprofile")
@@ -190,15 +191,6 @@ def protocol(device: torch.device) -> dict[str, Any]:
     return info
 
 
-@contextlib.contextmanager
-def _autocast(device: torch.device, precision: str) -> Iterator[None]:
-    if precision == "bf16":
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-            yield
-    else:
-        yield
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -258,13 +250,13 @@ def benchmark_model(
         torch.cuda.reset_peak_memory_stats(dev)
     rss_before = _rss_mb()
     for _ in range(warmup):
-        with _autocast(dev, precision):
+        with autocast(dev, precision):
             step()
     _sync(dev)
     times = []
     for _ in range(iters):
         start = time.perf_counter()
-        with _autocast(dev, precision):
+        with autocast(dev, precision):
             step()
         _sync(dev)
         times.append(time.perf_counter() - start)
