@@ -173,3 +173,17 @@ def test_option_coercion_from_strings():
     assert coerce_option(Opts, "name", "none") is None
     with pytest.raises(OptionsError):
         coerce_option(Opts, "sise", "7")
+
+
+def test_every_installed_component_has_frozen_typed_options():
+    import dataclasses
+
+    for kind in ("encoders", "decoders", "losses", "datasets"):
+        for name, spec in registry.components(kind).items():
+            options = spec.load_options()
+            if options is None:
+                continue
+            assert dataclasses.is_dataclass(options), f"{kind} {name}: {options} is not a dataclass"
+            assert options.__dataclass_params__.frozen, f"{kind} {name}: {options.__name__} is not frozen"
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                setattr(options(), dataclasses.fields(options)[0].name, None)

@@ -57,7 +57,7 @@ def _token_map(tokens: Tensor, h: int, w: int) -> Tensor:
     return tokens.unflatten(1, (h, w)).permute(0, 3, 1, 2)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SegDeformerOptions:
     """Options of the ``segdeformer`` decoder.
 
