@@ -25,7 +25,6 @@ Usage (repository root; the lock keeps other benchmarks from running at the same
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import resource
 import runpy
@@ -38,9 +37,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from segcore.inference import PRECISIONS
+from segcore.inference import precision as _precision
 
 IMPLEMENTATIONS = ("sdpa", "materialized")
-PRECISIONS = ("fp32", "bf16")
 _SHARED = runpy.run_path(str(Path(__file__).resolve().parents[3] / "scripts" / "benchmarks.py"))
 
 
@@ -49,10 +49,6 @@ def _rss_mib() -> float:
     with open("/proc/self/statm") as fh:
         pages = int(fh.read().split()[1])
     return pages * resource.getpagesize() / 2**20
-
-
-def _precision(device: str, precision: str) -> contextlib.AbstractContextManager[None]:
-    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def _sync(device: str) -> None:
