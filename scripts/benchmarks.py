@@ -16,6 +16,7 @@ Usage (repository root; the full table wants an otherwise idle machine)::
 
     .venv/bin/python scripts/benchmarks.py --peer                  # CPU table + peer comparison
     .venv/bin/python scripts/benchmarks.py --device cpu cuda       # + CUDA rows: fp32; bf16, channels-last, compile
+    .venv/bin/python scripts/benchmarks.py --peer --cpu-bf16       # + CPU rows under bf16 autocast
     .venv/bin/python scripts/benchmarks.py --counts-only           # parameters and multiply-adds only (quick)
     .venv/bin/python scripts/benchmarks.py --only 'mscan-t' --iters 3 --out /tmp/b.md
     .venv/bin/python scripts/benchmarks.py --render-only           # re-render the markdown from the JSON
@@ -156,6 +157,8 @@ def settings_for(args: argparse.Namespace) -> list[tuple[Setting, str | None]]:
     out: list[tuple[Setting, str | None]] = []
     if "cpu" in args.device:
         out += [(s, None) for s in CPU_SETTINGS]
+        if args.cpu_bf16:
+            out.append((Setting("cpu", "bf16"), None))
     if "cuda" in args.device:
         import torch
 
@@ -475,6 +478,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json-out", type=Path, help="raw results (default: --out with .json)")
     parser.add_argument("--only", nargs="+", metavar="PATTERN", help="regular expressions searched in ENCODER+DECODER")
     parser.add_argument("--device", nargs="+", choices=("cpu", "cuda"), default=["cpu"], help="devices to measure on")
+    parser.add_argument(
+        "--cpu-bf16", action="store_true", help="also measure every CPU row under bf16 autocast (fast with AMX)"
+    )
     parser.add_argument("--iters", type=int, default=10, help="timed passes per row (and peer repetitions)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed passes first")
     parser.add_argument("--batch-size", type=int, default=1)

@@ -39,3 +39,16 @@ def test_counts_only_writes_the_markdown_and_the_json_of_the_measured_row(tmp_pa
     )
     assert rerendered.returncode == 0, rerendered.stderr[-3000:]
     assert out.read_text() == markdown
+
+
+def test_cpu_bf16_adds_a_bf16_cpu_setting_per_row():
+    import runpy
+
+    script = runpy.run_path(str(ROOT / "scripts" / "benchmarks.py"))
+    settings = [s for s, reason in script["settings_for"](script["parse_args"](["--cpu-bf16"])) if reason is None]
+    assert [(s.device, s.precision) for s in settings] == [("cpu", "fp32"), ("cpu", "bf16")]
+    plain = script["settings_for"](script["parse_args"]([]))
+    assert [(s.device, s.precision) for s, _ in plain] == [("cpu", "fp32")]
+    row = script["find_row"]("mit-b2+segdeformer")
+    argv = script["benchmark_argv"](row, settings[1], script["parse_args"](["--cpu-bf16"]))
+    assert argv[argv.index("--precision") + 1] == "bf16" and argv[argv.index("--device") + 1] == "cpu"
