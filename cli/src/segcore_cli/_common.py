@@ -26,6 +26,17 @@ def add_component_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--precision fp32|bf16`` (what :func:`segcore.inference.precision` takes)."""
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: run the model under bfloat16 autocast, faster where the hardware has bf16 matrix units (recent "
+        "GPUs, CPUs with AMX); scores differ from fp32 by rounding (default fp32)",
+    )
+
+
 def parse_component_options(kind: str, name: str, pairs: Sequence[str]) -> dict[str, Any]:
     """Turn ``["k=v", ...]`` into typed options of component ``name``, rejecting unknown keys."""
     from segcore.errors import OptionsError

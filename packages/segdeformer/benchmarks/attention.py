@@ -13,7 +13,7 @@ All implementations share the same weights (same seed; only the ``attention`` op
 * ``--device cuda``: memory is the peak of PyTorch's CUDA allocator during the forward minus what was
   allocated before it, and every timing synchronises the device. (Not run yet: no GPU was available.)
 * ``--precision bf16`` runs the forwards under ``torch.autocast(dtype=torch.bfloat16)`` (on CPUs with AMX,
-  oneDNN's bf16 products are several times faster than fp32 ones). Ratios always compare the two
+  oneDNN's bf16 matrix products run about 3x as fast as fp32 ones). Ratios always compare the two
   implementations at the same precision; the last column is every row's largest logits / mid-logits
   difference from the first precision's materialised row.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from segcore_cli._common import add_component_options, parse_component_options, print_json
+from segcore_cli._common import add_component_options, add_precision_option, parse_component_options, print_json
 
 # Kept in step with segcore.benchmark.MACS_CONVENTIONS (not imported: building the parser must not import torch).
 MACS_CONVENTIONS = ("segcore", "torchprofile")
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, nargs="+", default=[512], metavar="S", help="input size: S or H W (default 512)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    add_precision_option(p)
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the step")
     p.add_argument("--iters", type=int, default=10, help="timed iterations (0: count params and MACs only)")

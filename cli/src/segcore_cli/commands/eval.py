@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from segcore_cli._common import add_precision_option
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``eval`` parser."""
@@ -24,13 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flip", action="store_true", help="also average the horizontally flipped image")
     p.add_argument("--max-samples", type=int, help="evaluate on the first N images only")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument(
-        "--precision",
-        choices=("fp32", "bf16"),
-        default="fp32",
-        help="bf16: run the model under bfloat16 autocast, several times faster on recent GPUs and on CPUs with "
-        "AMX; scores differ from fp32 by rounding (default fp32)",
-    )
+    add_precision_option(p)
     p.add_argument("--dataset-opt", action="append", default=[], metavar="K=V", help="dataset option (repeat)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(run=run)

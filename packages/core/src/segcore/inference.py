@@ -85,8 +85,9 @@ class EvalProtocol:
 def precision(device: torch.device | str, name: str) -> torch.autocast:
     """The context a forward runs in at precision ``name``: ``"fp32"`` (as is) or ``"bf16"`` (autocast).
 
-    bf16 autocast is several times faster where the hardware has bf16 matrix units (recent GPUs; CPUs with
-    AMX); logits then differ from fp32 by rounding (about 1e-2 relative), labels rarely.
+    bf16 autocast is faster where the hardware has bf16 matrix units (recent GPUs; CPUs with AMX: 1.2x-2.8x
+    for the models of docs/benchmarks.md on 2 cores); logits then differ from fp32 by rounding (about 1e-2
+    relative), labels rarely.
 
     Example:
         >>> with precision("cpu", "bf16"):  # doctest: +SKIP
