@@ -121,6 +121,7 @@ def test_registered_name_loads_from_its_hub_repo(saved, monkeypatch, tmp_path):
     model, folder = saved
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path))
     spec = segcore.CheckpointSpec(
+        eval_protocol={"mode": "whole"},
         repo_id="segcore-test/tiny",
         revision="main",
         description="test",
@@ -149,6 +150,7 @@ def test_registered_name_falls_back_to_official_file_verifies_and_caches(saved, 
         url = hub.add_file("official.safetensors", official)
         for sha, ok in (("deadbeef", False), (digest[:8], True)):
             spec = segcore.CheckpointSpec(
+                eval_protocol={"mode": "whole"},
                 repo_id="segcore-test/not-mirrored",
                 revision="main",
                 description="test",
@@ -186,6 +188,7 @@ def test_registered_name_falls_back_to_official_file_verifies_and_caches(saved, 
 
 def test_manual_step_is_reported():
     spec = segcore.CheckpointSpec(
+        eval_protocol={"mode": "whole"},
         repo_id="segcore-test/absent",
         revision="main",
         description="t",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import segcore
 import torch
 from segcore.inference import EvalProtocol, infer_logits, slide_logits
 from torch import nn
@@ -68,13 +69,18 @@ def test_resize_keep_ratio_scores_at_original_size():
 
 
 def test_protocol_round_trip_and_errors():
-    p = EvalProtocol.from_dict({"mode": "slide", "crop_size": 512, "stride": [341, 341], "test_scale": None})
-    assert p.crop_size == (512, 512) and p.extra == {"test_scale": None}
+    p = EvalProtocol.from_dict({"mode": "slide", "crop_size": [512, 512], "stride": [341, 341]})
+    assert p.crop_size == (512, 512) and p.stride == (341, 341)
     assert EvalProtocol.from_dict(p.to_dict()) == p
-    with pytest.raises(ValueError, match="crop_size and stride"):
+    # An unknown key is an error naming the valid ones: a setting can no longer vanish into ``extra``.
+    with pytest.raises(segcore.OptionsError, match=r"unknown option 'test_scale'.*Valid options: mode, crop_size"):
+        EvalProtocol.from_dict({"mode": "whole", "test_scale": [2048, 512]})
+    with pytest.raises(segcore.OptionsError, match="crop_size and stride"):
         EvalProtocol.from_dict({"mode": "slide"})
-    with pytest.raises(ValueError, match="whole"):
+    with pytest.raises(segcore.OptionsError, match="'whole', 'slide'"):
         EvalProtocol.from_dict({"mode": "tiles"})
+    with pytest.raises(segcore.OptionsError, match="leave pixels uncovered"):
+        EvalProtocol(mode="slide", crop_size=(16, 16), stride=(40, 40))
 
 
 def test_real_model_slide_close_to_whole():

@@ -62,7 +62,7 @@ def test_train_eval_predict(tmp_path, capsys):
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["iter"] == 6 and 0 <= summary["mIoU"] <= 100
-    assert json.loads((out / "config.json").read_text())["decoder_options"] == {"channels": 16}
+    assert json.loads((out / "config.json").read_text())["decoder_options"] == {"channels": 16, "dropout": 0.1}
 
     assert segcore_cli.main(["eval", "--model", str(out), "--json", "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out)

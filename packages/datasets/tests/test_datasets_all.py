@@ -10,11 +10,11 @@ import pytest
 import segcore
 import torch
 from PIL import Image
+from segcore.data import EvalProtocol, TestTransform, TrainTransform, keep_ratio_size
 from segcore_datasets import meta
 from segcore_datasets.base import DatasetError, reduce_zero_label_lut
 from segcore_datasets.check import check_dataset, preflight
 from segcore_datasets.prepare import isaid_windows, prepare
-from segcore_datasets.transforms import TestTransform, TrainTransform, keep_ratio_size
 
 RNG = np.random.default_rng(0)
 
@@ -145,7 +145,7 @@ def test_coco_stuff10k_prepare_from_mat(tmp_path: Path) -> None:
     ds = segcore.build_dataset("coco-stuff10k", str(dst), "train")
     # on disk: 0, trainId + 1; after reduce_zero_label: 255 and the trainId of the 164k table
     assert ds[0]["label"].tolist() == [[255, 0, 11], [170, 80, 1]]
-    assert segcore.build_dataset("coco-stuff10k", str(dst), "val").eval_protocol["min_size"] == 512
+    assert segcore.build_dataset("coco-stuff10k", str(dst), "val").eval_protocol.min_size == 512
 
 
 def test_voc2012_aug_train_concat_and_prepare(tmp_path: Path) -> None:
@@ -394,10 +394,10 @@ def test_train_transform_deterministic_and_flip_and_photometric() -> None:
 
 
 def test_test_transform_sizes() -> None:
-    ade = TestTransform((2048, 512), resize_to_multiple=32)
+    ade = TestTransform(EvalProtocol(resize=(2048, 512), resize_to_multiple=32))
     assert ade.output_size(512, 683) == (512, 704)
-    assert TestTransform((2048, 1024)).output_size(1024, 2048) == (1024, 2048)
-    out = TestTransform((2048, 512))(
+    assert TestTransform(EvalProtocol(resize=(2048, 1024))).output_size(1024, 2048) == (1024, 2048)
+    out = TestTransform(EvalProtocol(resize=(2048, 512)))(
         {"image": torch.zeros(3, 100, 200, dtype=torch.uint8), "label": torch.zeros(100, 200, dtype=torch.int64)}
     )
     assert out["image"].shape == (3, 512, 1024) and out["label"].shape == (100, 200) and out["ori_size"] == (100, 200)

@@ -37,7 +37,19 @@ def test_mit_imagenet_checkpoints_are_registered_with_their_official_source(v: s
 def test_segdeformer_ade20k_names_carry_card_facts(v: str, miou: str) -> None:
     spec = components("checkpoints")[f"segdeformer-mit-{v}-ade20k"]
     assert (spec.kind, spec.encoder, spec.decoder, spec.num_classes) == ("model", f"mit-{v}", "segdeformer", 150)
-    assert miou in spec.metric and "whole image" in spec.eval_protocol and spec.dataset == "ade20k"
+    assert miou in spec.metric and spec.dataset == "ade20k"
+    # spec §8 "Test": keep-ratio resize into (2048, 512), whole image, no flip, no padding
+    assert spec.eval_protocol.to_dict() == {
+        "mode": "whole",
+        "crop_size": None,
+        "stride": None,
+        "resize": [2048, 512],
+        "keep_ratio": True,
+        "min_size": None,
+        "resize_to_multiple": None,
+        "scales": [1.0],
+        "flip": False,
+    }
 
 
 def _plugin(name: str, spec: segcore.CheckpointSpec) -> types.ModuleType:

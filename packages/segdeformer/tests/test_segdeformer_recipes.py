@@ -66,7 +66,7 @@ def test_recipe_registered() -> None:
     # spec §8: poly power 1 to 0, linear warm-up ratio 1e-6, torch AdamW betas, 512 crops, eval every 16k
     assert (spec.power, spec.min_lr, spec.warmup_ratio, spec.betas) == (1.0, 0.0, 1e-6, (0.9, 0.999))
     assert (spec.crop_size, spec.eval_every, spec.checkpoint_every) == ((512, 512), 16_000, 16_000)
-    assert spec.train_pipeline["ratio_range"] == (0.5, 2.0) and spec.train_pipeline["cat_max_ratio"] == 0.75
+    assert spec.train_pipeline.ratio_range == (0.5, 2.0) and spec.train_pipeline.cat_max_ratio == 0.75
     # "no decay on bias" (DESIGN.md) is not the official rule (spec §8, §10 item 11): biases keep decay
     assert spec.bias_decay_mult is None and spec.norm_decay_mult is None
 

@@ -139,7 +139,9 @@ def test_registered_checkpoints_load_through_local_hub(fixture: dict, tmp_path: 
         assert any(p.endswith(f"{spec.repo_id}/resolve/main/model.safetensors") for _, p in hub.requests)
     # The model card states source, converter, expected metric and eval protocol.
     assert spec.official_url in card and "segcore convert --format mmseg" in card
-    assert "mIoU 41.1 / 42.2" in card and "ResizeToMultiple(32)" in card
+    assert "mIoU 41.1 / 42.2" in card and "resize to a multiple of 32" in card
+    # ... and the model carries that protocol as typed data, so `segcore eval` runs it by default.
+    assert model.config.eval == spec.eval_protocol.to_dict() and model.config.eval["resize_to_multiple"] == 32
     diffs = _max_diffs(model, fixture["io"])
     assert max(diffs.values()) <= TOL, diffs
     with torch.no_grad():

@@ -292,12 +292,19 @@ def test_recipes_match_spec() -> None:
         assert rules == {"pos_block": (1.0, 0.0), "decoder.": (10.0, 1.0), "adapter.": (10.0, 1.0), "norm": (1.0, 0.0)}
         assert r.norm_decay_mult is None and r.bias_decay_mult is None  # stem BNs, biases keep decay 0.01
         tp = r.train_pipeline
-        assert (tp["scale"], tp["ratio_range"], tp["cat_max_ratio"], tp["flip_prob"]) == (scale, (0.5, 2.0), 0.75, 0.5)
-        assert tp["photometric"]["brightness_delta"] == 32 and tp["photometric"]["hue_delta"] == 18
-        assert r.eval["keep_ratio"] is True and r.eval["resize"] == scale
+        assert (tp.scale, tp.ratio_range, tp.cat_max_ratio, tp.flip_prob) == (scale, (0.5, 2.0), 0.75, 0.5)
+        assert tp.photometric.brightness_delta == 32 and tp.photometric.hue_delta == 18
+        assert tp.mean == (123.675, 116.28, 103.53) and tp.std == (58.395, 57.12, 57.375)  # spec §5.2 step 6
+        assert r.eval.keep_ratio is True and r.eval.resize == scale and r.clip_grad is None
     city = recipes["segnext-cityscapes-160k"].eval
-    assert (city["mode"], city["crop_size"], city["stride"]) == ("slide", (1024, 1024), (768, 768))
-    assert recipes["segnext-ade20k-160k"].eval["mode"] == "whole"
+    assert (city.mode, city.crop_size, city.stride, city.resize_to_multiple) == (
+        "slide",
+        (1024, 1024),
+        (768, 768),
+        None,
+    )
+    ade = recipes["segnext-ade20k-160k"].eval
+    assert (ade.mode, ade.resize_to_multiple) == ("whole", 32)  # ResizeToMultiple(32) is a resize, not a pad
 
 
 @pytest.mark.parametrize(
@@ -323,9 +330,10 @@ def test_recipe_head_options_stay_with_their_decoder_and_flags_win() -> None:
     from segcore.train import TrainSettings, resolve_recipe
 
     foreign = TrainSettings(encoder="mscan-b", decoder="mlp", dataset="ade20k", recipe="segnext-ade20k-160k")
-    assert resolve_recipe(foreign)[1].decoder_opt == {}
+    assert resolve_recipe(foreign)[1].decoder_opt == {"channels": 256, "dropout": 0.1}  # mlp's own defaults
     flag = TrainSettings(encoder="mscan-b", dataset="ade20k", recipe="segnext-ade20k-160k", decoder_opt={"md_r": 8})
-    assert resolve_recipe(flag)[1].decoder_opt == {"channels": 512, "ham_channels": 512, "md_r": 8}
+    opts = resolve_recipe(flag)[1].decoder_opt
+    assert (opts["channels"], opts["ham_channels"], opts["md_r"]) == (512, 512, 8)
 
 
 def test_recipe_rules_split_parameters_like_mmcv() -> None:

@@ -311,7 +311,7 @@ def test_recipe_param_groups_match_official_custom_keys() -> None:
         value = torch.zeros(1, 5, 1) if rest == "pos_embed" else torch.zeros(1)
         (name,) = convert(comp, {rest: value})
         assert ours[prefix + name] == _mmcv_rule(key), key
-    assert recipe.crop_size == (640, 640) and recipe.model["encoder"] == "vit-l16"
+    assert recipe.crop_size == (640, 640) and recipe.model.encoder == "vit-l16"
 
 
 def test_pretrained_loads_timm_augreg_layout(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
     import segcore
     import torch
-    from segcore.inference import EvalProtocol, precision
+    from segcore.inference import precision
+    from segcore.settings import EvalProtocol
     from segcore.train.trainer import evaluate
 
     from segcore_cli.commands.train import parse_kv
@@ -59,22 +60,25 @@ def run(args: argparse.Namespace) -> int:
     dataset = segcore.build_dataset(
         dataset_name, root=args.data_root, split=args.split, **parse_kv(args.dataset_opt, None, "datasets")
     )
+    # The model's own protocol (a paper checkpoint's test pipeline, or the one it was trained with), else the
+    # dataset's reference protocol; flags override single fields and the result is validated as a whole.
     protocol = EvalProtocol.from_dict(model.config.eval or getattr(dataset, "eval_protocol", None))
+    changes: dict = {}
     if args.mode:
-        protocol.mode = args.mode
+        changes["mode"] = args.mode
     if args.crop_size:
-        protocol.crop_size = tuple(_pair(args.crop_size))  # type: ignore[assignment]
+        changes["crop_size"] = tuple(_pair(args.crop_size))
     if args.stride:
-        protocol.stride = tuple(_pair(args.stride))  # type: ignore[assignment]
+        changes["stride"] = tuple(_pair(args.stride))
     if args.scales:
-        protocol.scales = tuple(float(s) for s in args.scales.split(","))
+        changes["scales"] = tuple(float(s) for s in args.scales.split(","))
     if args.flip:
-        protocol.flip = True
-    protocol = EvalProtocol.from_dict(protocol.to_dict())  # validate the combination
+        changes["flip"] = True
+    protocol = protocol.replace(**changes)
+    if not args.json:
+        print(f"protocol: {protocol.describe()}")
     with precision(device, args.precision):
-        result = evaluate(
-            model, dataset, protocol.to_dict(), device=device, max_samples=args.max_samples, progress=not args.json
-        )
+        result = evaluate(model, dataset, protocol, device=device, max_samples=args.max_samples, progress=not args.json)
 
     def num(v: float) -> float | None:
         return None if math.isnan(v) else round(v, 2)

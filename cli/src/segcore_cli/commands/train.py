@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--encoder", help="encoder name (see segcore list --kind encoders)")
     p.add_argument("--decoder", help="decoder name")
-    p.add_argument("--dataset", default="synthetic-shapes", help="dataset name (default: synthetic-shapes)")
+    p.add_argument("--dataset", help="dataset name (default: the recipe's; synthetic-shapes without a recipe)")
     p.add_argument("--data-root", help="dataset folder")
     p.add_argument("--recipe", help="training preset (see segcore list --kind recipes)")
     p.add_argument("--iters", type=int, help="training iterations")
@@ -51,7 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-eval-samples", type=int, help="validate on the first N images only")
     p.add_argument("--workers", type=int, help="data loading processes (default: 0 on CPU, up to 8 on a GPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print the final validation metrics as JSON")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the fully resolved run (model options, parameter groups, schedule, pipelines, eval protocol, "
+        "batch split) and exit: no data is read, no weights are created, nothing is written",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON (the final metrics, or the --dry-run plan)")
     p.set_defaults(run=run)
 
 
@@ -121,6 +127,12 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=not args.no_progress,
     )
+    if args.dry_run:
+        from segcore.train import plan
+
+        resolved_plan = plan(settings)
+        print(json.dumps(resolved_plan, indent=2) if args.json else format_plan(resolved_plan))
+        return 0
     out = train(settings)
     if os.environ.get("RANK", "0") != "0":  # under `accelerate launch`, only the main process reports
         return 0
@@ -142,3 +154,61 @@ def run(args: argparse.Namespace) -> int:
             print(f"final validation: mIoU {last['mIoU']:.2f}  mAcc {last['mAcc']:.2f}  aAcc {last['aAcc']:.2f}")
         print(f"model: {out}   curves: {out / 'curves.png'}   best: {out / 'best'}")
     return 0
+
+
+def _kv(options: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items()) or "(none)"
+
+
+def format_plan(plan: dict) -> str:
+    """The ``--dry-run`` plan as text, one setting per line, in the order a paper's appendix lists them."""
+    recipe, data, model, opt, sched = (
+        plan["recipe"],
+        plan["dataset"],
+        plan["model"],
+        plan["optimizer"],
+        plan["schedule"],
+    )
+    pipe, batch = plan["train_pipeline"], plan["batch"]
+    lines = [
+        f"recipe          {recipe['name'] or '(none)'}: {recipe['description']}",
+        f"  source        {recipe['source']}",
+        f"dataset         {data['name']} (root {data['root'] or '-'}), {data.get('num_classes', '?')} classes"
+        + (f"  [{data['error']}]" if "error" in data else f", {data['train_samples']} training images"),
+        f"model           {model['encoder']} + {model['decoder']}, {model['num_classes'] or '?'} classes, "
+        f"pretrained encoder: {'yes' if model['pretrained_encoder'] else 'no'}",
+        f"  encoder       {_kv(model['encoder_options'])}",
+        f"  decoder       {_kv(model['decoder_options'])}",
+        f"  normalise     mean {tuple(model['mean'])}, std {tuple(model['std'])}, ignore index {model['ignore_index']}",
+        f"optimizer       {opt['type']}, lr {opt['lr']:g}, weight decay {opt['weight_decay']:g}, "
+        f"betas {tuple(opt['betas'])}",
+    ]
+    for rule in opt["param_rules"]:
+        lines.append(
+            f"  rule          {rule['key']!r}: lr x{rule['lr_mult']:g} ({rule['lr']:g}), "
+            f"decay x{rule['decay_mult']:g} ({rule['weight_decay']:g})"
+        )
+    lines.append(f"  unmatched     norm decay x{opt['norm_decay_mult']}, bias decay x{opt['bias_decay_mult']}")
+    for group in opt["param_groups"] or []:
+        lines.append(
+            f"  group         lr {group['lr']:g}, decay {group['weight_decay']:g}: "
+            f"{group['tensors']} tensors, {group['values']:,} values"
+        )
+    warm = f", linear warm-up {sched['warmup_iters']} iterations from x{sched['warmup_ratio']:g}"
+    lines += [
+        f"schedule        {sched['iters']} iterations, poly power {sched['power']:g}, min lr {sched['min_lr']:g}"
+        + (warm if sched["warmup_iters"] else ""),
+        f"clip grad       {'max L2 norm ' + format(plan['clip_grad'], 'g') if plan['clip_grad'] else 'none'}",
+        f"train pipeline  crop {tuple(pipe['crop_size'])}, scale {pipe['scale'] and tuple(pipe['scale'])}, "
+        f"ratio {pipe['ratio_range'] and tuple(pipe['ratio_range'])}, cat_max_ratio {pipe['cat_max_ratio']:g}, "
+        f"flip {pipe['flip_prob']:g}",
+        f"  photometric   {_kv(pipe['photometric']) if pipe['photometric'] else 'none'}",
+        f"  normalise     mean {tuple(pipe['mean'])}, std {tuple(pipe['std'])}, then pad with {pipe['pad_value']:g}",
+        f"eval protocol   ({plan['eval_protocol_source']}) {_kv(plan['eval_protocol'] or {})}",
+        f"                every {plan['eval_every']} iterations; checkpoint every {plan['checkpoint_every']}",
+        f"batch           {batch['total']} = {batch['per_device']} per device x {batch['processes']} process(es) "
+        f"x {batch['grad_accum']} accumulation step(s)",
+        f"precision       {plan['mixed_precision']}, seed {plan['seed']}, EMA {plan['ema_decay'] or 'none'}",
+        f"output          {plan['output_dir']}",
+    ]
+    return "\n".join(lines)

@@ -7,11 +7,20 @@ from typing import Any
 
 from segcore.contracts import Decoder, Encoder, Loss
 from segcore.errors import OptionsError
-from segcore.options import option_names, unknown_options_message
+from segcore.options import option_names, parse_options, to_jsonable_options, unknown_options_message
 from segcore.registry import Kind, components, get_spec
-from segcore.specs import ComponentSpec, FeatureInfo
+from segcore.specs import ComponentSpec, FeatureInfo, PairSpec
 
-__all__ = ["build_encoder", "build_decoder", "build_loss", "build_dataset", "validate_options"]
+__all__ = [
+    "build_encoder",
+    "build_decoder",
+    "build_loss",
+    "build_dataset",
+    "validate_options",
+    "find_pair",
+    "with_pair_defaults",
+    "resolved_options",
+]
 
 
 def validate_options(kind: Kind, name: str, options: Mapping[str, Any]) -> None:
@@ -70,3 +79,36 @@ def build_dataset(name: str, root: str | None = None, split: str = "train", **op
         >>> ds = build_dataset("synthetic-shapes", split="val")  # doctest: +SKIP
     """
     return _call("datasets", name, root, split, **options)
+
+
+def find_pair(encoder: str, decoder: str) -> tuple[str, PairSpec] | None:
+    """The registered paper pair ``(name, spec)`` of ``encoder`` + ``decoder``, or ``None``."""
+    for name, spec in components("pairs").items():
+        if spec.encoder == encoder and spec.decoder == decoder:
+            return name, spec
+    return None
+
+
+def with_pair_defaults(
+    encoder: str, decoder: str, encoder_options: Mapping[str, Any], decoder_options: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The options of a registered paper pair with ``encoder_options`` / ``decoder_options`` over them.
+
+    Example:
+        >>> with_pair_defaults("mscan-b", "ham", {}, {"dropout": 0.0})[1]  # doctest: +SKIP
+        {'channels': 512, 'ham_channels': 512, 'md_r': 64, 'dropout': 0.0}
+    """
+    found = find_pair(encoder, decoder)
+    if found is None:
+        return dict(encoder_options), dict(decoder_options)
+    pair = found[1]
+    return {**pair.encoder_options, **encoder_options}, {**pair.decoder_options, **decoder_options}
+
+
+def resolved_options(kind: Kind, name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Every option of component ``name`` with ``options`` applied: what the component will be built with."""
+    spec: ComponentSpec = get_spec(kind, name)
+    options_cls = spec.load_options()
+    if options_cls is None:
+        return dict(options)
+    return to_jsonable_options(parse_options(options_cls, {**spec.load_defaults(), **options}, component=name))

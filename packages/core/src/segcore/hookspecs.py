@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, RecipeSpec
+    from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, PairSpec, RecipeSpec
 
 __all__ = ["hookspec", "hookimpl", "PROJECT"]
 
@@ -58,3 +58,8 @@ def segcore_converters() -> dict[str, ConverterSpec]:
 @hookspec
 def segcore_recipes() -> dict[str, RecipeSpec]:
     """Return training recipes: name -> preset taken from a paper's official config."""
+
+
+@hookspec
+def segcore_pairs() -> dict[str, PairSpec]:
+    """Return paper models: name -> an encoder, a decoder and the paper's options for that pair."""

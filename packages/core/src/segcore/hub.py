@@ -270,6 +270,7 @@ def convert_registered(name: str, spec: CheckpointSpec, official_file: str | Pat
         num_classes=spec.num_classes,
         encoder_options=dict(spec.encoder_options),
         decoder_options=dict(spec.decoder_options),
+        eval=spec.eval_protocol.to_dict() if spec.eval_protocol is not None else {},
         **dict(spec.model_config),
     )
     model.config.extra.update(
@@ -278,7 +279,7 @@ def convert_registered(name: str, spec: CheckpointSpec, official_file: str | Pat
             "source": spec.official_url or spec.official_filename,
             "converter": f"segcore convert --format {spec.format}",
             "metric": spec.metric,
-            "eval_protocol": spec.eval_protocol,
+            "eval_protocol": spec.eval_protocol.describe() if spec.eval_protocol is not None else "",
             "dataset": spec.dataset,
         }
     )

@@ -1,7 +1,8 @@
 """Whole-image, sliding-window and multi-scale + flip inference; logits come back at the original image size.
 
-Semantics follow mmseg 0.x ``EncoderDecoder.inference``: the image is optionally rescaled (``resize`` with
-``keep_ratio`` like mmcv's ``Resize``: the largest factor that fits ``(long, short)``), run whole or in
+Semantics follow mmseg 0.x ``EncoderDecoder.inference``: the image is optionally rescaled as the
+:class:`~segcore.settings.EvalProtocol` says (keep-ratio ``resize``, ``min_size``, ``resize_to_multiple``), run
+whole or in
 ``crop_size`` windows every ``stride`` pixels (the last window is shifted back inside the image and the
 overlapping logits are averaged), the softmax of every scale (and its horizontal flip) is averaged, and the
 result is resized bilinearly to the original size so that labels are scored at their own resolution.
@@ -10,76 +11,17 @@ result is resized bilinearly to the original size so that labels are scored at t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segcore.settings import EvalProtocol
+
 __all__ = ["EvalProtocol", "PRECISIONS", "precision", "slide_logits", "infer_logits", "predict_labels"]
 
 PRECISIONS = ("fp32", "bf16")
-
-
-@dataclass
-class EvalProtocol:
-    """How to run a model on an evaluation image (saved as ``model.config.eval``).
-
-    Attributes:
-        mode: ``"whole"`` or ``"slide"``.
-        crop_size: window ``(H, W)`` of ``slide``.
-        stride: window step ``(H, W)`` of ``slide``.
-        resize: ``(long, short)`` target of the test-time rescale; ``None`` keeps the image size.
-        keep_ratio: keep the aspect ratio when rescaling (mmcv semantics); else resize to ``resize`` exactly
-            as ``(W, H)``.
-        scales: extra scale factors (multi-scale test); ``(1.0,)`` is single scale.
-        flip: also run the horizontally flipped image.
-    """
-
-    mode: str = "whole"
-    crop_size: tuple[int, int] | None = None
-    stride: tuple[int, int] | None = None
-    resize: tuple[int, int] | None = None
-    keep_ratio: bool = True
-    scales: tuple[float, ...] = (1.0,)
-    flip: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> EvalProtocol:
-        """Build from a (JSON) dict; unknown keys go to ``extra``."""
-        data = dict(data or {})
-        known = {"mode", "crop_size", "stride", "resize", "keep_ratio", "scales", "flip"}
-        kwargs: dict[str, Any] = {k: data.pop(k) for k in list(data) if k in known}
-        for key in ("crop_size", "stride", "resize"):
-            value = kwargs.get(key)
-            if isinstance(value, int):
-                kwargs[key] = (value, value)
-            elif value is not None:
-                kwargs[key] = tuple(int(v) for v in value)
-        if "scales" in kwargs:
-            kwargs["scales"] = tuple(float(s) for s in kwargs["scales"])
-        protocol = cls(**kwargs, extra=data)
-        if protocol.mode not in ("whole", "slide"):
-            raise ValueError(f"eval mode must be 'whole' or 'slide', not {protocol.mode!r}")
-        if protocol.mode == "slide" and (protocol.crop_size is None or protocol.stride is None):
-            raise ValueError("eval mode 'slide' needs crop_size and stride")
-        return protocol
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        out: dict[str, Any] = {
-            "mode": self.mode,
-            "keep_ratio": self.keep_ratio,
-            "scales": list(self.scales),
-            "flip": self.flip,
-        }
-        for key in ("crop_size", "stride", "resize"):
-            value = getattr(self, key)
-            out[key] = list(value) if value is not None else None
-        out.update(self.extra)
-        return out
 
 
 def precision(device: torch.device | str, name: str) -> torch.autocast:
@@ -126,17 +68,6 @@ def slide_logits(
     return logits / count
 
 
-def _rescaled_size(h: int, w: int, protocol: EvalProtocol, factor: float) -> tuple[int, int]:
-    if protocol.resize is None:
-        return max(1, int(h * factor + 0.5)), max(1, int(w * factor + 0.5))
-    long_side, short_side = max(protocol.resize), min(protocol.resize)
-    if protocol.keep_ratio:
-        scale = min(long_side * factor / max(h, w), short_side * factor / min(h, w))
-        return int(h * scale + 0.5), int(w * scale + 0.5)
-    # mmcv gives (W, H) when keep_ratio is off.
-    return int(protocol.resize[1] * factor), int(protocol.resize[0] * factor)
-
-
 def _resize_images(images: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(images.shape[-2:]) == size:
         return images
@@ -161,15 +92,14 @@ def infer_logits(
     Shape:
         images: ``[B, 3, H, W]`` (uint8 or normalised float); returns ``[B, K, H, W]`` float32.
     """
-    if not isinstance(protocol, EvalProtocol):
-        protocol = EvalProtocol.from_dict(protocol)
+    protocol = EvalProtocol.from_dict(protocol)
     if num_classes is None:
         num_classes = int(model.config.num_classes)  # type: ignore[union-attr]
     h, w = images.shape[-2:]
     several = len(protocol.scales) > 1 or protocol.flip
     total: Tensor | None = None
     for factor in protocol.scales:
-        scaled = _resize_images(images, _rescaled_size(h, w, protocol, factor))
+        scaled = _resize_images(images, protocol.image_size(h, w, factor))
         for flip in (False, True) if protocol.flip else (False,):
             x = scaled.flip(-1) if flip else scaled
             if protocol.mode == "slide":

@@ -14,17 +14,15 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from segcore.adapters import SimpleFeaturePyramid, is_plain, is_pyramid
-from segcore.components import build_decoder, build_encoder, build_loss, validate_options
+from segcore.components import build_decoder, build_encoder, build_loss, validate_options, with_pair_defaults
 from segcore.contracts import Decoder, DecoderOutput, Encoder, Loss
 from segcore.errors import SegcoreError, WiringError
 from segcore.ops import is_tracing
 from segcore.registry import get_spec
+from segcore.settings import IMAGENET_MEAN, IMAGENET_STD, EvalProtocol
 from segcore.specs import ComponentSpec, FeatureInfo
 
 __all__ = ["SegModelConfig", "SegModel", "build_model", "IMAGENET_MEAN", "IMAGENET_STD"]
-
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 @dataclass
@@ -44,7 +42,8 @@ class SegModelConfig:
         mean: per-channel mean subtracted from 0-255 images.
         std: per-channel std dividing 0-255 images.
         ignore_index: label value that marks unlabelled pixels.
-        eval: the evaluation protocol (resize rule, mode, crop/stride, scales, flip) used by ``segcore eval``.
+        eval: the evaluation protocol (:class:`~segcore.settings.EvalProtocol` as a dict: resize rule, mode,
+            crop/stride, scales, flip) used by ``segcore eval``; empty means the dataset's.
         extra: free-form metadata (dataset, recipe, provenance).
     """
 
@@ -62,6 +61,11 @@ class SegModelConfig:
     ignore_index: int = 255
     eval: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Check the eval protocol strictly (an unknown key names the valid ones) and store it in full."""
+        if self.eval:
+            self.eval = EvalProtocol.from_dict(self.eval, "config.json eval").to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (tuples become lists)."""
@@ -330,9 +334,14 @@ def build_model(
     encoder_options: Mapping[str, Any] | None = None,
     decoder_options: Mapping[str, Any] | None = None,
     pretrained_encoder: bool = False,
+    pair_defaults: bool = True,
     **config: Any,
 ) -> SegModel:
     """Build a :class:`SegModel` from registered component names.
+
+    Naming a registered paper pair builds the paper's model: the pair's options (``segcore list --kind pairs``)
+    apply under the ones given here, so ``build_model("mscan-b", "ham", 150)`` is SegNeXt-B with its 512-channel
+    head. The config stores the options as applied.
 
     Args:
         encoder: encoder name (``"mscan-b"``, ``"timm:convnext_tiny"``, ...).
@@ -341,17 +350,21 @@ def build_model(
         encoder_options: encoder options (validated).
         decoder_options: decoder options (validated).
         pretrained_encoder: load the encoder's pretrained weights.
+        pair_defaults: apply the options of the registered paper pair of ``encoder`` + ``decoder``, if any.
         **config: other :class:`SegModelConfig` fields (``class_names``, ``mean``, ``loss``, ...).
 
     Example:
         >>> model = segcore.build_model(encoder="mscan-b", decoder="segdeformer", num_classes=150)  # doctest: +SKIP
     """
+    encoder_options, decoder_options = dict(encoder_options or {}), dict(decoder_options or {})
+    if pair_defaults:
+        encoder_options, decoder_options = with_pair_defaults(encoder, decoder, encoder_options, decoder_options)
     cfg = SegModelConfig(
         encoder=encoder,
         decoder=decoder,
         num_classes=num_classes,
-        encoder_options=dict(encoder_options or {}),
-        decoder_options=dict(decoder_options or {}),
+        encoder_options=encoder_options,
+        decoder_options=decoder_options,
         **config,
     )
     return SegModel(cfg, pretrained_encoder=pretrained_encoder)

@@ -7,6 +7,7 @@ list of valid ones, so a typo fails where it is made.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import types
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 
 from segcore.errors import OptionsError
 
-__all__ = ["parse_options", "option_names", "coerce_option", "unknown_options_message"]
+__all__ = ["parse_options", "option_names", "coerce_option", "unknown_options_message", "to_jsonable_options"]
 
 T = TypeVar("T")
 
@@ -36,15 +37,18 @@ def unknown_options_message(component: str, unknown: list[str], valid: list[str]
 
 
 def parse_options(options_cls: type[T], options: Mapping[str, Any], component: str = "") -> T:
-    """Build ``options_cls`` from ``options``, rejecting keys it does not have.
+    """Build ``options_cls`` from ``options``, rejecting keys it does not have and values of the wrong kind.
+
+    Values are converted where JSON loses the type: lists become tuples for ``tuple`` fields, mappings become
+    nested dataclasses, ints become floats; ``Literal`` fields accept only their listed values.
 
     Args:
         options_cls: a dataclass type whose defaults are the component's base setting.
-        options: the keyword arguments given by the user.
+        options: the keyword arguments given by the user (or read from JSON).
         component: the component name, used in error messages.
 
     Raises:
-        OptionsError: for an unknown key, naming the valid ones.
+        OptionsError: for an unknown key (naming the valid ones) or a value that does not fit its field.
 
     Example:
         >>> @dataclasses.dataclass(frozen=True)
@@ -53,11 +57,96 @@ def parse_options(options_cls: type[T], options: Mapping[str, Any], component: s
         >>> parse_options(HeadOptions, {"channels": 128}).channels
         128
     """
+    if isinstance(options, options_cls):
+        return options
+    if not isinstance(options, Mapping):
+        raise OptionsError(f"{component or options_cls.__name__}: expected a mapping of options, got {options!r}")
+    where = component or options_cls.__name__
     valid = option_names(options_cls)
     unknown = [k for k in options if k not in valid]
     if unknown:
-        raise OptionsError(unknown_options_message(component or options_cls.__name__, unknown, valid))
-    return options_cls(**dict(options))
+        raise OptionsError(unknown_options_message(where, unknown, valid))
+    hints = _field_types(options_cls)
+    kwargs = {key: _convert(value, hints.get(key), f"{where}.{key}") for key, value in options.items()}
+    try:
+        return options_cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, OptionsError):
+            raise
+        raise OptionsError(f"{where}: {err}") from err
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    """Convert a (JSON) value to the annotation ``hint``; raise :class:`OptionsError` when it cannot fit."""
+    if hint is None or hint is Any or isinstance(hint, str):
+        return value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise OptionsError(f"{where}: None is not allowed")
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, where)
+            except OptionsError as err:
+                errors.append(str(err))
+        raise OptionsError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {hint}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise OptionsError(f"{where}: {value!r} is not one of {', '.join(repr(a) for a in args)}")
+        return value
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return parse_options(hint, value, where) if value is not None else value
+    if origin is tuple or hint is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise OptionsError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], where) for v in value)
+        if args and len(args) != len(value):
+            raise OptionsError(f"{where}: expected {len(args)} values, got {len(value)} ({value!r})")
+        return tuple(_convert(v, a, where) for v, a in zip(value, args)) if args else tuple(value)
+    if origin in (dict, Mapping) or hint in (dict, Mapping) or origin is collections.abc.Mapping:
+        if not isinstance(value, Mapping):
+            raise OptionsError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin is list or hint is list:
+        if not isinstance(value, (list, tuple)):
+            raise OptionsError(f"{where}: expected a list, got {value!r}")
+        return [_convert(v, args[0], where) for v in value] if args else list(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise OptionsError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise OptionsError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise OptionsError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise OptionsError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def to_jsonable_options(options: Any) -> dict[str, Any]:
+    """An options dataclass as a JSON-ready dict (tuples become lists, nested dataclasses dicts)."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(options)
 
 
 def _field_types(options_cls: type) -> dict[str, Any]:

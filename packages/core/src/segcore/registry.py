@@ -24,7 +24,7 @@ import pluggy
 
 from segcore import hookspecs
 from segcore.errors import ComponentClashError, UnknownComponentError
-from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, RecipeSpec
+from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, PairSpec, RecipeSpec
 
 __all__ = [
     "Kind",
@@ -41,8 +41,23 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["encoders", "decoders", "losses", "datasets", "checkpoints", "converters", "recipes"]
-KINDS: tuple[Kind, ...] = ("encoders", "decoders", "losses", "datasets", "checkpoints", "converters", "recipes")
+Kind = Literal["encoders", "decoders", "losses", "datasets", "checkpoints", "converters", "recipes", "pairs"]
+KINDS: tuple[Kind, ...] = (
+    "encoders",
+    "decoders",
+    "losses",
+    "datasets",
+    "checkpoints",
+    "converters",
+    "recipes",
+    "pairs",
+)
+_SPEC_TYPES: dict[str, type] = {
+    "checkpoints": CheckpointSpec,
+    "converters": ConverterSpec,
+    "recipes": RecipeSpec,
+    "pairs": PairSpec,
+}
 ENTRY_POINT_GROUP = "segcore"
 DEFAULT_PLUGINS: tuple[str, ...] = ("segcore.plugin",)
 
@@ -198,9 +213,7 @@ def _build_table(kind: Kind) -> None:
                     f"{_plugin_label(impl.plugin_name)}. Uninstall one of them or block one with "
                     f"SEGCORE_LOAD_PLUGINS."
                 )
-            expected = {"checkpoints": CheckpointSpec, "converters": ConverterSpec, "recipes": RecipeSpec}.get(
-                kind, ComponentSpec
-            )
+            expected = _SPEC_TYPES.get(kind, ComponentSpec)
             if not isinstance(spec, expected):
                 raise TypeError(
                     f"plugin {_plugin_label(impl.plugin_name)}: segcore_{kind}()[{name!r}] is a "

@@ -6,10 +6,14 @@ first use, so ``segcore list`` does not import torch or model code.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+
+from segcore.errors import OptionsError
+from segcore.settings import EvalProtocol, ModelSettings, TrainPipeline
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -20,6 +24,7 @@ __all__ = [
     "CheckpointSpec",
     "ConverterSpec",
     "RecipeSpec",
+    "PairSpec",
     "ParamGroupRule",
     "DecoderInput",
     "resolve",
@@ -34,7 +39,7 @@ def resolve(ref: Any) -> Any:
         module, _, attr = ref.partition(":")
         obj: Any = importlib.import_module(module)
         for part in attr.split("."):
-            obj = getattr(obj, part)
+            obj = obj[part] if isinstance(obj, Mapping) else getattr(obj, part)
         return obj
     return ref
 
@@ -60,6 +65,11 @@ class ComponentSpec:
         source: the paper or URL it comes from.
         options: the frozen dataclass of its options (or ``"module:Class"``); when given, unknown keys are
             rejected with the list of valid ones before the factory is called.
+        defaults: the option values of this variant where they differ from the dataclass defaults (a mapping or
+            dataclass instance, or ``"module:attr"``, e.g. an entry of the family's variant table), so that
+            ``segcore train --dry-run`` shows the options the factory really uses.
+        classes: datasets only: the class names (or ``"module:attr"``), known without opening the data, so that
+            ``segcore train --dry-run`` can size the classifier of a dataset that is not on this machine.
         input_kind: decoders only, see :attr:`Decoder.input_kind`.
         default_loss: decoders only: the loss name and options that train it.
     """
@@ -68,6 +78,8 @@ class ComponentSpec:
     description: str
     source: str = ""
     options: type | str | None = None
+    defaults: Mapping[str, Any] | Any | str = field(default_factory=dict)
+    classes: tuple[str, ...] | str = ()
     input_kind: DecoderInput = "any"
     default_loss: str = "ce"
     default_loss_options: Mapping[str, Any] = field(default_factory=dict)
@@ -79,6 +91,17 @@ class ComponentSpec:
     def load_options(self) -> type | None:
         """Return the options dataclass, importing it if it was given as ``"module:attr"``."""
         return resolve(self.options)
+
+    def load_classes(self) -> tuple[str, ...]:
+        """Return the class names of a dataset spec (empty when the spec does not give them)."""
+        return tuple(resolve(self.classes))
+
+    def load_defaults(self) -> dict[str, Any]:
+        """Return this variant's option values as a dict (see ``defaults``)."""
+        value = resolve(self.defaults)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return dict(value)
 
 
 @dataclass(frozen=True)
@@ -95,7 +118,8 @@ class CheckpointSpec:
         num_classes: classes of the head (``kind="model"`` only).
         dataset: the dataset it was trained on.
         metric: the expected result, e.g. ``"mIoU 41.1 (ss) / 42.2 (ms+flip)"``.
-        eval_protocol: how that metric was measured.
+        eval_protocol: the paper's single-scale test pipeline (``kind="model"``): the converted model stores it
+            as ``config.eval``, so ``segcore eval`` runs it by default. A mapping is parsed strictly.
         official_url: where the official file lives.
         official_filename: its file name.
         sha256: its SHA-256 (or the 8-digit prefix OpenMMLab puts in the name), when known.
@@ -116,7 +140,7 @@ class CheckpointSpec:
     num_classes: int = 0
     dataset: str = ""
     metric: str = ""
-    eval_protocol: str = ""
+    eval_protocol: EvalProtocol | None = None
     official_url: str = ""
     official_filename: str = ""
     sha256: str = ""
@@ -125,6 +149,18 @@ class CheckpointSpec:
     encoder_options: Mapping[str, Any] = field(default_factory=dict)
     decoder_options: Mapping[str, Any] = field(default_factory=dict)
     model_config: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Parse the eval protocol strictly; a model checkpoint must carry one."""
+        if self.eval_protocol is not None:
+            protocol = EvalProtocol.from_dict(self.eval_protocol, f"checkpoint {self.repo_id} eval_protocol")
+            object.__setattr__(self, "eval_protocol", protocol)
+        if self.kind not in ("model", "encoder"):
+            raise OptionsError(f"checkpoint {self.repo_id}: kind must be 'model' or 'encoder', not {self.kind!r}")
+        if self.kind == "model" and self.eval_protocol is None:
+            raise OptionsError(f"checkpoint {self.repo_id}: a model checkpoint needs its eval_protocol")
+        if "eval" in self.model_config:
+            raise OptionsError(f"checkpoint {self.repo_id}: give the protocol as eval_protocol, not model_config.eval")
 
 
 @dataclass(frozen=True)
@@ -175,6 +211,10 @@ class ParamGroupRule:
 class RecipeSpec:
     """A named training preset taken from a paper's official config (registered by ``segcore_recipes``).
 
+    Every field is typed and reaches the run (``segcore train --dry-run`` prints them resolved). The nested
+    settings may be given as mappings: they are parsed strictly, so an unknown key is an error naming the valid
+    ones.
+
     Attributes:
         description: one line: paper, dataset and schedule.
         dataset: registered dataset name.
@@ -192,17 +232,16 @@ class RecipeSpec:
         min_lr: learning rate reached at the last iteration.
         warmup_iters: length of the linear warm-up.
         warmup_ratio: learning rate at iteration 0 as a fraction of the scheduled one.
-        clip_grad: max gradient norm (mmcv ``optimizer_config.grad_clip``), ``None`` for no clipping.
-        train_pipeline: augmentation settings (``scale``, ``ratio_range``, ``cat_max_ratio``, ``flip_prob``,
-            ``photometric``).
-        eval: evaluation protocol (``mode``, ``crop_size``, ``stride``, ``resize``, ``keep_ratio``, ...).
+        clip_grad: max gradient L2 norm (mmcv ``optimizer_config.grad_clip``), ``None`` for no clipping.
+        train_pipeline: augmentation and normalisation (:class:`~segcore.settings.TrainPipeline`).
+        eval: evaluation protocol (:class:`~segcore.settings.EvalProtocol`); ``None`` evaluates with the
+            dataset's own protocol.
         eval_every: evaluate every this many iterations.
         checkpoint_every: save a full training state every this many iterations.
-        model: suggested model settings (``encoder``, ``decoder``, options, ``pretrained_encoder``).
-        model_variants: settings per encoder name, merged over ``model`` when the run uses that encoder
-            (one schedule, several official configs that differ by model size, e.g. a wider head for a
-            bigger backbone); keys are encoder names, values have the keys of ``model``.
-        source: the official config it comes from.
+        model: the model of the official config (:class:`~segcore.settings.ModelSettings`).
+        model_variants: the model per encoder name when the run uses another encoder than ``model``'s (one
+            schedule, several official configs, e.g. the Shrunk SegViT at this recipe's crop).
+        source: the official config (or paper table) it comes from.
     """
 
     description: str
@@ -221,10 +260,68 @@ class RecipeSpec:
     warmup_iters: int = 0
     warmup_ratio: float = 1e-6
     clip_grad: float | None = None
-    train_pipeline: Mapping[str, Any] = field(default_factory=dict)
-    eval: Mapping[str, Any] = field(default_factory=dict)
+    train_pipeline: TrainPipeline = field(default_factory=TrainPipeline)
+    eval: EvalProtocol | None = field(default_factory=EvalProtocol)
     eval_every: int = 16000
     checkpoint_every: int = 16000
-    model: Mapping[str, Any] = field(default_factory=dict)
-    model_variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    model_variants: Mapping[str, ModelSettings] = field(default_factory=dict)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        """Parse nested settings given as mappings and reject values that make no sense."""
+        where = f"recipe ({self.description})"
+        set_ = object.__setattr__
+        set_(self, "crop_size", tuple(self.crop_size))
+        set_(self, "betas", tuple(self.betas))
+        set_(self, "param_rules", tuple(self.param_rules))
+        set_(self, "train_pipeline", TrainPipeline.from_dict(self.train_pipeline, f"{where} train_pipeline"))
+        if self.eval is not None:
+            set_(self, "eval", EvalProtocol.from_dict(self.eval, f"{where} eval"))
+        set_(self, "model", ModelSettings.from_dict(self.model, f"{where} model"))
+        variants = {
+            k: ModelSettings.from_dict(v, f"{where} model_variants[{k!r}]") for k, v in self.model_variants.items()
+        }
+        set_(self, "model_variants", variants)
+        checks = {
+            "iters": self.iters > 0,
+            "batch_size": self.batch_size > 0,
+            "crop_size": len(self.crop_size) == 2 and min(self.crop_size) > 0,
+            "lr": self.lr > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "warmup_iters": self.warmup_iters >= 0,
+            "clip_grad": self.clip_grad is None or self.clip_grad > 0,
+            "eval_every": self.eval_every >= 0,
+            "checkpoint_every": self.checkpoint_every >= 0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise OptionsError(f"{where}: invalid {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+        for rule in self.param_rules:
+            if not isinstance(rule, ParamGroupRule):
+                raise OptionsError(f"{where}: param_rules must be ParamGroupRule, got {rule!r}")
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """A paper model: an encoder and a decoder whose options are the paper's for that pair.
+
+    ``build_model(encoder, decoder)`` (and ``segcore train``) applies the options of the registered pair under
+    whatever the user sets, so naming the paper's pair builds the paper's model (e.g. ``mscan-b`` + ``ham`` is
+    SegNeXt-B with its 512-channel head).
+
+    Attributes:
+        encoder: encoder name.
+        decoder: decoder name.
+        description: one line: which paper model this is.
+        encoder_options: the paper's encoder options for this pair.
+        decoder_options: the paper's decoder options for this pair.
+        source: the paper or official config.
+    """
+
+    encoder: str
+    decoder: str
+    description: str
+    encoder_options: Mapping[str, Any] = field(default_factory=dict)
+    decoder_options: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from segcore.settings import EvalProtocol
 
 from segcore_datasets import meta
 
@@ -182,8 +183,8 @@ class SegDataset:
         classes, palette, ignore_index: class names, RGB palette, ignore value.
         lut: 256-entry uint8 table from on-disk values to train ids (reduction and release maps folded in).
         test_resize: the keep-ratio test ``img_scale`` (long, short) of the papers' configs (§9), or None.
-        eval_protocol: dict with ``test_scale``, ``min_size``, ``resize_to_multiple``, ``mode``, ``crop_size``,
-            ``stride`` (§9).
+        eval_protocol: the reference test pipeline of the papers' configs (§9), used by ``segcore eval`` for a
+            model that carries no protocol of its own.
         crop_size: the training crop of the reference configs.
         train_scale: the train ``img_scale`` (long, short) that the random ratio multiplies (§9).
     """
@@ -199,7 +200,7 @@ class SegDataset:
         samples: list[tuple[str, str]] | None = None,
         lut: np.ndarray | None = None,
         colours: np.ndarray | None = None,
-        eval_protocol: dict[str, Any] | None = None,
+        eval_protocol: EvalProtocol | None = None,
         crop_size: tuple[int, int] = (512, 512),
         check_values: bool = True,
         hf: Any = None,
@@ -214,8 +215,8 @@ class SegDataset:
         self.samples = samples or []
         self.lut = lut if lut is not None else np.arange(256, dtype=np.uint8)
         self.colours = colours
-        self.eval_protocol = dict(eval_protocol or {})
-        self.test_resize = self.eval_protocol.get("test_scale")
+        self.eval_protocol = eval_protocol or EvalProtocol()
+        self.test_resize = self.eval_protocol.resize
         self.crop_size = crop_size
         self.train_scale = train_scale
         self.check_values = check_values
@@ -394,28 +395,26 @@ def _hub(name: str, root: str, split: str, opts: FolderOptions, **kw: Any) -> Se
     )
 
 
-def _opts(options: dict[str, Any], name: str) -> FolderOptions:
+def _opts(options: dict[str, Any], name: str, root: str | None) -> FolderOptions:
     from segcore.options import parse_options
 
+    if not root:
+        raise DatasetError(
+            f"{name} needs its folder: give --data-root DIR (Python: root=DIR), the prepared release "
+            f"(segcore data prepare {name} ...) or hf:<repo> for a Hub copy"
+        )
     return parse_options(FolderOptions, options, component=name)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The datasets (§§2-8); eval protocols from §9.
 
-_SEGNEXT_512 = {
-    "test_scale": (2048, 512),
-    "min_size": None,
-    "resize_to_multiple": 32,
-    "mode": "whole",
-    "crop_size": (512, 512),
-    "stride": None,
-}
+_SEGNEXT_512 = EvalProtocol(mode="whole", resize=(2048, 512), resize_to_multiple=32)
 
 
 def ade20k(root: str, split: str = "train", **options: Any) -> SegDataset:
     """ADE20K (``ADEChallengeData2016``): values 0..150, reduce_zero_label -> 150 classes (§2)."""
-    opts = _opts(options, "ade20k")
+    opts = _opts(options, "ade20k", root)
     kw = dict(
         classes=meta.ADE20K_CLASSES,
         palette=meta.ADE20K_PALETTE,
@@ -434,17 +433,10 @@ def ade20k(root: str, split: str = "train", **options: Any) -> SegDataset:
 
 def cityscapes(root: str, split: str = "train", **options: Any) -> SegDataset:
     """Cityscapes fine: ``*_gtFine_labelTrainIds.png`` when present, else ``*_gtFine_labelIds.png`` mapped (§3)."""
-    opts = _opts(options, "cityscapes")
+    opts = _opts(options, "cityscapes", root)
     train_lut = np.arange(256, dtype=np.uint8)
     id_lut = _map_lut(meta.CITYSCAPES_LABELID_TO_TRAINID)
-    ev = {
-        "test_scale": (2048, 1024),
-        "min_size": None,
-        "resize_to_multiple": None,
-        "mode": "slide",
-        "crop_size": (1024, 1024),
-        "stride": (768, 768),
-    }
+    ev = EvalProtocol(mode="slide", crop_size=(1024, 1024), stride=(768, 768), resize=(2048, 1024))
     kw = dict(
         classes=meta.CITYSCAPES_CLASSES,
         palette=meta.CITYSCAPES_PALETTE,
@@ -480,7 +472,7 @@ def cityscapes(root: str, split: str = "train", **options: Any) -> SegDataset:
 
 def coco_stuff164k(root: str, split: str = "train", **options: Any) -> SegDataset:
     """COCO-Stuff 164k: prepared ``*_labelTrainIds.png`` or raw 182-id maps mapped to 171 classes (§4)."""
-    opts = _opts(options, "coco-stuff164k")
+    opts = _opts(options, "coco-stuff164k", root)
     raw_lut = _map_lut(meta.COCO_STUFF_RAW_TO_TRAINID)
     kw = dict(classes=meta.COCO_STUFF_CLASSES, palette=meta.COCO_STUFF_PALETTE, eval_protocol=_SEGNEXT_512)
     if str(root).startswith("hf:"):  # Hub copies carry the raw stuffthingmaps (§10)
@@ -500,15 +492,8 @@ def coco_stuff164k(root: str, split: str = "train", **options: Any) -> SegDatase
 
 def coco_stuff10k(root: str, split: str = "train", **options: Any) -> SegDataset:
     """COCO-Stuff 10k prepared by ``segcore data prepare coco-stuff10k``: values 0..171, reduce_zero_label (§5)."""
-    opts = _opts(options, "coco-stuff10k")
-    ev = {
-        "test_scale": (2048, 512),
-        "min_size": 512,
-        "resize_to_multiple": None,
-        "mode": "slide",
-        "crop_size": (512, 512),
-        "stride": (341, 341),
-    }
+    opts = _opts(options, "coco-stuff10k", root)
+    ev = EvalProtocol(mode="slide", crop_size=(512, 512), stride=(341, 341), resize=(2048, 512), min_size=512)
     kw = dict(
         classes=meta.COCO_STUFF_CLASSES,
         palette=meta.COCO_STUFF_PALETTE,
@@ -550,15 +535,8 @@ def coco_stuff10k(root: str, split: str = "train", **options: Any) -> SegDataset
 
 def voc2012_aug(root: str, split: str = "train", **options: Any) -> SegDataset:
     """VOC 2012 + SBD (root ``VOCdevkit/VOC2012``): train = train.txt (VOC labels) + aug.txt (SBD labels) (§6)."""
-    opts = _opts(options, "voc2012-aug")
-    ev = {
-        "test_scale": (2048, 512),
-        "min_size": None,
-        "resize_to_multiple": None,
-        "mode": "whole",
-        "crop_size": (512, 512),
-        "stride": None,
-    }
+    opts = _opts(options, "voc2012-aug", root)
+    ev = EvalProtocol(mode="whole", resize=(2048, 512))
     kw = dict(classes=meta.VOC_CLASSES, palette=meta.VOC_PALETTE, eval_protocol=ev)
     if str(root).startswith("hf:"):
         return _hub("voc2012-aug", root, split, opts, **kw)
@@ -610,16 +588,9 @@ def voc2012_aug(root: str, split: str = "train", **options: Any) -> SegDataset:
 
 
 def _pascal_context(name: str, root: str, split: str, options: dict[str, Any], reduce: bool) -> SegDataset:
-    opts = _opts(options, name)
-    ev = {
-        "test_scale": (520, 520),
-        "min_size": 480,
-        "resize_to_multiple": None,
-        "mode": "slide",
-        "crop_size": (480, 480),
-        "stride": (320, 320),
-    }
-    classes = meta.PASCAL_CONTEXT_60_CLASSES[1:] if reduce else meta.PASCAL_CONTEXT_60_CLASSES
+    opts = _opts(options, name, root)
+    ev = EvalProtocol(mode="slide", crop_size=(480, 480), stride=(320, 320), resize=(520, 520), min_size=480)
+    classes = meta.PASCAL_CONTEXT_59_CLASSES if reduce else meta.PASCAL_CONTEXT_60_CLASSES
     palette = meta.PASCAL_CONTEXT_60_PALETTE[1:] if reduce else meta.PASCAL_CONTEXT_60_PALETTE
     kw = dict(
         classes=classes,
@@ -662,15 +633,8 @@ def pascal_context_59(root: str, split: str = "train", **options: Any) -> SegDat
 
 def isaid(root: str, split: str = "train", **options: Any) -> SegDataset:
     """The iSAID patches (``img_dir``/``ann_dir``); index-map labels, or RGB masks mapped by the 16 colours (§8)."""
-    opts = _opts(options, "isaid")
-    ev = {
-        "test_scale": (896, 896),
-        "min_size": None,
-        "resize_to_multiple": None,
-        "mode": "whole",
-        "crop_size": (896, 896),
-        "stride": None,
-    }
+    opts = _opts(options, "isaid", root)
+    ev = EvalProtocol(mode="whole", resize=(896, 896))
     kw = dict(
         classes=meta.ISAID_CLASSES,
         palette=meta.ISAID_PALETTE,

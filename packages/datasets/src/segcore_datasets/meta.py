@@ -999,6 +999,7 @@ PASCAL_CONTEXT_60_CLASSES: tuple[str, ...] = (
     "wood",
 )
 # mmseg's Pascal Context palette is the first 60 colours of ADE20K's.
+PASCAL_CONTEXT_59_CLASSES: tuple[str, ...] = PASCAL_CONTEXT_60_CLASSES[1:]
 PASCAL_CONTEXT_60_PALETTE: tuple[tuple[int, int, int], ...] = ADE20K_PALETTE[:60]
 # Detail-API 459-label category id -> 60-class id (rank in the sorted id list)
 PASCAL_CONTEXT_DETAIL_IDS: tuple[int, ...] = (

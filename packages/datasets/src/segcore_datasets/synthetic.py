@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from segcore.settings import EvalProtocol
 
 __all__ = [
     "SHAPES_CLASSES",
@@ -151,7 +152,7 @@ class SyntheticShapes:
     ignore_index = 255
     reduce_zero_label = False
     test_resize = None  # evaluated at its native size
-    eval_protocol: dict[str, Any] = {"test_scale": None, "mode": "whole", "crop_size": None}
+    eval_protocol = EvalProtocol()  # whole image at its native size
 
     def __init__(self, split: str = "train", options: SyntheticShapesOptions | None = None) -> None:
         opts = options or SyntheticShapesOptions()

@@ -244,7 +244,7 @@ def _init_weights(m: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-_VARIANTS = {
+VARIANTS = {
     "b0": {"embed_dims": (32, 64, 160, 256), "depths": (2, 2, 2, 2)},
     "b1": {"embed_dims": (64, 128, 320, 512), "depths": (2, 2, 2, 2)},
     "b2": {"embed_dims": (64, 128, 320, 512), "depths": (3, 4, 6, 3)},
@@ -256,7 +256,7 @@ _VARIANTS = {
 
 def _build(variant: str, pretrained: bool, options: dict[str, object]) -> MixVisionTransformer:
     name = f"mit-{variant}"
-    opts = parse_options(MiTOptions, {**_VARIANTS[variant], **options}, component=name)
+    opts = parse_options(MiTOptions, {**VARIANTS[variant], **options}, component=name)
     model = MixVisionTransformer(opts)
     if pretrained:
         from segcore.hub import load_pretrained_encoder_state

@@ -6,7 +6,9 @@ Imports no torch at import time.
 from __future__ import annotations
 
 from segcore.hookspecs import hookimpl
-from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, RecipeSpec
+from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, PairSpec, RecipeSpec
+
+from segcore_segdeformer.recipes import SEGDEFORMER_ADE20K_160K, segdeformer_recipes
 
 _PKG = "segcore_segdeformer"
 _MIT_SRC = "Xie et al., SegFormer, arXiv:2105.15203; github.com/NVlabs/SegFormer; mmseg mit.py"
@@ -23,6 +25,7 @@ def segcore_encoders() -> dict[str, ComponentSpec]:
         f"mit-{v}": ComponentSpec(
             factory=f"{_PKG}.mit:mit_{v}",
             options=f"{_PKG}.mit:MiTOptions",
+            defaults=f"{_PKG}.mit:VARIANTS.{v}",
             description=f"Mix Transformer {v.upper()} (SegFormer encoder, {n}), strides 4/8/16/32",
             source=_MIT_SRC,
         )
@@ -42,6 +45,21 @@ def segcore_decoders() -> dict[str, ComponentSpec]:
             input_kind="pyramid",
             default_loss="segdeformer",
         )
+    }
+
+
+@hookimpl
+def segcore_pairs() -> dict[str, PairSpec]:
+    """The paper's SegDeformer models: MiT-B1, B2 and B5 with the official head (spec §2, §8)."""
+    return {
+        f"segdeformer-mit-{v}": PairSpec(
+            encoder=f"mit-{v}",
+            decoder="segdeformer",
+            description=f"SegFormer-{v.upper()} + SegDeformer (channels 256, dropout 0.1)",
+            decoder_options={"channels": 256, "dropout": 0.1},
+            source=f"{_SD_SRC} configs/segformer/segformer_mit-{v}_512x512_160k_ade20k_segdeformer3.py",
+        )
+        for v in ("b1", "b2", "b5")
     }
 
 
@@ -111,7 +129,7 @@ def segcore_checkpoints() -> dict[str, CheckpointSpec]:
             num_classes=150,
             dataset="ade20k",
             metric=f"mIoU {miou} (ss, official training log log/segdeformer{v}.log.json)",
-            eval_protocol="whole image, short side 512 (max 2048), no flip",
+            eval_protocol=SEGDEFORMER_ADE20K_160K.eval,
             format="mmseg",
             manual_step=(
                 "The SegDeformer authors released configs and logs but no trained weights "
@@ -125,7 +143,5 @@ def segcore_checkpoints() -> dict[str, CheckpointSpec]:
 
 @hookimpl
 def segcore_recipes() -> dict[str, RecipeSpec]:
-    """Register ``segdeformer-ade20k-160k``."""
-    from segcore_segdeformer.recipes import segdeformer_recipes
-
+    """Register the ADE20K recipe (official config) and the Cityscapes / COCO-Stuff ones (paper text)."""
     return segdeformer_recipes()

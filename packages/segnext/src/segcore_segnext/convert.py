@@ -53,12 +53,12 @@ def mscan_from_official(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     ``depths`` 3/4/6/3, ``mlp_ratios`` 4/4/4/4, no dropout), as the official builder would, so every option
     is passed explicitly and the variant name only labels the model.
     """
-    from segcore_segnext.mscan import _VARIANTS
+    from segcore_segnext.mscan import VARIANTS
 
     dims = _tuple(cfg, "embed_dims", (64, 128, 256, 512))
     depths = _tuple(cfg, "depths", (3, 4, 6, 3))
     name = next(
-        (f"mscan-{v}" for v, d in _VARIANTS.items() if d["embed_dims"] == dims and d["depths"] == depths), "mscan-t"
+        (f"mscan-{v}" for v, d in VARIANTS.items() if d["embed_dims"] == dims and d["depths"] == depths), "mscan-t"
     )
     options: dict[str, Any] = {
         "embed_dims": dims,

@@ -247,7 +247,7 @@ class MSCAN(Encoder):
         return outs
 
 
-_VARIANTS: dict[str, dict[str, Any]] = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "t": dict(embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2), drop_path_rate=0.1),
     "s": dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 4, 2), drop_path_rate=0.1),
     "b": dict(embed_dims=(64, 128, 320, 512), depths=(3, 3, 12, 3), drop_path_rate=0.1),
@@ -256,7 +256,7 @@ _VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def _create(variant: str, pretrained: bool, options: dict[str, Any]) -> MSCAN:
-    opts = parse_options(MSCANOptions, {**_VARIANTS[variant], **options}, component=f"mscan-{variant}")
+    opts = parse_options(MSCANOptions, {**VARIANTS[variant], **options}, component=f"mscan-{variant}")
     model = MSCAN(opts)
     if pretrained:
         from segcore.convert import load_strict

@@ -6,7 +6,8 @@ Torch-free at import time (factories are ``"module:attr"`` strings), so ``segcor
 from __future__ import annotations
 
 from segcore.hookspecs import hookimpl
-from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, ParamGroupRule, RecipeSpec
+from segcore.settings import EvalProtocol, ModelSettings, Photometric, TrainPipeline
+from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, PairSpec, ParamGroupRule, RecipeSpec
 
 _PAPER = "Guo et al., SegNeXt, NeurIPS 2022, arXiv:2209.08575"
 _M = "segcore_segnext.mscan"
@@ -43,13 +44,10 @@ _MMSEG_ADE = {  # (file stem, sha256 prefix, ss / ms) — checkpoints.md §1.3
     "l": ("segnext_mscan-l_1x16_512x512_adamw_160k_ade20k_20230209_172055", "19b14b63", "50.99 / 52.10"),
 }
 _MMSEG_MSCAN = {"t": "119e8c9f", "s": "f33ccdf2", "b": "3ab7d230", "l": "cef260d4"}
-_SS_ADE = (
-    "single-scale, whole image: keep-ratio resize into (2048, 512), ResizeToMultiple(32); ms = ratios 0.5-1.75 + flip"
-)
-_SS_CITY = (
-    "single-scale, sliding window 1024x1024 stride 768 after keep-ratio resize into (2048, 1024); "
-    "ms = ratios 0.5-1.75 + flip"
-)
+# Test pipelines (spec §5.2): ADE20K / COCO-Stuff keep-ratio resize into (2048, 512) then ResizeToMultiple(32),
+# whole image; Cityscapes keep-ratio resize into (2048, 1024), no ResizeToMultiple, slide 1024 / 768.
+_TEST_ADE = EvalProtocol(mode="whole", resize=(2048, 512), resize_to_multiple=32)
+_TEST_CITY = EvalProtocol(mode="slide", crop_size=(1024, 1024), stride=(768, 768), resize=(2048, 1024))
 
 
 @hookimpl
@@ -59,6 +57,7 @@ def segcore_encoders() -> dict[str, ComponentSpec]:
         f"mscan-{v}": ComponentSpec(
             factory=f"{_M}:mscan_{v}",
             options=f"{_M}:MSCANOptions",
+            defaults=f"{_M}:VARIANTS.{v}",
             description=f"MSCAN-{v.upper()} (SegNeXt encoder, multi-scale conv attention, strides 4-32)",
             source=_PAPER,
         )
@@ -83,6 +82,21 @@ def segcore_decoders() -> dict[str, ComponentSpec]:
 
 
 @hookimpl
+def segcore_pairs() -> dict[str, PairSpec]:
+    """SegNeXt-T/S/B/L: each MSCAN size with its official LightHam head (spec §3.1, Table 2)."""
+    return {
+        f"segnext-{v}": PairSpec(
+            encoder=f"mscan-{v}",
+            decoder="ham",
+            description=f"SegNeXt-{v.upper()}: MSCAN-{v.upper()} + LightHam, head width {head['channels']}",
+            decoder_options=dict(head),
+            source=f"{_PAPER}; local_configs/segnext/{_SIZE[v]}/*.py",
+        )
+        for v, head in _HEAD.items()
+    }
+
+
+@hookimpl
 def segcore_converters() -> dict[str, ConverterSpec]:
     """Register the mmseg converter (formats A, A', B-orig, B-mm of checkpoints.md §4)."""
     return {
@@ -100,7 +114,7 @@ def segcore_converters() -> dict[str, ConverterSpec]:
 
 
 def _model(
-    v: str, dataset: str, num_classes: int, url: str, metric: str, protocol: str, **extra: str
+    v: str, dataset: str, num_classes: int, url: str, metric: str, protocol: EvalProtocol, **extra: str
 ) -> CheckpointSpec:
     return CheckpointSpec(
         repo_id=f"{_HUB_ORG}/segnext-{v}-{dataset}",
@@ -126,9 +140,9 @@ def segcore_checkpoints() -> dict[str, CheckpointSpec]:
     out: dict[str, CheckpointSpec] = {}
     for v in "tsbl":
         token, metric = _ADE[v]
-        out[f"segnext-{v}-ade20k"] = _model(v, "ade20k", 150, _TSINGHUA.format(token), metric, _SS_ADE)
+        out[f"segnext-{v}-ade20k"] = _model(v, "ade20k", 150, _TSINGHUA.format(token), metric, _TEST_ADE)
         token, metric = _CITY[v]
-        out[f"segnext-{v}-cityscapes"] = _model(v, "cityscapes", 19, _TSINGHUA.format(token), metric, _SS_CITY)
+        out[f"segnext-{v}-cityscapes"] = _model(v, "cityscapes", 19, _TSINGHUA.format(token), metric, _TEST_CITY)
         stem, sha, metric = _MMSEG_ADE[v]
         out[f"segnext-{v}-ade20k-mmseg"] = _model(
             v,
@@ -136,7 +150,7 @@ def segcore_checkpoints() -> dict[str, CheckpointSpec]:
             150,
             f"{_MMSEG}/segnext/{stem.rsplit('_', 2)[0]}/{stem}-{sha}.pth",
             metric,
-            _SS_ADE,
+            _TEST_ADE,
             official_filename=f"{stem}-{sha}.pth",
             sha256=sha,
         )
@@ -147,8 +161,7 @@ def segcore_checkpoints() -> dict[str, CheckpointSpec]:
             kind="encoder",
             encoder=f"mscan-{v}",
             dataset="imagenet-1k",
-            metric=f"top-1 {_IMAGENET_TOP1[v]}",
-            eval_protocol="ImageNet-1k val, 224x224 (paper Table 3)",
+            metric=f"top-1 {_IMAGENET_TOP1[v]} (ImageNet-1k val, 224x224, paper Table 3)",
             official_url=_MSCAN_DIR.format(v),
             official_filename=f"mscan_{v}.pth",
             format="mmseg",
@@ -160,8 +173,7 @@ def segcore_checkpoints() -> dict[str, CheckpointSpec]:
             kind="encoder",
             encoder=f"mscan-{v}",
             dataset="imagenet-1k",
-            metric=f"top-1 {_IMAGENET_TOP1[v]}",
-            eval_protocol="ImageNet-1k val, 224x224 (paper Table 3)",
+            metric=f"top-1 {_IMAGENET_TOP1[v]} (ImageNet-1k val, 224x224, paper Table 3)",
             official_url=f"{_MMSEG}/pretrain/segnext/mscan_{v}_20230227-{_MMSEG_MSCAN[v]}.pth",
             official_filename=f"mscan_{v}_20230227-{_MMSEG_MSCAN[v]}.pth",
             sha256=_MMSEG_MSCAN[v],
@@ -173,7 +185,7 @@ def segcore_checkpoints() -> dict[str, CheckpointSpec]:
         171,
         _TSINGHUA.format("aca5733f73d645feb43f"),
         "46.5 / 47.2",
-        _SS_ADE,
+        _TEST_ADE,
     )
     return out
 
@@ -187,7 +199,6 @@ _RULES = (
     ParamGroupRule("adapter.", lr_mult=10.0),
     ParamGroupRule("norm", decay_mult=0.0),
 )
-_PHOTOMETRIC = {"brightness_delta": 32, "contrast_range": (0.5, 1.5), "saturation_range": (0.5, 1.5), "hue_delta": 18}
 
 
 def _recipe(
@@ -196,8 +207,8 @@ def _recipe(
     batch: int,
     crop: int,
     scale: tuple[int, int],
-    ev: dict,
-    config: str,
+    test: EvalProtocol,
+    source: str,
 ) -> RecipeSpec:
     return RecipeSpec(
         description=f"SegNeXt on {dataset}, {iters // 1000}k iterations, AdamW 6e-5, poly, batch {batch}",
@@ -213,47 +224,39 @@ def _recipe(
         min_lr=0.0,
         warmup_iters=1500,
         warmup_ratio=1e-6,
-        train_pipeline={
-            "scale": scale,
-            "ratio_range": (0.5, 2.0),
-            "cat_max_ratio": 0.75,
-            "flip_prob": 0.5,
-            "photometric": dict(_PHOTOMETRIC),
-        },
-        eval=ev,
+        clip_grad=None,  # optimizer_config = {} (spec §5.1)
+        train_pipeline=TrainPipeline(
+            scale=scale, ratio_range=(0.5, 2.0), cat_max_ratio=0.75, flip_prob=0.5, photometric=Photometric()
+        ),
+        eval=test,
         eval_every=8000,
         checkpoint_every=8000,
-        model={"encoder": "mscan-t", "decoder": "ham", "pretrained_encoder": True, "decoder_options": dict(_HEAD["t"])},
-        # One schedule, four configs: each MSCAN size has its own head width (spec §3.1).
-        model_variants={f"mscan-{v}": {"decoder_options": dict(head)} for v, head in _HEAD.items()},
-        source=f"Visual-Attention-Network/SegNeXt@c87bcae local_configs/segnext/*/{config}",
+        # The T config; another MSCAN size gets its own head from the segnext-* pairs (spec §3.1).
+        model=ModelSettings(encoder="mscan-t", decoder="ham", pretrained_encoder=True),
+        source=source,
     )
+
+
+_CONFIGS = "Visual-Attention-Network/SegNeXt@c87bcae local_configs/segnext/*/"
 
 
 @hookimpl
 def segcore_recipes() -> dict[str, RecipeSpec]:
     """Register the official SegNeXt training schedules (spec §5)."""
-    whole = {
-        "mode": "whole",
-        "crop_size": None,
-        "stride": None,
-        "resize": (2048, 512),
-        "keep_ratio": True,
-        "size_divisor": 32,
-    }
-    slide = {
-        "mode": "slide",
-        "crop_size": (1024, 1024),
-        "stride": (768, 768),
-        "resize": (2048, 1024),
-        "keep_ratio": True,
-    }
     return {
-        "segnext-ade20k-160k": _recipe("ade20k", 160_000, 16, 512, (2048, 512), whole, "segnext.*.512x512.ade.160k.py"),
+        "segnext-ade20k-160k": _recipe(
+            "ade20k", 160_000, 16, 512, (2048, 512), _TEST_ADE, _CONFIGS + "segnext.*.512x512.ade.160k.py"
+        ),
         "segnext-cityscapes-160k": _recipe(
-            "cityscapes", 160_000, 8, 1024, (2048, 1024), slide, "segnext.*.1024x1024.city.160k.py"
+            "cityscapes", 160_000, 8, 1024, (2048, 1024), _TEST_CITY, _CONFIGS + "segnext.*.1024x1024.city.160k.py"
         ),
         "segnext-coco-stuff164k-80k": _recipe(
-            "coco-stuff164k", 80_000, 16, 512, (2048, 512), dict(whole), "segnext.*.512x512.coco_stuff164k.80k.py"
+            "coco-stuff164k",
+            80_000,
+            16,
+            512,
+            (2048, 512),
+            _TEST_ADE,
+            _CONFIGS + "segnext.*.512x512.coco_stuff164k.80k.py",
         ),
     }

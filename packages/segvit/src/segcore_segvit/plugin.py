@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from segcore.hookspecs import hookimpl
-from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, ParamGroupRule, RecipeSpec
+from segcore.settings import EvalProtocol, ModelSettings, Photometric, TrainPipeline
+from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, PairSpec, ParamGroupRule, RecipeSpec
 
 _PAPER = "Zhang et al., SegViT, NeurIPS 2022, arXiv:2210.05844 (https://github.com/zbwxp/SegVit)"
 _VIT = "segcore_segvit.vit"
@@ -18,21 +19,25 @@ def segcore_encoders() -> dict[str, ComponentSpec]:
     return {
         "vit-b16": ComponentSpec(
             factory=f"{_VIT}:vit_b16",
+            defaults=f"{_VIT}:VARIANTS.vit-b16",
             description="ViT-B/16 (no cls token), layers 6/8/12 at stride 16, bicubic pos-embed resize",
             **common,
         ),
         "vit-l16": ComponentSpec(
             factory=f"{_VIT}:vit_l16",
+            defaults=f"{_VIT}:VARIANTS.vit-l16",
             description="ViT-L/16 (no cls token), layers 8/16/24 at stride 16, grid for 640",
             **common,
         ),
         "vit-b16-shrunk": ComponentSpec(
             factory=f"{_VIT}:vit_b16_shrunk",
+            defaults=f"{_VIT}:VARIANTS.vit-b16-shrunk",
             description="Shrunk ViT-B/16: 2x2 query down-sampling at layer index 6; outputs at strides 16 and 32",
             **common,
         ),
         "vit-l16-shrunk": ComponentSpec(
             factory=f"{_VIT}:vit_l16_shrunk",
+            defaults=f"{_VIT}:VARIANTS.vit-l16-shrunk",
             description="Shrunk ViT-L/16: 2x2 query down-sampling at layer index 8; outputs at strides 16 and 32",
             **common,
         ),
@@ -59,6 +64,28 @@ def segcore_decoders() -> dict[str, ComponentSpec]:
             description="Shrunk SegViT head: query up-sampling (TPN) to 1/16 pixel queries, then ATM",
             default_loss="atm",
         ),
+    }
+
+
+@hookimpl
+def segcore_pairs() -> dict[str, PairSpec]:
+    """SegViT's models: each ViT with its head at the paper's crop (ViT-B 512, ViT-L 640; spec §2.1, §3.1)."""
+
+    def pair(encoder: str, decoder: str, img: int, what: str, drop_path: float) -> PairSpec:
+        return PairSpec(
+            encoder=encoder,
+            decoder=decoder,
+            description=f"SegViT {what} at {img}",
+            encoder_options={"img_size": img, "drop_path_rate": drop_path},
+            decoder_options={"img_size": img},
+            source=_PAPER,
+        )
+
+    return {
+        "segvit-vit-b16": pair("vit-b16", "atm", 512, "ViT-B/16 + ATM", 0.1),
+        "segvit-vit-l16": pair("vit-l16", "atm", 640, "ViT-L/16 + ATM", 0.3),
+        "segvit-vit-b16-shrunk": pair("vit-b16-shrunk", "atm-shrunk", 512, "Shrunk ViT-B/16 + QU/ATM", 0.1),
+        "segvit-vit-l16-shrunk": pair("vit-l16-shrunk", "atm-shrunk", 640, "Shrunk ViT-L/16 + QU/ATM", 0.3),
     }
 
 
@@ -104,7 +131,7 @@ def _ckpt(
     dataset: str,
     img: int,
     metric: str,
-    protocol: str,
+    protocol: EvalProtocol,
     source: str,
     drop_path_rate: float = 0.3,
 ) -> CheckpointSpec:
@@ -131,10 +158,12 @@ def _ckpt(
 _VIT_L_NORM = {"mean": (127.5, 127.5, 127.5), "std": (127.5, 127.5, 127.5)}
 
 
-_ADE_B = "slide 512/341, keep-ratio resize (2048, 512); ms: 0.5-1.75 + flip"
-_ADE = "slide 640/608, keep-ratio resize (2048, 640); ms: 0.5-1.75 + flip"
-_COCO = "slide 512/341, resize (2048, 512) min 512; ms: 0.5-1.75 + flip"
-_PC = "slide 480/320, resize (520, 520) min 480; ms: 0.5-1.75 + flip; 60 classes incl. background"
+# Test pipelines (spec §6, datasets.md §9): keep-ratio resize (with min_size for COCO-Stuff-10k and Pascal
+# Context), then sliding windows.
+_ADE_B = EvalProtocol(mode="slide", crop_size=(512, 512), stride=(341, 341), resize=(2048, 512))
+_ADE = EvalProtocol(mode="slide", crop_size=(640, 640), stride=(608, 608), resize=(2048, 640))
+_COCO = EvalProtocol(mode="slide", crop_size=(512, 512), stride=(341, 341), resize=(2048, 512), min_size=512)
+_PC = EvalProtocol(mode="slide", crop_size=(480, 480), stride=(320, 320), resize=(520, 520), min_size=480)
 
 
 @hookimpl
@@ -238,6 +267,32 @@ def segcore_checkpoints() -> dict[str, CheckpointSpec]:
 SEGVIT_PARAM_RULES = (ParamGroupRule("decoder.", lr_mult=10.0), ParamGroupRule("norm", decay_mult=0.0))
 
 
+# Common to the three official configs (spec §7.1): mean = std = 127.5, mmseg's PhotoMetricDistortion.
+_NORM_127 = {"mean": (127.5, 127.5, 127.5), "std": (127.5, 127.5, 127.5)}
+_IMAGENET_NORM: dict = {}  # _base_/models/seg_vit-b16.py's dataset file uses ImageNet's (spec §7.4)
+
+
+def _models(crop: int, drop_path: float, large: bool) -> tuple[ModelSettings, dict[str, ModelSettings]]:
+    """The recipe's model at this crop, and the other SegViT models (plain / Shrunk, B / L) at the same crop."""
+
+    def model(encoder: str, decoder: str, rate: float) -> ModelSettings:
+        return ModelSettings(
+            encoder=encoder,
+            decoder=decoder,
+            encoder_options={"img_size": crop, "drop_path_rate": rate},
+            decoder_options={"img_size": crop},
+            pretrained_encoder=True,
+        )
+
+    variants = {
+        "vit-l16": model("vit-l16", "atm", 0.3),
+        "vit-l16-shrunk": model("vit-l16-shrunk", "atm-shrunk", 0.3),
+        "vit-b16": model("vit-b16", "atm", 0.1),
+        "vit-b16-shrunk": model("vit-b16-shrunk", "atm-shrunk", 0.1),
+    }
+    return variants["vit-l16" if large else "vit-b16"], variants
+
+
 def _recipe(
     dataset: str,
     iters: int,
@@ -246,12 +301,15 @@ def _recipe(
     wd: float,
     power: float,
     scale: tuple[int, int],
-    eval_cfg: dict,
+    test: EvalProtocol,
     ckpt_every: int,
-    config: str,
+    source: str,
+    large: bool = True,
 ) -> RecipeSpec:
+    model, variants = _models(crop, 0.3 if large else 0.1, large)
+    what = "ViT-L/16" if large else "ViT-B/16"
     return RecipeSpec(
-        description=f"SegViT ViT-L/16 + ATM on {dataset}, {crop} crop, {iters // 1000}k iters (official config)",
+        description=f"SegViT {what} + ATM on {dataset}, {crop} crop, {iters // 1000}k iters",
         dataset=dataset,
         iters=iters,
         batch_size=batch,
@@ -264,33 +322,30 @@ def _recipe(
         min_lr=0.0,
         warmup_iters=1500,
         warmup_ratio=1e-6,
-        train_pipeline={
-            "scale": scale,
-            "ratio_range": (0.5, 2.0),
-            "cat_max_ratio": 0.75,
-            "flip_prob": 0.5,
-            "photometric": True,
-            "mean": (127.5, 127.5, 127.5),
-            "std": (127.5, 127.5, 127.5),
-            "grad_clip": 35.0,
-        },
-        eval=eval_cfg,
+        clip_grad=35.0,  # optimizer_config grad_clip max_norm 35, L2 (spec §7.1)
+        train_pipeline=TrainPipeline(
+            scale=scale,
+            ratio_range=(0.5, 2.0),
+            cat_max_ratio=0.75,
+            flip_prob=0.5,
+            photometric=Photometric(),
+            **(_NORM_127 if large else _IMAGENET_NORM),
+        ),
+        eval=test,
         eval_every=4000,
         checkpoint_every=ckpt_every,
-        model={
-            "encoder": "vit-l16",
-            "decoder": "atm",
-            "encoder_options": {"img_size": crop, "drop_path_rate": 0.3},
-            "decoder_options": {"img_size": crop},
-            "pretrained_encoder": True,
-        },
-        source=f"zbwxp/SegVit@763137e configs/segvit/{config}",
+        model=model,
+        model_variants=variants,
+        source=source,
     )
+
+
+_REPO = "zbwxp/SegVit@763137e configs/segvit/"
 
 
 @hookimpl
 def segcore_recipes() -> dict[str, RecipeSpec]:
-    """Official SegViT ViT-L training recipes (spec §7; batch 16 as in the paper)."""
+    """Official SegViT recipes (spec §7; batch 16 as in the paper) and ViT-B on ADE20K (spec §7.4)."""
     return {
         "segvit-ade20k-160k": _recipe(
             "ade20k",
@@ -300,9 +355,9 @@ def segcore_recipes() -> dict[str, RecipeSpec]:
             0.01,
             1.0,
             (2048, 640),
-            {"mode": "slide", "crop_size": (640, 640), "stride": (608, 608), "resize": (2048, 640), "keep_ratio": True},
+            _ADE,
             16000,
-            "segvit_vit-l_jax_640x640_160k_ade20k.py",
+            _REPO + "segvit_vit-l_jax_640x640_160k_ade20k.py",
         ),
         "segvit-coco-stuff10k-80k": _recipe(
             "coco-stuff10k",
@@ -312,16 +367,9 @@ def segcore_recipes() -> dict[str, RecipeSpec]:
             0.02,
             2.0,
             (2048, 512),
-            {
-                "mode": "slide",
-                "crop_size": (512, 512),
-                "stride": (341, 341),
-                "resize": (2048, 512),
-                "keep_ratio": True,
-                "min_size": 512,
-            },
+            _COCO,
             8000,
-            "segvit_vit-l_jax_512x512_80k_cocostuff10k.py",
+            _REPO + "segvit_vit-l_jax_512x512_80k_cocostuff10k.py",
         ),
         "segvit-pascal-context-80k": _recipe(
             "pascal-context-60",
@@ -331,15 +379,25 @@ def segcore_recipes() -> dict[str, RecipeSpec]:
             0.03,
             1.0,
             (520, 520),
-            {
-                "mode": "slide",
-                "crop_size": (480, 480),
-                "stride": (320, 320),
-                "resize": (520, 520),
-                "keep_ratio": True,
-                "min_size": 480,
-            },
+            _PC,
             8000,
-            "segvit_vit-l_jax_480x480_80k_pc.py",
+            _REPO + "segvit_vit-l_jax_480x480_80k_pc.py",
+        ),
+        # No ViT-B training config was released (spec §7.4): the model, test pipeline (slide 512/341) and
+        # normalisation (ImageNet) of _base_/models/seg_vit-b16.py + the ADE20K dataset file; the schedule is the
+        # ViT-L ADE20K one at crop 512 and 160k iterations (paper: batch 16), train scale (2048, 512).
+        "segvit-vit-b16-ade20k-160k": _recipe(
+            "ade20k",
+            160_000,
+            16,
+            512,
+            0.01,
+            1.0,
+            (2048, 512),
+            _ADE_B,
+            16000,
+            "paper Table 1 (ViT-B, 512, 160k, batch 16) + zbwxp/SegVit@763137e configs/_base_/models/seg_vit-b16.py "
+            "and the ViT-L ADE20K config's schedule (spec §7.4)",
+            large=False,
         ),
     }

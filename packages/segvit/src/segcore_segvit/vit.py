@@ -206,6 +206,15 @@ _B16 = ViTOptions()
 _L16 = ViTOptions(img_size=640, embed_dim=1024, depth=24, num_heads=16, out_indices=(7, 15, 23), drop_path_rate=0.3)
 
 
+# The variant table: each registered name's own option values (``ComponentSpec.defaults``).
+VARIANTS: dict[str, ViTOptions] = {
+    "vit-b16": _B16,
+    "vit-l16": _L16,
+    "vit-b16-shrunk": ViTOptions(**{**_B16.__dict__, "shrink_idx": 6, "out_indices": (5, 11)}),
+    "vit-l16-shrunk": ViTOptions(**{**_L16.__dict__, "shrink_idx": 8, "out_indices": (7, 23)}),
+}
+
+
 def vit_b16(pretrained: bool = False, **options: object) -> SegViTEncoder:
     """ViT-B/16 of SegViT (layers 6, 8, 12), ``pretrained``: timm AugReg in21k->in1k 384 weights."""
     return _build(_B16, pretrained, options)
@@ -218,11 +227,9 @@ def vit_l16(pretrained: bool = False, **options: object) -> SegViTEncoder:
 
 def vit_b16_shrunk(pretrained: bool = False, **options: object) -> SegViTEncoder:
     """Shrunk ViT-B/16: QD at index 6, outputs layers 6 (stride 16) and 12 (stride 32) — spec §4.5."""
-    base = ViTOptions(**{**_B16.__dict__, "shrink_idx": 6, "out_indices": (5, 11)})
-    return _build(base, pretrained, options)
+    return _build(VARIANTS["vit-b16-shrunk"], pretrained, options)
 
 
 def vit_l16_shrunk(pretrained: bool = False, **options: object) -> SegViTEncoder:
     """Shrunk ViT-L/16: QD at index 8, outputs layers 8 (stride 16) and 24 (stride 32) — spec §4."""
-    base = ViTOptions(**{**_L16.__dict__, "shrink_idx": 8, "out_indices": (7, 23)})
-    return _build(base, pretrained, options)
+    return _build(VARIANTS["vit-l16-shrunk"], pretrained, options)

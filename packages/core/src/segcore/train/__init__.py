@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TrainSettings", "TrainingError", "train", "evaluate", "resolve_recipe", "core_recipes"]
+__all__ = [
+    "TrainSettings",
+    "TrainingError",
+    "train",
+    "evaluate",
+    "resolve_recipe",
+    "resolve_run",
+    "plan",
+    "core_recipes",
+]
 
 from segcore.train.recipes import core_recipes
 
 
 def __getattr__(name: str) -> Any:
     # The trainer imports torch and accelerate: load it on first use so that ``core_recipes`` stays torch-free.
-    if name in ("TrainSettings", "TrainingError", "train", "evaluate", "resolve_recipe"):
+    if name in ("TrainSettings", "TrainingError", "resolve_recipe", "resolve_run", "plan"):
+        from segcore.train import settings
+
+        return getattr(settings, name)
+    if name in ("train", "evaluate"):
         from segcore.train import trainer
 
         return getattr(trainer, name)

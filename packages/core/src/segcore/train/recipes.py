@@ -6,6 +6,7 @@ CPU-friendly ``synthetic-shapes-cpu`` preset used by the demo and the tests.
 
 from __future__ import annotations
 
+from segcore.settings import EvalProtocol, ModelSettings, TrainPipeline
 from segcore.specs import RecipeSpec
 
 __all__ = ["core_recipes", "SYNTHETIC_SHAPES_CPU"]
@@ -26,23 +27,11 @@ SYNTHETIC_SHAPES_CPU = RecipeSpec(
     warmup_iters=50,
     clip_grad=1.0,
     # Whole images (the crop is the image size): every shape is seen with its outline.
-    train_pipeline={
-        "scale": None,
-        "ratio_range": None,
-        "cat_max_ratio": 1.0,
-        "flip_prob": 0.5,
-        "photometric": False,
-    },
-    eval={"mode": "whole"},
+    train_pipeline=TrainPipeline(scale=None, ratio_range=None, cat_max_ratio=1.0, flip_prob=0.5, photometric=None),
+    eval=EvalProtocol(mode="whole"),
     eval_every=300,
     checkpoint_every=300,
-    model={
-        "encoder": "timm:resnet18",
-        "decoder": "mlp",
-        "encoder_options": {},
-        "decoder_options": {"channels": 128},
-        "pretrained_encoder": False,
-    },
+    model=ModelSettings(encoder="timm:resnet18", decoder="mlp", decoder_options={"channels": 128}),
     source="segcore (first party)",
 )
 

@@ -14,7 +14,6 @@ through ``accelerator.accumulate``). What it adds (DESIGN.md "Training"):
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import logging
@@ -22,281 +21,20 @@ import math
 import os
 import signal
 import time
-import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from segcore.errors import SegcoreError
-from segcore.specs import RecipeSpec
+from segcore.settings import EvalProtocol
+from segcore.train.data import Batches, Sampler, Samples, check_splits, loader, train_transform
+from segcore.train.settings import TrainingError, TrainSettings, batch_split, resolve_recipe, resolve_run
 
 __all__ = ["TrainSettings", "TrainingError", "train", "resolve_recipe", "evaluate"]
 
 logger = logging.getLogger("segcore.train")
-
-
-class TrainingError(SegcoreError):
-    """Training stopped (non-finite loss, bad settings, no usable checkpoint)."""
-
-
-@dataclass
-class TrainSettings:
-    """One field per ``segcore train`` flag; ``None`` means "take it from the recipe".
-
-    Attributes:
-        encoder: encoder name (``--encoder``).
-        decoder: decoder name (``--decoder``).
-        dataset: dataset name (``--dataset``).
-        data_root: dataset folder (``--data-root``).
-        recipe: preset name (``--recipe``); with none and ``synthetic-shapes`` the CPU preset.
-        iters: training iterations (``--iters``).
-        batch_size: total batch = per device x processes x accumulation (``--batch-size``).
-        crop_size: training crop ``(H, W)`` (``--crop-size``).
-        lr: base learning rate (``--lr``).
-        weight_decay: base weight decay (``--weight-decay``).
-        pretrained_encoder: load the encoder's pretrained weights (``--pretrained-encoder``).
-        encoder_opt: encoder options (``--encoder-opt k=v``).
-        decoder_opt: decoder options (``--decoder-opt k=v``).
-        dataset_opt: dataset options (``--dataset-opt k=v``).
-        mixed_precision: ``no``, ``bf16`` or ``fp16`` (``--mixed-precision``).
-        output_dir: run folder (``--output-dir``).
-        resume: continue from the newest good checkpoint (``--resume``).
-        eval_every: validation period in iterations (``--eval-every``; 0 only at the end).
-        checkpoint_every: checkpoint period in iterations (``--checkpoint-every``; 0 only at the end).
-        seed: seed of model init, data order and augmentation (``--seed``).
-        grad_accum: gradient accumulation steps (``--grad-accum``).
-        clip_grad: max gradient norm, ``None`` for no clipping (``--clip-grad``).
-        ema_decay: keep an EMA of the weights with this decay; used for eval and the saved model (``--ema``).
-        tensorboard: log to TensorBoard under ``output_dir/tb`` (``--tensorboard``).
-        log_every: write a ``metrics.jsonl`` row every this many iterations (``--log-every``).
-        eval_mode: ``whole`` or ``slide`` (``--eval-mode``); ``None`` takes the recipe's protocol.
-        max_eval_samples: evaluate on the first N validation images only (``--max-eval-samples``).
-        workers: DataLoader worker processes for training samples (``--workers``); ``None``: none on CPU
-            (they would compete with the model for the cores), up to 8 on a GPU.
-        progress: show the tqdm progress bar.
-    """
-
-    encoder: str | None = None
-    decoder: str | None = None
-    dataset: str = "synthetic-shapes"
-    data_root: str | None = None
-    recipe: str | None = None
-    iters: int | None = None
-    batch_size: int | None = None
-    crop_size: tuple[int, int] | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    pretrained_encoder: bool | None = None
-    encoder_opt: dict[str, Any] = field(default_factory=dict)
-    decoder_opt: dict[str, Any] = field(default_factory=dict)
-    dataset_opt: dict[str, Any] = field(default_factory=dict)
-    mixed_precision: str = "no"
-    output_dir: str = "runs/segcore"
-    resume: bool = False
-    eval_every: int | None = None
-    checkpoint_every: int | None = None
-    seed: int = 0
-    grad_accum: int = 1
-    clip_grad: float | None = None
-    ema_decay: float | None = None
-    tensorboard: bool = False
-    log_every: int = 10
-    eval_mode: str | None = None
-    max_eval_samples: int | None = None
-    workers: int | None = None
-    progress: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (saved as ``settings.json``)."""
-        out = dataclasses.asdict(self)
-        if out["crop_size"] is not None:
-            out["crop_size"] = list(out["crop_size"])
-        return out
-
-
-def resolve_recipe(settings: TrainSettings) -> tuple[RecipeSpec, TrainSettings]:
-    """Find the recipe (named, or the CPU preset for ``synthetic-shapes``) and fill every ``None`` field from it."""
-    from segcore import registry
-    from segcore.train.recipes import core_recipes
-
-    recipes = dict(core_recipes())
-    try:
-        recipes.update(registry.components("recipes"))
-    except Exception:  # noqa: BLE001 - a broken plugin must not hide the core preset
-        logger.warning("could not load plugin recipes", exc_info=True)
-    if settings.recipe:
-        if settings.recipe not in recipes:
-            raise TrainingError(f"unknown recipe {settings.recipe!r}; available: {sorted(recipes)}")
-        recipe = recipes[settings.recipe]
-    elif settings.dataset == "synthetic-shapes":
-        recipe = recipes["synthetic-shapes-cpu"]
-    else:
-        # No preset: a plain AdamW/poly schedule; every needed field must then come from the flags.
-        recipe = RecipeSpec(
-            description="flags only",
-            dataset=settings.dataset,
-            iters=settings.iters or 1000,
-            batch_size=settings.batch_size or 8,
-            crop_size=settings.crop_size or (512, 512),
-            lr=settings.lr or 6e-5,
-            weight_decay=0.01,
-            warmup_iters=0,
-            eval_every=1000,
-            checkpoint_every=1000,
-        )
-    s = dataclasses.replace(settings)
-    model = dict(recipe.model)
-    s.encoder = s.encoder or model.get("encoder")
-    if s.encoder in recipe.model_variants:  # the official config of this model size
-        model = {**model, **recipe.model_variants[s.encoder], "encoder": s.encoder}
-    s.decoder = s.decoder or model.get("decoder")
-    if not s.encoder or not s.decoder:
-        raise TrainingError("give --encoder and --decoder (the recipe does not name a model)")
-    if s.encoder == model.get("encoder"):
-        s.encoder_opt = {**model.get("encoder_options", {}), **s.encoder_opt}
-    if s.decoder == model.get("decoder"):
-        s.decoder_opt = {**model.get("decoder_options", {}), **s.decoder_opt}
-    if s.pretrained_encoder is None:
-        s.pretrained_encoder = bool(model.get("pretrained_encoder", False))
-    s.iters = s.iters if s.iters is not None else recipe.iters
-    s.batch_size = s.batch_size if s.batch_size is not None else recipe.batch_size
-    s.crop_size = tuple(s.crop_size) if s.crop_size is not None else tuple(recipe.crop_size)  # type: ignore[assignment]
-    s.lr = s.lr if s.lr is not None else recipe.lr
-    s.weight_decay = s.weight_decay if s.weight_decay is not None else recipe.weight_decay
-    s.clip_grad = s.clip_grad if s.clip_grad is not None else recipe.clip_grad
-    s.eval_every = s.eval_every if s.eval_every is not None else min(recipe.eval_every, s.iters)
-    s.checkpoint_every = s.checkpoint_every if s.checkpoint_every is not None else min(recipe.checkpoint_every, s.iters)
-    return recipe, s
-
-
-# ------------------------------------------------------------------------------------------------------- data
-class _Sampler:
-    """Sample ``j`` -> (dataset index, augmentation rng), a pure function of ``(seed, j)``."""
-
-    def __init__(self, length: int, seed: int) -> None:
-        self.length = length
-        self.seed = seed
-        self._perm: tuple[int, np.ndarray] | None = None
-
-    def __call__(self, j: int) -> tuple[int, np.random.Generator]:
-        epoch = j // self.length
-        if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, np.random.default_rng([self.seed, 0, epoch]).permutation(self.length))
-        return int(self._perm[1][j % self.length]), np.random.default_rng([self.seed, 1, j])
-
-
-def _fallback_transform(crop_size: tuple[int, int], ignore_index: int, flip_prob: float) -> Any:
-    """Random crop + flip + pad, used only when ``segcore_datasets`` is not installed."""
-
-    def transform(sample: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        image = torch.as_tensor(np.asarray(sample["image"]))
-        label = torch.as_tensor(np.asarray(sample["label"])).long()
-        ch, cw = crop_size
-        h, w = label.shape
-        y = int(rng.integers(0, max(h - ch, 0) + 1))
-        x = int(rng.integers(0, max(w - cw, 0) + 1))
-        image, label = image[:, y : y + ch, x : x + cw], label[y : y + ch, x : x + cw]
-        if rng.random() < flip_prob:
-            image, label = image.flip(-1), label.flip(-1)
-        out_img = torch.zeros((3, ch, cw), dtype=torch.uint8)
-        out_lbl = torch.full((ch, cw), ignore_index, dtype=torch.long)
-        out_img[:, : image.shape[1], : image.shape[2]] = image
-        out_lbl[: label.shape[0], : label.shape[1]] = label
-        return {"image": out_img, "label": out_lbl}
-
-    return transform
-
-
-def _train_transform(recipe: RecipeSpec, crop_size: tuple[int, int], ignore_index: int, dataset: Any) -> Any:
-    pipe = dict(recipe.train_pipeline)
-    if pipe.get("scale") is None:
-        # No img_scale in the recipe: rescale relative to the dataset's own image size (first sample).
-        h, w = np.asarray(dataset[0]["label"]).shape
-        pipe["scale"] = (max(h, w), min(h, w))
-    try:
-        from segcore_datasets.transforms import TrainTransform
-    except ImportError:
-        warnings.warn("segcore_datasets is not installed: training with crop + flip only", stacklevel=2)
-        return _fallback_transform(crop_size, ignore_index, float(pipe.get("flip_prob", 0.5)))
-    return TrainTransform(
-        crop_size=crop_size,
-        scale=tuple(pipe["scale"]),
-        ratio_range=tuple(pipe["ratio_range"]) if pipe.get("ratio_range") else None,
-        cat_max_ratio=float(pipe.get("cat_max_ratio", 1.0)),
-        flip_prob=float(pipe.get("flip_prob", 0.5)),
-        photometric=bool(pipe.get("photometric")),
-        ignore_index=ignore_index,
-    )
-
-
-class _Samples(torch.utils.data.Dataset):
-    """Training sample number ``j`` -> augmented ``(image, label)``, a pure function of ``(seed, j)``.
-
-    Because no state is carried from one sample to the next, DataLoader workers can produce samples in any
-    order and a resumed run sees exactly the samples an uninterrupted one would.
-    """
-
-    def __init__(self, dataset: Any, sampler: _Sampler, transform: Any) -> None:
-        self.dataset, self.sampler, self.transform = dataset, sampler, transform
-
-    def __len__(self) -> int:
-        return 2**62  # indexed by global sample number, never iterated by itself
-
-    def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-        index, rng = self.sampler(j)
-        out = self.transform(self.dataset[index], rng)
-        return torch.as_tensor(np.asarray(out["image"])), torch.as_tensor(np.asarray(out["label"])).long()
-
-
-class _Batches(torch.utils.data.Sampler):
-    """Sample numbers of this process's micro-batches from iteration ``start`` to ``iters``.
-
-    Micro-batch ``m`` of iteration ``i`` on process ``rank`` holds samples
-    ``((i * accum + m) * world + rank) * per_device + [0, per_device)``: the split of a total batch over
-    processes and accumulation steps never changes which samples an iteration sees.
-    """
-
-    def __init__(self, start: int, iters: int, accum: int, world: int, rank: int, per_device: int) -> None:
-        self.start, self.iters, self.accum = start, iters, accum
-        self.world, self.rank, self.per_device = world, rank, per_device
-
-    def __len__(self) -> int:
-        return (self.iters - self.start) * self.accum
-
-    def __iter__(self) -> Any:
-        for step in range(self.start * self.accum, self.iters * self.accum):
-            first = (step * self.world + self.rank) * self.per_device
-            yield list(range(first, first + self.per_device))
-
-
-def _loader(samples: _Samples, batches: _Batches, workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
-    # A private generator: creating the loader's iterator must not draw from the global RNG, whose state is
-    # part of the checkpoint (resume would otherwise shift every later random draw).
-    return torch.utils.data.DataLoader(
-        samples,
-        batch_sampler=batches,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        prefetch_factor=4 if workers else None,
-        generator=torch.Generator(),
-    )
-
-
-def _preflight(train_ds: Any, val_ds: Any, num_classes: int) -> None:
-    """Check a sample of both splits (sizes, label values) before any training, when segcore-datasets is there."""
-    try:
-        from segcore_datasets.check import preflight
-    except ImportError:
-        return
-    for split, ds in (("train", train_ds), ("val", val_ds)):
-        try:
-            preflight(ds, num_classes=num_classes)
-        except ValueError as err:
-            raise TrainingError(f"{split} split failed the data check: {err} (segcore data check shows more)") from err
 
 
 # ------------------------------------------------------------------------------------------------- evaluation
@@ -304,7 +42,7 @@ def _preflight(train_ds: Any, val_ds: Any, num_classes: int) -> None:
 def evaluate(
     model: torch.nn.Module,
     dataset: Any,
-    protocol: Mapping[str, Any] | None = None,
+    protocol: EvalProtocol | Mapping[str, Any] | None = None,
     device: torch.device | str = "cpu",
     rank: int = 0,
     world: int = 1,
@@ -398,10 +136,9 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
     from segcore.train.optim import build_optimizer, poly_lr_factor
     from segcore.train.plots import plot_curves
 
-    recipe, s = resolve_recipe(settings)
+    run = resolve_run(settings)
+    recipe, s = run.recipe, run.settings
     assert s.iters is not None and s.batch_size is not None and s.crop_size is not None
-    if s.mixed_precision not in ("no", "bf16", "fp16"):
-        raise TrainingError(f"--mixed-precision must be no, bf16 or fp16, not {s.mixed_precision!r}")
     if s.tensorboard and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
         raise TrainingError("--tensorboard needs the tensorboard package: pip install tensorboard")
     out = Path(s.output_dir)
@@ -417,11 +154,7 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
         project_dir=str(out),
     )
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
-    per_device, rest = divmod(s.batch_size, world * s.grad_accum)
-    if rest or per_device == 0:
-        raise TrainingError(
-            f"--batch-size {s.batch_size} is not a multiple of processes ({world}) x accumulation ({s.grad_accum})"
-        )
+    per_device = batch_split(s.batch_size, world, s.grad_accum)
     if main:
         logger.warning(
             "batch size %d = %d per device x %d processes x %d accumulation steps",
@@ -440,13 +173,9 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
     val_ds = segcore.build_dataset(s.dataset, root=s.data_root, split="val", **s.dataset_opt)
     ignore_index = int(getattr(train_ds, "ignore_index", 255))
     classes = list(train_ds.classes)
-    _preflight(train_ds, val_ds, len(classes))
-    protocol = EvalProtocol.from_dict(recipe.eval)
-    if s.eval_mode:
-        protocol.mode = s.eval_mode
-        if s.eval_mode == "slide" and protocol.crop_size is None:
-            protocol.crop_size = tuple(s.crop_size)  # type: ignore[assignment]
-            protocol.stride = tuple(max(1, c * 2 // 3) for c in s.crop_size)  # type: ignore[assignment]
+    check_splits(train_ds, val_ds, len(classes))
+    protocol = run.eval_protocol or EvalProtocol.from_dict(getattr(val_ds, "eval_protocol", None))
+    pipe = recipe.train_pipeline
 
     set_seed(s.seed)
     model = segcore.build_model(
@@ -459,6 +188,8 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
         class_names=classes,
         palette=[list(map(int, c)) for c in train_ds.palette],
         ignore_index=ignore_index,
+        mean=pipe.mean,
+        std=pipe.std,
         eval=protocol.to_dict(),
         extra={"dataset": s.dataset, "recipe": s.recipe or recipe.description},
     )
@@ -490,17 +221,17 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
     if s.tensorboard:
         accelerator.init_trackers("tb", config={k: str(v) for k, v in s.to_dict().items()})
 
-    sampler = _Sampler(len(train_ds), s.seed)
-    transform = _train_transform(recipe, tuple(s.crop_size), ignore_index, train_ds)  # type: ignore[arg-type]
+    sampler = Sampler(len(train_ds), s.seed)
+    transform = train_transform(recipe, tuple(s.crop_size), ignore_index, train_ds, pipe.mean, pipe.std)  # type: ignore[arg-type]
     workers = (
         s.workers
         if s.workers is not None
         else (0 if accelerator.device.type == "cpu" else min(8, max(1, (os.cpu_count() or 1) // world - 1)))
     )
     batches = iter(
-        _loader(
-            _Samples(train_ds, sampler, transform),
-            _Batches(start, s.iters, s.grad_accum, world, rank, per_device),
+        loader(
+            Samples(train_ds, sampler, transform),
+            Batches(start, s.iters, s.grad_accum, world, rank, per_device),
             workers,
             pin_memory=accelerator.device.type == "cuda",
         )
@@ -590,9 +321,7 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
                 if world > 1:  # BatchNorm statistics may differ per process: score rank 0's model everywhere
                     for buffer in raw.buffers():
                         torch.distributed.broadcast(buffer, src=0)
-                result = evaluate(
-                    eval_model(), val_ds, protocol.to_dict(), accelerator.device, rank, world, s.max_eval_samples
-                )
+                result = evaluate(eval_model(), val_ds, protocol, accelerator.device, rank, world, s.max_eval_samples)
                 summary = {k: result[k] for k in ("mIoU", "mAcc", "aAcc", "mDice", "fwIoU")}
                 log({"iter": iteration, **summary, "per_class": result["per_class"]})
                 if s.tensorboard:

@@ -1,7 +1,9 @@
 """Train and test transforms with mmseg 0.x semantics (datasets.md §1.5, §1.6; segnext.md §5).
 
 Both take and return samples ``{"image": uint8 [3, H, W], "label": int64 [H, W], ...}`` (torch tensors or numpy
-arrays); images stay uint8 because the model normalises them. Resizing uses Pillow (image bilinear, label
+arrays). The train transform is described by a :class:`~segcore.settings.TrainPipeline` and, as the official
+pipelines do, normalises before it pads, so the padded area is 0 in normalised space; the test transform is
+described by an :class:`~segcore.settings.EvalProtocol`. Resizing uses Pillow (image bilinear, label
 nearest); all randomness comes from the ``numpy.random.Generator`` passed in, so a transform is deterministic
 given the generator's state.
 
@@ -18,23 +20,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["TrainTransform", "TestTransform", "keep_ratio_size", "min_size_resize_size"]
+from segcore.settings import EvalProtocol, Photometric, TrainPipeline, keep_ratio_size
+
+__all__ = ["TrainTransform", "TestTransform"]
 
 IGNORE = 255
-
-
-def keep_ratio_size(h: int, w: int, scale: tuple[int, int]) -> tuple[int, int]:
-    """Mmseg keep-ratio rescale: factor = min(L / long side, S / short side); returns new (h, w) (§1.4)."""
-    long_b, short_b = max(scale), min(scale)
-    f = min(long_b / max(h, w), short_b / min(h, w))
-    return int(h * f + 0.5), int(w * f + 0.5)
-
-
-def min_size_resize_size(h: int, w: int, scale: tuple[int, int], min_size: int) -> tuple[int, int]:
-    """SegViT's ``min_size`` rule (§1.6): short side = max(min(scale), min_size), long side follows, no cap."""
-    short = max(min(scale), min_size)
-    f = short / min(h, w)
-    return int(h * f + 0.5), int(w * f + 0.5)
 
 
 def _to_numpy(sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None, bool]:
@@ -89,12 +79,13 @@ class TrainTransform:
         cat_max_ratio: a crop is accepted when it holds >= 2 non-ignore classes and the largest has < this share
             (up to 10 tries, then an 11th crop unchecked); 1.0 disables the test.
         flip_prob: horizontal flip probability.
-        photometric: apply PhotoMetricDistortion (brightness ±32, contrast and saturation ×[0.5, 1.5], hue ±18,
-            each with p = 0.5; contrast before or after the HSV steps at random).
+        photometric: PhotoMetricDistortion settings (each step with p = 0.5; contrast before or after the HSV
+            steps at random); ``True`` for mmseg's defaults, ``None``/``False`` for none.
         ignore_index: label pad value and the value skipped by the crop test.
         normalize: ``(mean, std)`` in RGB: output ``(image - mean) / std`` as float32, applied before padding so
-            the padded area is 0 as in mmseg (``Normalize`` then ``Pad``). None (default): uint8 output, which
-            segcore models normalise themselves.
+            the padded area is ``pad_value`` (0) in normalised space, as mmseg's ``Normalize`` then ``Pad``. None:
+            uint8 output padded with 0 (segcore models normalise uint8 images themselves).
+        pad_value: image pad value (in normalised space when ``normalize`` is given).
 
     Call: ``transform(sample, rng)`` with ``rng`` a ``numpy.random.Generator``.
     """
@@ -106,23 +97,57 @@ class TrainTransform:
         ratio_range: tuple[float, float] | None = (0.5, 2.0),
         cat_max_ratio: float = 0.75,
         flip_prob: float = 0.5,
-        photometric: bool = True,
+        photometric: Photometric | bool | None = True,
         ignore_index: int = IGNORE,
         normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+        pad_value: float = 0.0,
     ) -> None:
+        """Store the settings; see the class docstring."""
         self.crop_size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
         self.scale = tuple(scale)
         self.ratio_range = ratio_range
         self.cat_max_ratio = cat_max_ratio
         self.flip_prob = flip_prob
-        self.photometric = photometric
+        self.photometric = Photometric() if photometric is True else (photometric or None)
         self.ignore_index = ignore_index
+        self.pad_value = pad_value
         self.normalize = None
         if normalize is not None:
             mean, std = (np.asarray(x, np.float32).reshape(3) for x in normalize)
             if (std <= 0).any():
                 raise ValueError(f"normalize: std must be positive, got {std.tolist()}")
             self.normalize = (mean, std)
+
+    @classmethod
+    def from_pipeline(
+        cls,
+        pipeline: TrainPipeline,
+        crop_size: tuple[int, int],
+        ignore_index: int = IGNORE,
+        scale: tuple[int, int] | None = None,
+    ) -> TrainTransform:
+        """The transform a recipe's :class:`TrainPipeline` describes, normalising with its mean and std.
+
+        Args:
+            pipeline: the recipe's train pipeline.
+            crop_size: the training crop.
+            ignore_index: label pad value.
+            scale: ``img_scale`` to use when the pipeline has none (the dataset's own image size).
+        """
+        bounds = pipeline.scale or scale
+        if bounds is None:
+            raise ValueError("the train pipeline has no scale: give the dataset's image size as scale")
+        return cls(
+            crop_size=crop_size,
+            scale=bounds,
+            ratio_range=pipeline.ratio_range,
+            cat_max_ratio=pipeline.cat_max_ratio,
+            flip_prob=pipeline.flip_prob,
+            photometric=pipeline.photometric,
+            ignore_index=ignore_index,
+            normalize=(pipeline.mean, pipeline.std),
+            pad_value=pipeline.pad_value,
+        )
 
     @classmethod
     def for_dataset(cls, dataset: Any, **overrides: Any) -> TrainTransform:
@@ -190,15 +215,15 @@ class TrainTransform:
                 )
             )
         flip = rng.random() < self.flip_prob
-        if self.photometric:
-            img = self._photometric(np.ascontiguousarray(img), rng)
+        if self.photometric is not None:
+            img = self._photometric(np.ascontiguousarray(img), rng, self.photometric)
         if flip:  # after the per-pixel photometric step (same result, draws in mmseg's order): the flip stays a view
             img, lab = img[:, ::-1], lab[:, ::-1]
         ch, cw = self.crop_size
         if self.normalize is not None:
             img = (img.astype(np.float32) - self.normalize[0]) / self.normalize[1]
         if img.shape[0] < ch or img.shape[1] < cw:
-            pi = np.zeros((ch, cw, 3), img.dtype)
+            pi = np.full((ch, cw, 3), self.pad_value, img.dtype)
             pl = np.full((ch, cw), self.ignore_index, np.uint8)
             pi[: img.shape[0], : img.shape[1]] = img
             pl[: lab.shape[0], : lab.shape[1]] = lab
@@ -206,7 +231,7 @@ class TrainTransform:
         return _from_numpy(sample, np.ascontiguousarray(img), np.ascontiguousarray(lab), is_torch)
 
     @staticmethod
-    def _photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _photometric(img: np.ndarray, rng: np.random.Generator, settings: Photometric | None = None) -> np.ndarray:
         """Mmseg PhotoMetricDistortion; random draws in mmseg's order (brightness, mode, ..., hue).
 
         Brightness and contrast are per-value maps of a uint8 image (mmseg rounds to uint8 after each step), so
@@ -214,19 +239,23 @@ class TrainTransform:
         applied in numpy in closed form (HSV with H and V fixed: each channel moves towards V, exact, no HSV round
         trip); with a hue shift the image goes through Pillow's HSV.
         """
+        p = settings or Photometric()
         values = np.arange(256, dtype=np.float32)
         pim = Image.fromarray(img)
         if rng.integers(2):
-            pim = pim.point(np.clip(values + rng.uniform(-32, 32), 0, 255).astype(np.uint8).tolist() * 3)
+            pim = pim.point(
+                np.clip(values + rng.uniform(-p.brightness_delta, p.brightness_delta), 0, 255).astype(np.uint8).tolist()
+                * 3
+            )
         mode = int(rng.integers(2))
         if mode == 1 and rng.integers(2):
-            pim = pim.point(np.clip(values * rng.uniform(0.5, 1.5), 0, 255).astype(np.uint8).tolist() * 3)
+            pim = pim.point(np.clip(values * rng.uniform(*p.contrast_range), 0, 255).astype(np.uint8).tolist() * 3)
         do_sat, sat = bool(rng.integers(2)), 0.0
         if do_sat:
-            sat = rng.uniform(0.5, 1.5)
+            sat = rng.uniform(*p.saturation_range)
         do_hue, hue = bool(rng.integers(2)), 0
         if do_hue:
-            hue = int(rng.integers(-18, 18))
+            hue = int(rng.integers(-p.hue_delta, p.hue_delta))
         if do_hue:
             hch, sch, vch = pim.convert("HSV").split()
             if do_sat:
@@ -237,7 +266,7 @@ class TrainTransform:
         elif do_sat:
             pim = _saturate(pim, sat)
         if mode == 0 and rng.integers(2):
-            pim = pim.point(np.clip(values * rng.uniform(0.5, 1.5), 0, 255).astype(np.uint8).tolist() * 3)
+            pim = pim.point(np.clip(values * rng.uniform(*p.contrast_range), 0, 255).astype(np.uint8).tolist() * 3)
         return np.asarray(pim)
 
 
@@ -262,41 +291,29 @@ def _saturate(pim: Image.Image, alpha: float) -> Image.Image:
 
 
 class TestTransform:
-    """Test-time keep-ratio resize of the image only (labels stay at the original size for scoring, §1.4).
+    """Test-time resize of the image only, as an :class:`EvalProtocol` says (labels stay at their size, §1.4).
 
     Args:
-        scale: mmseg ``img_scale`` (long, short), or None for no resize.
-        min_size: SegViT's rule (§1.6): short side = max(min(scale), min_size), no long-side cap.
-        resize_to_multiple: SegNeXt ADE/COCO: round each side up to a multiple of this (bilinear).
+        protocol: the eval protocol whose ``resize``, ``keep_ratio``, ``min_size`` and ``resize_to_multiple``
+            give the test size (at scale 1).
 
     The output sample gets ``"ori_size": (H, W)`` of the input.
     """
 
     __test__ = False  # not a pytest class despite its name
 
-    def __init__(
-        self, scale: tuple[int, int] | None, min_size: int | None = None, resize_to_multiple: int | None = None
-    ) -> None:
-        self.scale, self.min_size, self.resize_to_multiple = scale, min_size, resize_to_multiple
+    def __init__(self, protocol: EvalProtocol) -> None:
+        """Store the protocol."""
+        self.protocol = protocol
 
     @classmethod
     def for_dataset(cls, dataset: Any) -> TestTransform:
         """The test transform of ``dataset.eval_protocol`` (papers' configs, §9)."""
-        ev = getattr(dataset, "eval_protocol", None) or {}
-        return cls(ev.get("test_scale"), ev.get("min_size"), ev.get("resize_to_multiple"))
+        return cls(EvalProtocol.from_dict(getattr(dataset, "eval_protocol", None)))
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """(h, w) the image of size (h, w) is resized to."""
-        if self.scale is None:
-            nh, nw = h, w
-        elif self.min_size is not None:
-            nh, nw = min_size_resize_size(h, w, self.scale, self.min_size)
-        else:
-            nh, nw = keep_ratio_size(h, w, self.scale)
-        if self.resize_to_multiple:
-            m = self.resize_to_multiple
-            nh, nw = -(-nh // m) * m, -(-nw // m) * m
-        return nh, nw
+        return self.protocol.image_size(h, w)
 
     def __call__(self, sample: dict[str, Any], rng: np.random.Generator | None = None) -> dict[str, Any]:
         """Resize the image of ``sample`` (``rng`` unused: the test pipeline is deterministic)."""
