@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-KINDS = ("encoders", "decoders", "losses", "datasets", "checkpoints", "converters", "recipes")
+KINDS = ("encoders", "decoders", "losses", "datasets", "checkpoints", "converters", "recipes", "pairs")
+
+# What --json adds per kind beyond name, plugin, version and description (the spec's typed settings).
+_DETAILS = {
+    "checkpoints": ("encoder", "decoder", "num_classes", "dataset", "metric", "eval_protocol", "repo_id"),
+    "pairs": ("encoder", "decoder", "encoder_options", "decoder_options", "source"),
+    "recipes": ("dataset", "iters", "batch_size", "crop_size", "eval", "source"),
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,11 +29,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the components."""
-    from segcore.registry import list_components
+    from segcore.options import to_jsonable_options
+    from segcore.registry import components, list_components
 
     table = list_components(args.kind)
     if args.json:
-        print(json.dumps({k: [vars(r) for r in rows] for k, rows in table.items()}, indent=2))
+        out = {}
+        for kind, rows in table.items():
+            specs = components(kind)
+            out[kind] = []
+            for r in rows:
+                spec = specs[r.name]
+                row = {**vars(r), **{k: to_jsonable_options(getattr(spec, k)) for k in _DETAILS.get(kind, ())}}
+                if kind == "checkpoints":
+                    row["checkpoint_kind"] = spec.kind  # "model" or "encoder"; "kind" is the registry kind
+                out[kind].append(row)
+        print(json.dumps(out, indent=2))
         return 0
     for kind, rows in table.items():
         print(f"{kind} ({len(rows)})")

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -253,36 +253,43 @@ def _fetch_official(spec: CheckpointSpec, name: str) -> Path:
     return target
 
 
-def convert_registered(name: str, spec: CheckpointSpec, official_file: str | Path | None = None) -> SegModel:
-    """Convert the official file of the registered model checkpoint ``name`` (downloaded and verified if not given).
+def checkpoint_config(name: str, spec: CheckpointSpec) -> dict[str, Any]:
+    """The :class:`SegModelConfig` fields a registered model checkpoint's converted model gets.
 
-    The model's config records where the weights come from (source, converter, expected metric, eval protocol),
-    which the model card then states.
+    Besides the architecture, the config records the paper's eval protocol (``eval``, typed), so that ``segcore
+    eval`` runs the paper's test pipeline by default, and where the weights come from (``extra``), which the model
+    card states.
     """
-    from segcore.convert import convert_checkpoint
-
-    official = Path(official_file) if official_file is not None else _fetch_official(spec, name)
-    model = convert_checkpoint(
-        official,
-        format=spec.format,
-        encoder=spec.encoder,
-        decoder=spec.decoder,
-        num_classes=spec.num_classes,
-        encoder_options=dict(spec.encoder_options),
-        decoder_options=dict(spec.decoder_options),
-        eval=spec.eval_protocol.to_dict() if spec.eval_protocol is not None else {},
+    return {
+        "encoder_options": dict(spec.encoder_options),
+        "decoder_options": dict(spec.decoder_options),
+        "eval": spec.eval_protocol.to_dict() if spec.eval_protocol is not None else {},
         **dict(spec.model_config),
-    )
-    model.config.extra.update(
-        {
+        "extra": {
             "name": name,
             "source": spec.official_url or spec.official_filename,
             "converter": f"segcore convert --format {spec.format}",
             "metric": spec.metric,
             "eval_protocol": spec.eval_protocol.describe() if spec.eval_protocol is not None else "",
             "dataset": spec.dataset,
-        }
+        },
+    }
+
+
+def convert_registered(name: str, spec: CheckpointSpec, official_file: str | Path | None = None) -> SegModel:
+    """Convert the official file of the registered model checkpoint ``name`` (downloaded and verified if not given).
+
+    The model's config is :func:`checkpoint_config`'s: the paper's eval protocol and the weights' provenance.
+    """
+    from segcore.convert import convert_checkpoint
+
+    official = Path(official_file) if official_file is not None else _fetch_official(spec, name)
+    config = checkpoint_config(name, spec)
+    extra = config.pop("extra")
+    model = convert_checkpoint(
+        official, format=spec.format, encoder=spec.encoder, decoder=spec.decoder, num_classes=spec.num_classes, **config
     )
+    model.config.extra.update(extra)
     return model
 
 

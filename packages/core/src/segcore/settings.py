@@ -119,6 +119,8 @@ class TrainPipeline(_Settings):
 
     def __post_init__(self) -> None:  # noqa: D105
         where = "train_pipeline"
+        if isinstance(self.photometric, Mapping):  # given as a dict: parsed as strictly as from_dict would
+            object.__setattr__(self, "photometric", Photometric.from_dict(self.photometric, f"{where}.photometric"))
         _positive_pair(self.scale, f"{where}.scale")
         if self.ratio_range is not None:
             lo, hi = self.ratio_range

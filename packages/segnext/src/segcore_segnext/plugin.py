@@ -209,6 +209,7 @@ def _recipe(
     scale: tuple[int, int],
     test: EvalProtocol,
     source: str,
+    variants: dict[str, ModelSettings] | None = None,
 ) -> RecipeSpec:
     return RecipeSpec(
         description=f"SegNeXt on {dataset}, {iters // 1000}k iterations, AdamW 6e-5, poly, batch {batch}",
@@ -233,11 +234,18 @@ def _recipe(
         checkpoint_every=8000,
         # The T config; another MSCAN size gets its own head from the segnext-* pairs (spec §3.1).
         model=ModelSettings(encoder="mscan-t", decoder="ham", pretrained_encoder=True),
+        model_variants=variants or {},
         source=source,
     )
 
 
 _CONFIGS = "Visual-Attention-Network/SegNeXt@c87bcae local_configs/segnext/*/"
+_APPENDIX = "SegNeXt paper appendix Table 1 (crop, batch, iterations)"
+# iSAID has official (Jittor) configs: whole image in (896, 896) + ResizeToMultiple(32); B's drop path is 0.2 there.
+_TEST_ISAID = EvalProtocol(mode="whole", resize=(896, 896), resize_to_multiple=32)
+_ISAID_B = ModelSettings(
+    encoder="mscan-b", decoder="ham", encoder_options={"drop_path_rate": 0.2}, pretrained_encoder=True
+)
 
 
 @hookimpl
@@ -258,5 +266,37 @@ def segcore_recipes() -> dict[str, RecipeSpec]:
             (2048, 512),
             _TEST_ADE,
             _CONFIGS + "segnext.*.512x512.coco_stuff164k.80k.py",
+        ),
+        # No configs were released for Pascal VOC and Pascal Context: crop, batch and iterations from the appendix
+        # (VOC: the 80k trainaug stage; the paper then fine-tunes 80k on trainval), the rest is the ADE20K recipe
+        # (whole image, ResizeToMultiple(32)) with the datasets' own resize bounds from mmseg's base dataset configs
+        # (datasets.md §9: VOC (2048, 512), Pascal Context (520, 520)).
+        "segnext-voc2012-aug-80k": _recipe(
+            "voc2012-aug",
+            80_000,
+            16,
+            512,
+            (2048, 512),
+            _TEST_ADE,
+            f"{_APPENDIX} + the ADE20K config; mmseg pascal_voc12_aug.py scales",
+        ),
+        "segnext-pascal-context-59-80k": _recipe(
+            "pascal-context-59",
+            80_000,
+            16,
+            480,
+            (520, 520),
+            EvalProtocol(mode="whole", resize=(520, 520), resize_to_multiple=32),
+            f"{_APPENDIX} + the ADE20K config; mmseg pascal_context_59.py scales (paper: 59 classes + background)",
+        ),
+        "segnext-isaid-160k": _recipe(
+            "isaid",
+            160_000,
+            16,
+            896,
+            (896, 896),
+            _TEST_ISAID,
+            "Jittor/JSeg@c14696d project/segnext/*/segnext_*_896x896_isaid_160k.py (+ appendix Table 1)",
+            variants={"mscan-b": _ISAID_B},
         ),
     }
