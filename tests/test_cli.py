@@ -174,3 +174,35 @@ def test_convert_writes_a_loadable_folder(tmp_path: Path):
         check=False,
     )
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_train_dry_run_prints_the_resolved_run_and_writes_nothing(tmp_path: Path):
+    out_dir = tmp_path / "run"
+    args = (
+        "train",
+        "--recipe",
+        "segvit-coco-stuff10k-80k",
+        "--encoder",
+        "vit-l16-shrunk",
+        "--output-dir",
+        str(out_dir),
+    )
+    text = run(*args, "--dry-run").stdout
+    for expected in (
+        "vit-l16-shrunk + atm-shrunk, 171 classes",  # the dataset's classes, without the data on this machine
+        "img_size=512",  # the Shrunk head at this recipe's crop
+        "mean (127.5, 127.5, 127.5)",
+        "clip grad       max L2 norm 35",
+        "poly power 2",
+        "min_size=512",
+        "16 = 16 per device x 1 process(es)",
+        "group         lr 2e-05, decay 0:",
+    ):
+        assert expected in text, expected
+    plan = json.loads(run(*args, "--dry-run", "--json").stdout)
+    assert plan["eval_protocol"]["min_size"] == 512 and plan["clip_grad"] == 35.0
+    assert not out_dir.exists()  # nothing written, no weights, no data read
+    bad = run(
+        "train", "--encoder", "mscan-t", "--decoder", "ham", "--decoder-opt", "chanels=8", "--dry-run", check=False
+    )
+    assert bad.returncode == 2 and "did you mean 'channels'" in bad.stderr

@@ -368,3 +368,31 @@ def test_checkpoint_protocol_reaches_segcore_eval(name, tmp_path, monkeypatch, c
     printed = json.loads(capsys.readouterr().out)
     assert printed["protocol"] == _plain(spec.eval_protocol.to_dict())
     assert probe.sizes == expected
+
+
+@pytest.mark.parametrize(
+    ("recipe", "encoder", "groups"),
+    [
+        # segnext.md §5.1, SegNeXt-T: (lr, decay) -> (tensors, values), counted with genuine mmcv semantics.
+        (
+            "segnext-ade20k-160k",
+            "mscan-t",
+            {(6e-5, 0.01): (378, 3_895_200), (6e-5, 0.0): (66, 8_384), (6e-4, 0.01): (13, 359_830)},
+        ),
+        # segdeformer.md §8, MiT-B1 + SegDeformer: "verified by building the optimiser with genuine mmcv".
+        (
+            "segdeformer-ade20k-160k",
+            "mit-b1",
+            {(6e-5, 0.01): (None, 13_139_136), (6e-5, 0.0): (None, 12_288), (6e-4, 0.01): (None, 1_302_166)},
+        ),
+    ],
+    ids=["segnext-t", "segdeformer-mit-b1"],
+)
+def test_dry_run_parameter_groups_match_the_spec(recipe: str, encoder: str, groups: dict) -> None:
+    got = {
+        (round(g["lr"], 12), g["weight_decay"]): (g["tensors"], g["values"])
+        for g in plan(TrainSettings(recipe=recipe, encoder=encoder))["optimizer"]["param_groups"]
+    }
+    assert set(got) == set(groups)
+    for key, (tensors, values) in groups.items():
+        assert got[key][1] == values and (tensors is None or got[key][0] == tensors), key
