@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 import torch.nn.functional as F  # noqa: N812
-from segcore.benchmark import count_params_and_macs
+from segcore.benchmark import _infer_step, count_params_and_macs
 from torch import nn
 
 
@@ -75,3 +76,11 @@ def test_torchprofile_convention_adds_elementwise_products_norms_and_upsampling(
 def test_unknown_convention_is_refused():
     with pytest.raises(ValueError, match="torchprofile"):
         count_params_and_macs(_Gated(2), (4, 4), convention="fvcore")
+
+
+def test_inference_step_returns_the_forward_so_compile_cannot_drop_it():
+    # torch.compile removes a forward whose output is unused: the timed step must hand its output back.
+    model = nn.Conv2d(3, 4, 1)
+    images = torch.randn(1, 3, 8, 8)
+    out = _infer_step(model, images)()
+    assert isinstance(out, torch.Tensor) and out.shape == (1, 4, 8, 8)

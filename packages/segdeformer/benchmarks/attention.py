@@ -16,6 +16,7 @@ All implementations share the same weights (same seed; only the ``attention`` op
   oneDNN's bf16 matrix products run about 3x as fast as fp32 ones). Ratios always compare the two
   implementations at the same precision; the last column is every row's largest logits / mid-logits
   difference from the first precision's materialised row.
+* ``--json FILE`` also writes every figure, unrounded (seconds, MiB), to ``FILE`` (``scripts/gpu_check.py`` reads it).
 
 Usage (repository root; the lock keeps other benchmarks from running at the same time)::
 
@@ -148,6 +149,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32"], help="one table row pair each")
+    parser.add_argument("--json", default=None, help="also write every figure, unrounded, to this JSON file")
     parser.add_argument("--attention", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -191,6 +193,13 @@ def main() -> None:
         )
     for (name, precision), r in results.items():
         print(f"{name} {precision} rounds (s): {', '.join(f'{t:.2f}' for t in r['times_s'])}")
+    if args.json:
+        rows = [
+            {"attention": name, "precision": precision, **{k: v for k, v in r.items() if k != "outputs"}}
+            for (name, precision), r in results.items()
+        ]
+        meta = {"encoder": args.encoder, "size": args.size, "batch": 1, "device": _device_name(args)}
+        Path(args.json).write_text(json.dumps({**meta, "iters": args.iters, "torch": torch.__version__, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -276,9 +276,11 @@ def _infer_step(model: nn.Module, images: torch.Tensor) -> Any:
     model.eval()
     forward = getattr(model, "forward_output", None) or model
 
-    def step() -> None:
+    def step() -> Any:
+        # Returned, not dropped: under torch.compile a forward whose result is unused is dead code, and the
+        # compiled step then skips it (measured: 3 ms instead of 19 ms for mscan-t + ham, 2x64x64, on CPU).
         with torch.no_grad():
-            forward(images)
+            return forward(images)
 
     return step
 
