@@ -50,9 +50,29 @@ def _imported_distributions(package_dir: Path) -> set[str]:
 
 # Imports that are optional by design, each guarded by an ImportError handler with a message.
 OPTIONAL = {
-    "segcore": {"segcore-datasets", "transformers", "onnx", "onnxruntime", "tensorboard"},
+    "segcore": {"transformers", "onnx", "onnxruntime", "tensorboard"},
     "segcore-cli": {"transformers", "onnx", "onnxruntime"},
 }
+
+
+REPO_DISTRIBUTIONS = {_project(m)["name"] for m in MEMBERS}
+# Arrows point one way: core imports no other member; a paper plugin imports core and nothing else of the repo.
+ALLOWED_MEMBERS = {
+    "segcore": set(),
+    "segcore-datasets": {"segcore"},
+    "segcore-segnext": {"segcore"},
+    "segcore-segvit": {"segcore"},
+    "segcore-segdeformer": {"segcore"},
+    "segcore-cli": {"segcore", "segcore-datasets"},
+}
+
+
+@pytest.mark.parametrize("member", MEMBERS, ids=[m.name for m in MEMBERS])
+def test_member_imports_only_the_members_below_it(member):
+    name = _project(member)["name"]
+    (package_dir,) = [p for p in (member / "src").iterdir() if (p / "__init__.py").exists()]
+    imported = _imported_distributions(package_dir) & REPO_DISTRIBUTIONS
+    assert imported <= ALLOWED_MEMBERS[name], f"{name} imports {sorted(imported - ALLOWED_MEMBERS[name])}"
 
 
 @pytest.mark.parametrize("member", MEMBERS, ids=[m.name for m in MEMBERS])
