@@ -6,7 +6,7 @@ Imports no torch at import time.
 from __future__ import annotations
 
 from segcore.hookspecs import hookimpl
-from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, RecipeSpec
+from segcore.specs import PYRAMID_STRIDES, CheckpointSpec, ComponentSpec, ConverterSpec, RecipeSpec
 
 _PKG = "segcore_segdeformer"
 _MIT_SRC = "Xie et al., SegFormer, arXiv:2105.15203; github.com/NVlabs/SegFormer; mmseg mit.py"
@@ -39,7 +39,7 @@ def segcore_decoders() -> dict[str, ComponentSpec]:
             options=f"{_PKG}.head:SegDeformerOptions",
             description="SegDeformer: SegFormer fusion + internal and external (class-token) attention",
             source=_SD_SRC,
-            input_kind="pyramid",
+            in_strides=PYRAMID_STRIDES,
             default_loss="segdeformer",
         )
     }
