@@ -101,11 +101,6 @@ def test_wiring_mismatch_is_reported_at_build_time_in_words():
         registry.unregister_plugin("broken-plugin")
 
 
-def test_mixed_strides_for_a_pyramid_decoder_is_a_wiring_error():
-    with pytest.raises(WiringError, match="needs a feature pyramid"):
-        segcore.build_model("timm:resnet18", "mlp", 3, encoder_options={"out_indices": (3, 1)})
-
-
 def test_bad_labels_and_images_are_refused_with_the_reason():
     model = segcore.build_model("timm:resnet18", "linear", 3)
     images = torch.randn(1, 3, 64, 64)

@@ -258,7 +258,7 @@ def test_plugin_registration() -> None:
     from segcore.registry import components
 
     assert {"mscan-t", "mscan-s", "mscan-b", "mscan-l"} <= components("encoders").keys()
-    assert components("decoders")["ham"].input_kind == "pyramid"
+    assert components("decoders")["ham"].in_strides == (4, 8, 16, 32)
     ckpts = components("checkpoints")
     for v in "tsbl":
         for suffix in ("ade20k", "cityscapes"):

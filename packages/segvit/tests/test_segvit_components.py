@@ -56,7 +56,7 @@ def test_model_non_square_and_loss_backward() -> None:
 
 
 def test_atm_on_hierarchical_features() -> None:
-    """input_kind "any": maps of several strides and widths; masks are summed at the finest grid."""
+    """in_strides None: maps of several strides and widths; masks are summed at the finest grid."""
     infos = [FeatureInfo(16, 4), FeatureInfo(32, 8), FeatureInfo(64, 16)]
     dec = atm(infos, 7, embed_dims=32, num_layers=1)
     feats = [torch.randn(1, i.channels, 64 // i.stride, 48 // i.stride) for i in infos]

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from segcore.specs import DecoderInput, FeatureInfo
+from segcore.specs import FeatureInfo, check_strides
 
 __all__ = ["FeatureInfo", "DecoderOutput", "Encoder", "Decoder", "Loss", "check_feature_info"]
 
@@ -64,15 +64,24 @@ class Decoder(nn.Module):
     """Base class of decoders, built as ``Decoder(in_features, num_classes, **options)``.
 
     Class attributes:
-        input_kind: ``"pyramid"`` when the decoder needs maps at strictly increasing strides (a plain
-            encoder then gets a feature pyramid from :class:`segcore.SegModel`), ``"any"`` when it accepts
-            any list of maps.
+        in_strides: the strides of the maps the decoder reads, finest first, one map per entry (``(4, 8, 16,
+            32)`` for a head built for hierarchical encoders), or ``None`` when it accepts any list of maps. The
+            decoder's :class:`~segcore.ComponentSpec` repeats it (the model reads the spec before it builds the
+            decoder): :class:`segcore.SegModel` then hands the decoder exactly these levels, selected from the
+            encoder's maps or built by an adapter (see :mod:`segcore.adapters`). Checked when the class is
+            defined: positive and strictly increasing.
         default_loss: the registered name of the loss that trains it.
     """
 
-    input_kind: ClassVar[DecoderInput] = "any"
+    in_strides: ClassVar[tuple[int, ...] | None] = None
     default_loss: ClassVar[str] = "ce"
     default_loss_options: ClassVar[Mapping[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check a subclass's ``in_strides`` declaration when the class is defined, not when a model is built."""
+        super().__init_subclass__(**kwargs)
+        if "in_strides" in cls.__dict__:
+            cls.in_strides = check_strides(cls.in_strides, f"{cls.__qualname__}.in_strides")
 
     def forward(self, features: Sequence[Tensor], image_size: tuple[int, int]) -> DecoderOutput:  # pragma: no cover
         """Decode ``features``; ``image_size`` is the network input's ``(H, W)``."""

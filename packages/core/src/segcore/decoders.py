@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from segcore.contracts import Decoder, DecoderOutput
 from segcore.ops import adaptive_avg_pool2d
 from segcore.options import parse_options
-from segcore.specs import FeatureInfo
+from segcore.specs import PYRAMID_STRIDES, FeatureInfo
 
 __all__ = [
     "ConvBNReLU",
@@ -78,7 +78,7 @@ class LinearHead(Decoder):
         output logits: ``[B, K, H / s, W / s]`` at the stride ``s`` of the chosen map.
     """
 
-    input_kind = "any"
+    in_strides = None  # any list of maps: it reads one of them (in_index)
 
     def __init__(self, in_features: Sequence[FeatureInfo], num_classes: int, options: LinearHeadOptions) -> None:
         """Build the head for ``in_features``."""
@@ -117,7 +117,7 @@ class MLPHead(Decoder):
         output logits: ``[B, K, H / s0, W / s0]`` at the finest input stride ``s0``.
     """
 
-    input_kind = "pyramid"
+    in_strides = PYRAMID_STRIDES
 
     def __init__(self, in_features: Sequence[FeatureInfo], num_classes: int, options: MLPHeadOptions) -> None:
         """Build the head for ``in_features``."""
@@ -161,7 +161,7 @@ class UPerHead(Decoder):
         output logits: ``[B, K, H / s0, W / s0]`` at the finest input stride ``s0``.
     """
 
-    input_kind = "pyramid"
+    in_strides = PYRAMID_STRIDES
 
     def __init__(self, in_features: Sequence[FeatureInfo], num_classes: int, options: UPerHeadOptions) -> None:
         """Build PPM, lateral and FPN convs for ``in_features``."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from segcore.contracts import Encoder
-from segcore.errors import SegcoreError
+from segcore.errors import OptionsError, SegcoreError
 from segcore.options import parse_options
 from segcore.specs import FeatureInfo
 
@@ -79,6 +79,14 @@ class TimmEncoder(Encoder):
             keep = tuple(i for i, r in zip(info.out_indices, info.reduction()) if r >= 4)
             self.model = timm.create_model(model_name, **{**kwargs, "out_indices": keep})
             info = self.model.feature_info
+        resolved = list(info.out_indices)  # negative block indices of ViTs resolved by timm
+        if any(a >= b for a, b in zip(resolved, resolved[1:])):
+            # timm returns the maps in network order whatever order out_indices lists, while its feature_info
+            # follows the list: the two would disagree.
+            raise OptionsError(
+                f"timm:{model_name}: out_indices {tuple(opts.out_indices or ())} must be in increasing network order "
+                f"(timm returns the maps in that order), e.g. {tuple(sorted(set(resolved)))}"
+            )
         self.feature_info = [FeatureInfo(int(c), int(r)) for c, r in zip(info.channels(), info.reduction())]
         self.model_name = model_name
         # Models with fixed windows (Swin) need multiples of stride x window; patch models of the patch.

@@ -32,7 +32,10 @@ def segcore_encoders() -> dict[str, ComponentSpec]:
 
 @hookspec
 def segcore_decoders() -> dict[str, ComponentSpec]:
-    """Return decoders: name -> spec whose factory is ``factory(in_features, num_classes, **options) -> Decoder``."""
+    """Return decoders: name -> spec whose factory is ``factory(in_features, num_classes, **options) -> Decoder``.
+
+    The spec's ``in_strides`` declares the strides of the maps the decoder reads (``None``: any maps).
+    """
 
 
 @hookspec

@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-from segcore.adapters import SimpleFeaturePyramid, is_plain, is_pyramid
+from segcore.adapters import build_adapter
 from segcore.components import build_decoder, build_encoder, build_loss, validate_options, with_pair_defaults
 from segcore.contracts import Decoder, DecoderOutput, Encoder, Loss
 from segcore.errors import SegcoreError, WiringError
 from segcore.ops import is_tracing
-from segcore.registry import get_spec
+from segcore.registry import components, get_spec
 from segcore.settings import IMAGENET_MEAN, IMAGENET_STD, EvalProtocol
 from segcore.specs import ComponentSpec, FeatureInfo
 
@@ -124,17 +124,10 @@ class SegModel(nn.Module):
         validate_options("decoders", config.decoder, config.decoder_options)
         self.encoder: Encoder = build_encoder(config.encoder, pretrained=pretrained_encoder, **config.encoder_options)
         in_features = list(self.encoder.feature_info)
-        self.adapter: nn.Module | None = None
-        input_kind = getattr(decoder_spec, "input_kind", "any")
-        if input_kind == "pyramid" and not is_pyramid(in_features):
-            if not is_plain(in_features):
-                raise WiringError(
-                    f"decoder {config.decoder!r} needs a feature pyramid (strictly increasing strides) but encoder "
-                    f"{config.encoder!r} returns strides {[i.stride for i in in_features]}; choose encoder "
-                    "outputs with increasing strides (e.g. encoder option out_indices) or a decoder that accepts "
-                    "any maps (linear, atm)."
-                )
-            self.adapter = SimpleFeaturePyramid(in_features)
+        # The decoder gets exactly the levels it declares: the encoder's own maps, a selection of them, or
+        # maps an adapter builds (segcore.adapters).
+        self.adapter: nn.Module | None = _adapter_for(config, decoder_spec, in_features)
+        if self.adapter is not None:
             in_features = list(self.adapter.feature_info)
         self.decoder_in_features = in_features
         self.decoder: Decoder = build_decoder(config.decoder, in_features, config.num_classes, **config.decoder_options)
@@ -325,6 +318,22 @@ class SegModel(nn.Module):
         return push_to_hub(
             self, repo_id, private=private, commit_message=commit_message, token=token, revision=revision
         )
+
+
+def _adapter_for(
+    config: SegModelConfig, decoder_spec: ComponentSpec, in_features: list[FeatureInfo]
+) -> nn.Module | None:
+    """The adapter between the encoder's maps and the strides the decoder declares; errors name both sides."""
+    strides = decoder_spec.in_strides
+    try:
+        return build_adapter(in_features, strides)
+    except WiringError as err:
+        flexible = sorted(name for name, spec in components("decoders").items() if spec.in_strides is None)
+        raise WiringError(
+            f"decoder {config.decoder!r} reads maps at strides {list(strides or [])} but encoder {config.encoder!r} "
+            f"returns {describe(in_features)}: {err}. Choose encoder outputs at power-of-two multiples of those "
+            f"strides (e.g. encoder option out_indices) or a decoder that reads any maps ({', '.join(flexible)})."
+        ) from err
 
 
 def build_model(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from segcore.hookspecs import hookimpl
-from segcore.specs import ComponentSpec, ConverterSpec, RecipeSpec
+from segcore.specs import PYRAMID_STRIDES, ComponentSpec, ConverterSpec, RecipeSpec
 
 _DEC = "segcore.decoders"
 _LOSS = "segcore.losses"
@@ -37,14 +37,14 @@ def segcore_decoders() -> dict[str, ComponentSpec]:
             options=f"{_DEC}:MLPHeadOptions",
             description="SegFormer all-MLP head: per-level 1x1 projections, upsample, fuse, classify",
             source="Xie et al., SegFormer, arXiv:2105.15203",
-            input_kind="pyramid",
+            in_strides=PYRAMID_STRIDES,
         ),
         "upernet": ComponentSpec(
             factory=f"{_DEC}:upernet",
             options=f"{_DEC}:UPerHeadOptions",
             description="UPerNet head: pyramid pooling module on the last map + FPN over all levels",
             source="Xiao et al., UPerNet, arXiv:1807.10221",
-            input_kind="pyramid",
+            in_strides=PYRAMID_STRIDES,
         ),
     }
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import pluggy
 
 from segcore import hookspecs
-from segcore.errors import ComponentClashError, UnknownComponentError
+from segcore.errors import ComponentClashError, SegcoreError, UnknownComponentError
 from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, PairSpec, RecipeSpec
 
 __all__ = [
@@ -201,7 +201,11 @@ def _build_table(kind: Kind) -> None:
     owners: dict[str, str] = {}
     # Call implementations one by one so that a clash can name both plugins.
     for impl in reversed(hook.get_hookimpls()):
-        result = impl.function()
+        try:
+            result = impl.function()
+        except SegcoreError as err:
+            # A spec that refuses its own declaration (e.g. invalid in_strides) raises inside the plugin: say which.
+            raise type(err)(f"plugin {_plugin_label(impl.plugin_name)}: segcore_{kind}(): {err}") from err
         if not result:
             continue
         if not isinstance(result, Mapping):

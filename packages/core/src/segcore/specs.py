@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from segcore.errors import OptionsError
+from segcore.errors import OptionsError, SegcoreError
 from segcore.settings import EvalProtocol, ModelSettings, TrainPipeline
 
 if TYPE_CHECKING:
@@ -27,10 +28,47 @@ __all__ = [
     "PairSpec",
     "ParamGroupRule",
     "DecoderInput",
+    "PYRAMID_STRIDES",
+    "check_strides",
     "resolve",
 ]
 
+# Deprecated: what ``ComponentSpec.input_kind`` took before decoders declared ``in_strides``.
 DecoderInput = Literal["any", "pyramid"]
+
+# The strides of a hierarchical encoder's four stages: what the pyramid decoders (UPerNet, SegFormer's MLP,
+# LightHam, SegDeformer) index into, and what the deprecated ``input_kind="pyramid"`` stands for.
+PYRAMID_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
+
+
+def check_strides(strides: Sequence[int] | None, what: str) -> tuple[int, ...] | None:
+    """Return a decoder's declared input strides as a tuple, or ``None`` (any list of maps).
+
+    Args:
+        strides: the declaration: positive integers in strictly increasing order, finest first.
+        what: who declares it, for the error message (``"decoder 'ham'"``, ``"LightHamHead.in_strides"``).
+
+    Raises:
+        SegcoreError: the declaration is empty, holds something other than positive integers or is not
+            strictly increasing.
+    """
+    if strides is None:
+        return None
+    if isinstance(strides, (str, bytes)) or not isinstance(strides, Sequence):
+        raise SegcoreError(f"{what}: in_strides must be a tuple of strides such as (4, 8, 16, 32), got {strides!r}")
+    values = tuple(strides)
+    # bool is an int subclass: (True, 2) is a typo, not stride 1.
+    if not values or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in values):
+        raise SegcoreError(
+            f"{what}: in_strides must be positive integers such as (4, 8, 16, 32) (or None for any list of maps), "
+            f"got {strides!r}"
+        )
+    if any(a >= b for a, b in zip(values, values[1:])):
+        raise SegcoreError(
+            f"{what}: in_strides must be strictly increasing, one entry per map the decoder reads, finest first "
+            f"(e.g. (4, 8, 16, 32)), got {strides!r}"
+        )
+    return values
 
 
 def resolve(ref: Any) -> Any:
@@ -70,8 +108,14 @@ class ComponentSpec:
             ``segcore train --dry-run`` shows the options the factory really uses.
         classes: datasets only: the class names (or ``"module:attr"``), known without opening the data, so that
             ``segcore train --dry-run`` can size the classifier of a dataset that is not on this machine.
-        input_kind: decoders only, see :attr:`Decoder.input_kind`.
+        input_kind: deprecated, kept so that plugins written before ``in_strides`` still load: ``"pyramid"``
+            means ``in_strides=PYRAMID_STRIDES``, ``"any"`` means ``in_strides=None``; it warns
+            (``DeprecationWarning``) and cannot be combined with ``in_strides``.
         default_loss: decoders only: the loss name and options that train it.
+        in_strides: decoders only: the strides of the maps the decoder reads, finest first, one map per entry
+            (``(4, 8, 16, 32)`` for the pyramid heads), or ``None`` when it accepts whatever list of maps the
+            encoder returns. :class:`~segcore.SegModel` gives the decoder exactly these levels (see
+            :mod:`segcore.adapters`). Positive and strictly increasing, else :class:`~segcore.SegcoreError`.
     """
 
     factory: Callable[..., Any] | str
@@ -80,9 +124,28 @@ class ComponentSpec:
     options: type | str | None = None
     defaults: Mapping[str, Any] | Any | str = field(default_factory=dict)
     classes: tuple[str, ...] | str = ()
-    input_kind: DecoderInput = "any"
+    input_kind: DecoderInput | None = None
     default_loss: str = "ce"
     default_loss_options: Mapping[str, Any] = field(default_factory=dict)
+    # Last, so that the fields before it keep their positions.
+    in_strides: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        strides = self.in_strides
+        if self.input_kind is not None:
+            if self.input_kind not in ("any", "pyramid"):
+                raise SegcoreError(f"input_kind must be 'any' or 'pyramid', got {self.input_kind!r}; use in_strides")
+            if strides is not None:
+                raise SegcoreError("give in_strides only: input_kind is its deprecated predecessor")
+            # stacklevel 3: the plugin line that builds the spec (through the dataclass __init__).
+            warnings.warn(
+                f"ComponentSpec(input_kind={self.input_kind!r}) is deprecated; declare "
+                + ("in_strides=(4, 8, 16, 32)" if self.input_kind == "pyramid" else "nothing (in_strides=None)"),
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            strides = PYRAMID_STRIDES if self.input_kind == "pyramid" else None
+        object.__setattr__(self, "in_strides", check_strides(strides, "ComponentSpec"))
 
     def load_factory(self) -> Callable[..., Any]:
         """Return the factory, importing it if it was given as ``"module:attr"``."""

@@ -31,7 +31,7 @@ from segcore.errors import OptionsError
 from segcore.losses import cross_entropy
 from segcore.ops import adaptive_avg_pool2d
 from segcore.options import parse_options
-from segcore.specs import FeatureInfo
+from segcore.specs import PYRAMID_STRIDES, FeatureInfo
 from torch import Tensor, nn
 
 __all__ = [
@@ -199,7 +199,7 @@ class SegDeformerHead(Decoder):
         features: maps ``[B, C_i, H_i, W_i]``; output logits and ``aux["mid_logits"]``: ``[B, K, H_0, W_0]``.
     """
 
-    input_kind = "pyramid"
+    in_strides = PYRAMID_STRIDES
     default_loss = "segdeformer"
 
     def __init__(self, in_features: Sequence[FeatureInfo], num_classes: int, options: SegDeformerOptions) -> None:

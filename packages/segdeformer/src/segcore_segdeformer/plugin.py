@@ -6,7 +6,7 @@ Imports no torch at import time.
 from __future__ import annotations
 
 from segcore.hookspecs import hookimpl
-from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, PairSpec, RecipeSpec
+from segcore.specs import PYRAMID_STRIDES, CheckpointSpec, ComponentSpec, ConverterSpec, PairSpec, RecipeSpec
 
 from segcore_segdeformer.recipes import SEGDEFORMER_ADE20K_160K, segdeformer_recipes
 
@@ -42,7 +42,7 @@ def segcore_decoders() -> dict[str, ComponentSpec]:
             options=f"{_PKG}.head:SegDeformerOptions",
             description="SegDeformer: SegFormer fusion + internal and external (class-token) attention",
             source=_SD_SRC,
-            input_kind="pyramid",
+            in_strides=PYRAMID_STRIDES,
             default_loss="segdeformer",
         )
     }

@@ -24,7 +24,7 @@ from segcore.contracts import Decoder, DecoderOutput
 from segcore.errors import OptionsError
 from segcore.ops import is_tracing
 from segcore.options import parse_options
-from segcore.specs import FeatureInfo
+from segcore.specs import PYRAMID_STRIDES, FeatureInfo
 from torch import Tensor, nn
 
 __all__ = ["LightHamHeadOptions", "NMF2D", "LightHamHead", "ham", "EXPORT_MAX_IMAGES"]
@@ -211,7 +211,7 @@ class LightHamHead(Decoder):
         features: encoder maps; ``in_index`` selects the levels -> logits ``[B, K, H/s, W/s]``.
     """
 
-    input_kind: ClassVar = "pyramid"
+    in_strides: ClassVar = PYRAMID_STRIDES
     default_loss: ClassVar[str] = "ce"
     default_loss_options: ClassVar = {"average": "all"}
 

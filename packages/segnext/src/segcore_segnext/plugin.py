@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from segcore.hookspecs import hookimpl
 from segcore.settings import EvalProtocol, ModelSettings, Photometric, TrainPipeline
-from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, PairSpec, ParamGroupRule, RecipeSpec
+from segcore.specs import (
+    PYRAMID_STRIDES,
+    CheckpointSpec,
+    ComponentSpec,
+    ConverterSpec,
+    PairSpec,
+    ParamGroupRule,
+    RecipeSpec,
+)
 
 _PAPER = "Guo et al., SegNeXt, NeurIPS 2022, arXiv:2209.08575"
 _M = "segcore_segnext.mscan"
@@ -74,7 +82,7 @@ def segcore_decoders() -> dict[str, ComponentSpec]:
             options="segcore_segnext.ham:LightHamHeadOptions",
             description="SegNeXt LightHamHead: concat strides 8-32, NMF Hamburger, logits at stride 8",
             source=_PAPER,
-            input_kind="pyramid",
+            in_strides=PYRAMID_STRIDES,
             default_loss="ce",
             default_loss_options={"average": "all"},
         )

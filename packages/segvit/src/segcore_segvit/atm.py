@@ -203,7 +203,7 @@ class ATMDecoder(Decoder):
         aux ``class_logits`` ``[S, B, K, K + 1]`` and cumulative ``mask_logits`` ``[S, B, K, h, w]``.
     """
 
-    input_kind = "any"
+    in_strides = None  # any list of maps, at any strides
     default_loss = "atm"
 
     def __init__(self, in_features: Sequence[FeatureInfo], num_classes: int, options: ATMOptions) -> None:
@@ -313,7 +313,7 @@ class ATMShrunkDecoder(Decoder):
         ``class_logits`` ``[S, B, K, K + 1]`` and per-layer ``mask_logits`` ``[S, B, K, ceil(H/16), ceil(W/16)]``.
     """
 
-    input_kind = "any"
+    in_strides = None  # any list of maps, at any strides
     default_loss = "atm"
 
     def __init__(self, in_features: Sequence[FeatureInfo], num_classes: int, options: ATMShrunkOptions) -> None:
