@@ -225,7 +225,7 @@ class EvalProtocol(_Settings):
 
     def describe(self) -> str:
         """One line, e.g. ``slide 640x640 stride 608x608, keep-ratio resize into (2048, 640), single scale``."""
-        parts = [self.mode]
+        parts = ["whole image" if self.mode == "whole" else "slide"]
         if self.mode == "slide" and self.crop_size and self.stride:
             parts[0] += f" {self.crop_size[0]}x{self.crop_size[1]} stride {self.stride[0]}x{self.stride[1]}"
         if self.resize is None:
