@@ -34,31 +34,23 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from segcore.benchmark import (
+    NUM_CLASSES,
+    PEER_REFERENCE,
+    BenchmarkRow,
+    benchmark_rows,
+    build_segformer_b2,
+    find_row,
+    time_interleaved,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
-NUM_CLASSES = 150  # ADE20K, the dataset every paper below reports its cost on
 SCHEMA = 1
-
-
-@dataclass(frozen=True)
-class Row:
-    """One model of the table: a first-party encoder with its paper decoder at the paper's ADE20K crop."""
-
-    label: str
-    encoder: str
-    decoder: str
-    size: int
-    encoder_options: dict[str, Any] = field(default_factory=dict)
-    decoder_options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        """``ENCODER+DECODER``, what ``--only`` searches."""
-        return f"{self.encoder}+{self.decoder}"
 
 
 @dataclass(frozen=True)
@@ -75,41 +67,14 @@ class Setting:
         return ", ".join(f for f, on in (("channels-last", self.channels_last), ("compile", self.compile)) if on)
 
 
-_HAM_B = {"channels": 512, "ham_channels": 512, "md_r": 64}  # SegNeXt spec §3.1; T/S use ham's defaults
-_HAM_L = {"channels": 1024, "ham_channels": 1024, "md_r": 64}
-
-
-def _segvit(label: str, encoder: str, decoder: str, size: int) -> Row:
-    # The official configs fix img_size (position-embedding grid, pixel queries, mask size) to the crop.
-    return Row(label, encoder, decoder, size, {"img_size": size}, {"img_size": size})
-
-
-ROWS: tuple[Row, ...] = (
-    Row("SegNeXt-T", "mscan-t", "ham", 512),
-    Row("SegNeXt-S", "mscan-s", "ham", 512),
-    Row("SegNeXt-B", "mscan-b", "ham", 512, decoder_options=_HAM_B),
-    Row("SegNeXt-L", "mscan-l", "ham", 512, decoder_options=_HAM_L),
-    _segvit("SegViT ViT-B", "vit-b16", "atm", 512),
-    _segvit("SegViT Shrunk ViT-B", "vit-b16-shrunk", "atm-shrunk", 512),
-    _segvit("SegViT ViT-L", "vit-l16", "atm", 640),
-    _segvit("SegViT Shrunk ViT-L", "vit-l16-shrunk", "atm-shrunk", 640),
-    *(Row(f"SegDeformer MiT-B{i}", f"mit-b{i}", "segdeformer", 512) for i in range(6)),
-    Row("SegFormer-B1 (core `mlp` baseline)", "mit-b1", "mlp", 512),
-)
-
 CPU_SETTINGS = (Setting("cpu"),)
 CUDA_SETTINGS = (Setting("cuda"), Setting("cuda", "bf16", channels_last=True, compile=True))
-
-
-def find_row(key: str) -> Row:
-    """Return the row whose ``ENCODER+DECODER`` is ``key``."""
-    return next(row for row in ROWS if row.key == key)
 
 
 # --------------------------------------------------------------------------------------------- the table
 
 
-def benchmark_argv(row: Row, setting: Setting, args: argparse.Namespace) -> list[str]:
+def benchmark_argv(row: BenchmarkRow, setting: Setting, args: argparse.Namespace) -> list[str]:
     """The ``segcore benchmark`` arguments that measure ``row`` under ``setting``."""
     argv = ["benchmark", "--encoder", row.encoder, "--decoder", row.decoder, "--num-classes", str(NUM_CLASSES)]
     argv += ["--size", str(row.size)]
@@ -124,14 +89,16 @@ def benchmark_argv(row: Row, setting: Setting, args: argparse.Namespace) -> list
     return [*argv, "--json"]
 
 
-def _entry(row: Row, setting: Setting, args: argparse.Namespace, status: str, reason: str | None = None) -> dict:
+def _entry(
+    row: BenchmarkRow, setting: Setting, args: argparse.Namespace, status: str, reason: str | None = None
+) -> dict:
     """The JSON entry of a row: what was asked for, the command, and whether it was measured."""
     command = "segcore " + " ".join(benchmark_argv(row, setting, args))
     entry = {**asdict(row), **asdict(setting), "command": command, "status": status}
     return entry if reason is None else entry | {"reason": reason}
 
 
-def measure(row: Row, setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
+def measure(row: BenchmarkRow, setting: Setting, args: argparse.Namespace) -> dict[str, Any]:
     """Run one ``segcore benchmark --json`` in a fresh process; return the entry for the JSON file."""
     argv = benchmark_argv(row, setting, args)
     entry = _entry(row, setting, args, "running")
@@ -167,11 +134,11 @@ def settings_for(args: argparse.Namespace) -> list[tuple[Setting, str | None]]:
     return out
 
 
-def selected_rows(patterns: Sequence[str] | None) -> list[Row]:
-    """Rows whose ``ENCODER+DECODER`` matches any of the regular expressions (all rows without patterns)."""
+def selected_rows(patterns: Sequence[str] | None) -> list[BenchmarkRow]:
+    """BenchmarkRows whose ``ENCODER+DECODER`` matches any of the regular expressions (all rows without patterns)."""
     if not patterns:
-        return list(ROWS)
-    return [row for row in ROWS if any(re.search(p, row.key) for p in patterns)]
+        return list(benchmark_rows())
+    return [row for row in benchmark_rows() if any(re.search(p, row.key) for p in patterns)]
 
 
 # --------------------------------------------------------------------------------------------- protocol
@@ -217,48 +184,7 @@ def machine_protocol(args: argparse.Namespace, argv: Sequence[str]) -> dict[str,
 
 # --------------------------------------------------------------------------------------------- peer comparison
 
-# SegFormer-B2 (Xie et al. 2021, arXiv:2105.15203, MiT-B2 + all-MLP head of width 768) as transformers spells it.
-SEGFORMER_B2 = {
-    "depths": [3, 4, 6, 3],
-    "hidden_sizes": [64, 128, 320, 512],
-    "num_attention_heads": [1, 2, 5, 8],
-    "sr_ratios": [8, 4, 2, 1],
-    "patch_sizes": [7, 3, 3, 3],
-    "strides": [4, 2, 2, 2],
-    "mlp_ratios": [4, 4, 4, 4],
-    "decoder_hidden_size": 768,
-}
-PEER_REFERENCE = "SegFormer-B2 (transformers)"
 PEER_GOALS = {"mscan-b+ham": 0.5, "mit-b2+segdeformer": 2.5}  # issue 8: latency / SegFormer-B2's
-
-
-def build_segformer_b2(num_classes: int = NUM_CLASSES) -> Any:
-    """Transformers' ``SegformerForSemanticSegmentation`` with the B2 config, random weights, eval mode."""
-    try:
-        from transformers import SegformerConfig, SegformerForSemanticSegmentation
-    except ImportError as err:
-        raise SystemExit(
-            "the SegFormer-B2 comparison needs Hugging Face transformers (`pip install transformers`); "
-            "it is not a dependency of any segcore package"
-        ) from err
-    return SegformerForSemanticSegmentation(SegformerConfig(num_labels=num_classes, **SEGFORMER_B2)).eval()
-
-
-def time_interleaved(runs: Mapping[str, Callable[[], object]], reps: int, warmup: int) -> dict[str, list[float]]:
-    """Call every run ``warmup`` times, then ``reps`` rounds of one call each (run order kept); seconds per call.
-
-    Interleaving makes every model see the same machine state, so slow drifts of the load affect all alike.
-    """
-    for _ in range(warmup):
-        for run in runs.values():
-            run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(reps):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def run_peer(args: argparse.Namespace) -> dict[str, Any]:
@@ -508,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     rows = [] if args.peer_only else selected_rows(args.only)
     if not rows and not args.peer:
-        print(f"no row matches {args.only}; rows: {', '.join(r.key for r in ROWS)}", file=sys.stderr)
+        print(f"no row matches {args.only}; rows: {', '.join(r.key for r in benchmark_rows())}", file=sys.stderr)
         return 2
     data: dict[str, Any] = {"schema": SCHEMA, "protocol": machine_protocol(args, argv), "entries": [], "peer": None}
     jobs = [(row, setting, reason) for setting, reason in settings_for(args) for row in rows]

@@ -36,7 +36,6 @@ import json
 import os
 import platform
 import resource
-import runpy
 import signal
 import statistics
 import subprocess
@@ -96,8 +95,16 @@ _PARTIAL: list[Path] = []  # a child's --result file: steps save what they measu
 
 
 def _benchmarks() -> dict[str, Any]:
-    """The namespace of ``scripts/benchmarks.py`` (rows, SegFormer-B2, interleaved timing)."""
-    return runpy.run_path(str(ROOT / "scripts" / "benchmarks.py"))
+    """The shared benchmark API (``segcore.benchmark``) as a name -> object mapping."""
+    import segcore.benchmark as api
+
+    return {
+        "NUM_CLASSES": api.NUM_CLASSES,
+        "ROWS": api.benchmark_rows(),
+        "find_row": api.find_row,
+        "build_segformer_b2": api.build_segformer_b2,
+        "time_interleaved": api.time_interleaved,
+    }
 
 
 def _sync(device: str) -> None:

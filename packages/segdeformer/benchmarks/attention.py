@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import runpy
 import statistics
 import subprocess
 import sys
@@ -38,11 +37,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from segcore.benchmark import time_interleaved
 from segcore.inference import PRECISIONS
 from segcore.inference import precision as _precision
 
 IMPLEMENTATIONS = ("sdpa", "materialized")
-_SHARED = runpy.run_path(str(Path(__file__).resolve().parents[3] / "scripts" / "benchmarks.py"))
 
 
 def _rss_mib() -> float:
@@ -169,7 +168,7 @@ def main() -> None:
         inside: dict[str, list[float]] = {name: [] for name in models}
         runs = {name: _timed(model, images, inside[name], args.device) for name, model in models.items()}
         with torch.no_grad(), _precision(args.device, precision):
-            times = _SHARED["time_interleaved"](runs, args.iters, 1)
+            times = time_interleaved(runs, args.iters, 1)
         for name in models:
             r = results[name, precision]
             r["median_s"] = statistics.median(times[name])

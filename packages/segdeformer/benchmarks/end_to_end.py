@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import runpy
 import statistics
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
+from segcore.benchmark import build_segformer_b2 as _transformers_segformer_b2
+from segcore.benchmark import time_interleaved
 
 # SegFormer-B2 (built from transformers' config) and the interleaved timing live in the repository's
 # scripts/benchmarks.py, which also runs this comparison (at input-size logits) for docs/benchmarks.md.
-_SHARED = runpy.run_path(str(Path(__file__).resolve().parents[3] / "scripts" / "benchmarks.py"))
 
 
 def build_ours(num_classes: int, attention: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -39,9 +38,9 @@ def build_ours(num_classes: int, attention: str) -> Callable[[torch.Tensor], tor
     return lambda x: model.forward_output(x).logits
 
 
-def build_segformer_b2(num_classes: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def segformer_b2(num_classes: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """Transformers' ``SegformerForSemanticSegmentation`` from the B2 config; images -> stride-4 logits."""
-    model = _SHARED["build_segformer_b2"](num_classes)
+    model = _transformers_segformer_b2(num_classes)
     return lambda x: model(pixel_values=x).logits
 
 
@@ -70,11 +69,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     models = {f"ours-{a}": build_ours(args.num_classes, a) for a in args.attention}
-    models["segformer-b2"] = build_segformer_b2(args.num_classes)
+    models["segformer-b2"] = segformer_b2(args.num_classes)
     images = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         runs = {name: (lambda fn=fn: fn(images)) for name, fn in models.items()}
-        times = _SHARED["time_interleaved"](runs, args.reps, args.warmup)
+        times = time_interleaved(runs, args.reps, args.warmup)
         if args.profile:
             for name, fn in models.items():
                 _profile(name, fn, images, 15)

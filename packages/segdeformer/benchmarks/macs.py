@@ -1,4 +1,4 @@
-"""Parameters and multiply-adds of the paper-table models through ``segcore benchmark --iters 0 --json``.
+"""Parameters and multiply-adds of the paper-table models through ``segcore.benchmark.count_params_and_macs``.
 
 Usage (repository root)::
 
@@ -8,9 +8,10 @@ Usage (repository root)::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
+
+import segcore
+import torch
+from segcore.benchmark import count_params_and_macs
 
 # (encoder, decoder, released-code params, released-code GMACs) — issue 7 / spec §10 item 6.
 TABLE = [
@@ -22,16 +23,11 @@ TABLE = [
 
 
 def measure(encoder: str, decoder: str, size: int = 512, num_classes: int = 150) -> dict:
-    """Run ``segcore benchmark --iters 0 --json`` in-process and return its JSON document."""
-    from segcore_cli.main import main
-
-    argv = ["benchmark", "--encoder", encoder, "--decoder", decoder, "--num-classes", str(num_classes)]
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = main([*argv, "--size", str(size), "--iters", "0", "--json"])
-    if rc != 0:
-        raise SystemExit(f"segcore benchmark failed for {encoder} + {decoder} (exit {rc})")
-    return json.loads(buf.getvalue())
+    """Parameters and multiply-adds (segcore's convention, as ``segcore benchmark --iters 0``) at ``size``."""
+    torch.manual_seed(0)
+    model = segcore.build_model(encoder, decoder, num_classes).eval()
+    params, macs = count_params_and_macs(model, (size, size))
+    return {"params": params, "gmacs": macs / 1e9}
 
 
 def main() -> None:

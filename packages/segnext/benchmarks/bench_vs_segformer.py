@@ -18,20 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import runpy
 import statistics
 from collections.abc import Callable
-from pathlib import Path
 
 import segcore
 import torch
 import torch.nn.functional as F  # noqa: N812
+from segcore.benchmark import build_segformer_b2, time_interleaved
 
 # SegFormer-B2, the interleaved timing and the SegNeXt-B head settings (spec §3.1) live in the repository's
 # scripts/benchmarks.py, which also runs this comparison for docs/benchmarks.md (its --peer section).
-_SHARED = runpy.run_path(str(Path(__file__).resolve().parents[3] / "scripts" / "benchmarks.py"))
-build_segformer_b2 = _SHARED["build_segformer_b2"]
-_HEAD_B = _SHARED["find_row"]("mscan-b+ham").decoder_options
 
 
 def build_segnext_b(num_classes: int, memory_format: str = "channels_last") -> segcore.SegModel:
@@ -41,7 +37,7 @@ def build_segnext_b(num_classes: int, memory_format: str = "channels_last") -> s
         "ham",
         num_classes,
         encoder_options={"memory_format": memory_format},
-        decoder_options={**_HEAD_B, "memory_format": memory_format},
+        decoder_options={"memory_format": memory_format},  # SegNeXt-B's head: the segnext-b pair
     ).eval()
 
 
@@ -76,7 +72,7 @@ def main() -> None:
     with torch.no_grad():
         for run in runs.values():
             assert run().shape == (1, args.num_classes, args.size, args.size)
-        times = _SHARED["time_interleaved"](runs, args.reps, args.warmup)
+        times = time_interleaved(runs, args.reps, args.warmup)
     result: dict[str, object] = {
         "size": args.size,
         "precision": "fp32",

@@ -16,6 +16,7 @@ import contextlib
 import platform
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,14 @@ MacsConvention = Literal["segcore", "torchprofile"]
 MACS_CONVENTIONS: tuple[str, ...] = ("segcore", "torchprofile")
 
 __all__ = [
+    "NUM_CLASSES",
+    "BenchmarkRow",
+    "benchmark_rows",
+    "find_row",
+    "time_interleaved",
+    "PEER_REFERENCE",
+    "SEGFORMER_B2",
+    "build_segformer_b2",
     "MACS_CONVENTIONS",
     "count_params_and_macs",
     "BenchmarkResult",
@@ -300,3 +309,101 @@ def _train_step(model: nn.Module, images: torch.Tensor) -> Any:
         optimizer.step()
 
     return step
+
+
+# ------------------------------------------------------------------------------------------- benchmark rows
+NUM_CLASSES = 150  # ADE20K, the dataset every paper reports its cost on
+
+
+@dataclass(frozen=True)
+class BenchmarkRow:
+    """One model of the benchmark table: a registered paper pair at its paper's ADE20K crop."""
+
+    label: str
+    encoder: str
+    decoder: str
+    size: int
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    decoder_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """``ENCODER+DECODER``, what ``scripts/benchmarks.py --only`` searches."""
+        return f"{self.encoder}+{self.decoder}"
+
+
+def benchmark_rows() -> tuple[BenchmarkRow, ...]:
+    """Every registered paper pair (``segcore list --kind pairs``), at its ``img_size`` or 512: the table's rows.
+
+    A new variant registered with its pair gets a row without any edit here.
+    """
+    from segcore.registry import components
+
+    rows = []
+    for name, pair in sorted(components("pairs").items()):
+        size = int(pair.encoder_options.get("img_size") or pair.decoder_options.get("img_size") or 512)
+        rows.append(
+            BenchmarkRow(name, pair.encoder, pair.decoder, size, dict(pair.encoder_options), dict(pair.decoder_options))
+        )
+    return tuple(rows)
+
+
+def find_row(key: str) -> BenchmarkRow:
+    """The row whose ``ENCODER+DECODER`` is ``key``."""
+    found = [row for row in benchmark_rows() if row.key == key]
+    if not found:
+        from segcore.errors import SegcoreError
+
+        raise SegcoreError(f"no benchmark row {key!r}; rows: {', '.join(r.key for r in benchmark_rows())}")
+    return found[0]
+
+
+def time_interleaved(runs: Mapping[str, Callable[[], object]], reps: int, warmup: int) -> dict[str, list[float]]:
+    """Call every run ``warmup`` times, then ``reps`` rounds of one call each (run order kept); seconds per call.
+
+    Interleaving makes every model see the same machine state, so slow drifts of the load affect all alike. The
+    caller synchronises inside a run when it times a GPU.
+    """
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(reps):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+# ------------------------------------------------------------------------------------------ peer reference
+# SegFormer-B2 (Xie et al. 2021, arXiv:2105.15203, MiT-B2 + all-MLP head of width 768) as transformers spells it.
+SEGFORMER_B2 = {
+    "depths": [3, 4, 6, 3],
+    "hidden_sizes": [64, 128, 320, 512],
+    "num_attention_heads": [1, 2, 5, 8],
+    "sr_ratios": [8, 4, 2, 1],
+    "patch_sizes": [7, 3, 3, 3],
+    "strides": [4, 2, 2, 2],
+    "mlp_ratios": [4, 4, 4, 4],
+    "decoder_hidden_size": 768,
+}
+PEER_REFERENCE = "SegFormer-B2 (transformers)"
+
+
+def build_segformer_b2(num_classes: int = NUM_CLASSES) -> Any:
+    """Transformers' ``SegformerForSemanticSegmentation`` with the B2 config, random weights, eval mode.
+
+    Raises:
+        SegcoreError: when ``transformers`` (not a dependency of segcore) is not installed.
+    """
+    try:
+        from transformers import SegformerConfig, SegformerForSemanticSegmentation
+    except ImportError as err:
+        from segcore.errors import SegcoreError
+
+        raise SegcoreError(
+            "the SegFormer-B2 comparison needs Hugging Face transformers (`pip install transformers`); "
+            "it is not a dependency of any segcore package"
+        ) from err
+    return SegformerForSemanticSegmentation(SegformerConfig(num_labels=num_classes, **SEGFORMER_B2)).eval()

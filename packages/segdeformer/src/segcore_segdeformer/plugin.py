@@ -50,17 +50,33 @@ def segcore_decoders() -> dict[str, ComponentSpec]:
 
 @hookimpl
 def segcore_pairs() -> dict[str, PairSpec]:
-    """The paper's SegDeformer models: MiT-B1, B2 and B5 with the official head (spec §2, §8)."""
-    return {
+    """SegDeformer on every MiT size (the paper trained B1, B2, B5), and the SegFormer baselines on core's ``mlp``."""
+    config = "configs/segformer/segformer_mit-{}_512x512_160k_ade20k{}.py"
+    pairs = {
         f"segdeformer-mit-{v}": PairSpec(
             encoder=f"mit-{v}",
             decoder="segdeformer",
-            description=f"SegFormer-{v.upper()} + SegDeformer (channels 256, dropout 0.1)",
+            description=f"SegFormer-{v.upper()} + SegDeformer (channels 256, dropout 0.1)"
+            + ("" if v in ("b1", "b2", "b5") else "; the paper trained B1, B2 and B5"),
             decoder_options={"channels": 256, "dropout": 0.1},
-            source=f"{_SD_SRC} configs/segformer/segformer_mit-{v}_512x512_160k_ade20k_segdeformer3.py",
+            source=f"{_SD_SRC} " + config.format(v, "_segdeformer3"),
         )
-        for v in ("b1", "b2", "b5")
+        for v in _MIT_PARAMS
     }
+    # mmseg's SegFormer configs use an all-MLP head of width 256 for every size (checkpoints.md §3.3).
+    pairs.update(
+        {
+            f"segformer-{v}": PairSpec(
+                encoder=f"mit-{v}",
+                decoder="mlp",
+                description=f"SegFormer-{v.upper()} (mmseg): MiT-{v.upper()} + all-MLP head of width 256",
+                decoder_options={"channels": 256},
+                source=f"{_MIT_SRC}; mmseg " + config.format(v, ""),
+            )
+            for v in _MIT_PARAMS
+        }
+    )
+    return pairs
 
 
 @hookimpl
