@@ -16,7 +16,32 @@ from segcore.errors import SegcoreError
 from segcore.options import parse_options
 from segcore.specs import FeatureInfo
 
-__all__ = ["TimmEncoderOptions", "TimmEncoder", "timm_encoder"]
+__all__ = ["TimmEncoderOptions", "TimmEncoder", "timm_encoder", "ANY_SIZE_MODULES"]
+
+# timm modules whose models run at any input size: they downsample only with strided convolutions and poolings
+# that round the map sizes (ResNet: (n + 2p - k) // s + 1), like the official MiT and MSCAN, so they need no
+# padding (size_divisor 1). Each was run at 83x117 (timm 1.0). Not listed, on purpose: models with attention
+# windows or fixed grids (swin_transformer, maxxvit, efficientformer, levit), branches that must line up
+# (hrnet, dla fail at odd sizes), patch embeddings that refuse other sizes (vision_transformer, deit), and
+# models that resize internally (mobilevit). An unlisted model keeps the conservative largest stride.
+ANY_SIZE_MODULES = (
+    "byobnet",
+    "convnext",
+    "cspnet",
+    "densenet",
+    "dpn",
+    "efficientnet",
+    "ghostnet",
+    "mobilenetv3",
+    "pvt_v2",
+    "regnet",
+    "res2net",
+    "resnest",
+    "resnet",
+    "rexnet",
+    "vgg",
+    "xception_aligned",
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +68,8 @@ class TimmEncoder(Encoder):
 
     Shape:
         images: ``[B, 3, H, W]``, multiples of :attr:`size_divisor`.
-        output: one ``[B, C_i, H / s_i, W / s_i]`` map per ``feature_info`` entry.
+        output: one ``[B, C_i, H / s_i, W / s_i]`` map per ``feature_info`` entry (rounded by the model's own
+        convolutions at sizes that are not multiples of ``s_i``).
     """
 
     def __init__(self, model_name: str, pretrained: bool = False, options: TimmEncoderOptions | None = None) -> None:
@@ -81,12 +107,15 @@ class TimmEncoder(Encoder):
             info = self.model.feature_info
         self.feature_info = [FeatureInfo(int(c), int(r)) for c, r in zip(info.channels(), info.reduction())]
         self.model_name = model_name
-        # Models with fixed windows (Swin) need multiples of stride x window; patch models of the patch.
-        self._divisor = max(i.stride for i in self.feature_info)
+        self._divisor = _size_divisor(model_name, [i.stride for i in self.feature_info])
 
     @property
     def size_divisor(self) -> int:
-        """The largest stride of the returned maps."""
+        """The padding this model needs: 1, the patch size or the largest stride.
+
+        1 for CNNs that run at any size (:data:`ANY_SIZE_MODULES`), the patch size for a plain ViT, else the
+        largest stride.
+        """
         return self._divisor
 
     def forward(self, images: Tensor) -> list[Tensor]:
@@ -98,6 +127,20 @@ class TimmEncoder(Encoder):
                 feat = feat.permute(0, 3, 1, 2)  # NHWC output of some timm models
             out.append(feat.contiguous() if not feat.is_contiguous() else feat)
         return out
+
+
+def _size_divisor(model_name: str, strides: list[int]) -> int:
+    from timm.models import is_model_in_modules
+
+    if is_model_in_modules(model_name, ANY_SIZE_MODULES):
+        return 1
+    if len(set(strides)) == 1:
+        # A plain ViT: every map is at the patch size, the only padding it needs (timm's patch embedding refuses
+        # other sizes; mmseg's pads bottom/right to it, which SegModel does).
+        return strides[0]
+    # Unsure (windows, fixed grids, branches that must line up): the largest stride, which makes every map
+    # exactly H / stride. Swin-like models with windows larger than their last map may need more.
+    return max(strides)
 
 
 def timm_encoder(model_name: str, pretrained: bool = False, **options: object) -> nn.Module:
