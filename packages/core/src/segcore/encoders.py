@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from segcore.contracts import Encoder
@@ -16,32 +17,7 @@ from segcore.errors import SegcoreError
 from segcore.options import parse_options
 from segcore.specs import FeatureInfo
 
-__all__ = ["TimmEncoderOptions", "TimmEncoder", "timm_encoder", "ANY_SIZE_MODULES"]
-
-# timm modules whose models run at any input size: they downsample only with strided convolutions and poolings
-# that round the map sizes (ResNet: (n + 2p - k) // s + 1), like the official MiT and MSCAN, so they need no
-# padding (size_divisor 1). Each was run at 83x117 (timm 1.0). Not listed, on purpose: models with attention
-# windows or fixed grids (swin_transformer, maxxvit, efficientformer, levit), branches that must line up
-# (hrnet, dla fail at odd sizes), patch embeddings that refuse other sizes (vision_transformer, deit), and
-# models that resize internally (mobilevit). An unlisted model keeps the conservative largest stride.
-ANY_SIZE_MODULES = (
-    "byobnet",
-    "convnext",
-    "cspnet",
-    "densenet",
-    "dpn",
-    "efficientnet",
-    "ghostnet",
-    "mobilenetv3",
-    "pvt_v2",
-    "regnet",
-    "res2net",
-    "resnest",
-    "resnet",
-    "rexnet",
-    "vgg",
-    "xception_aligned",
-)
+__all__ = ["TimmEncoderOptions", "TimmEncoder", "timm_encoder"]
 
 
 @dataclass(frozen=True)
@@ -107,16 +83,43 @@ class TimmEncoder(Encoder):
             info = self.model.feature_info
         self.feature_info = [FeatureInfo(int(c), int(r)) for c, r in zip(info.channels(), info.reduction())]
         self.model_name = model_name
-        self._divisor = _size_divisor(model_name, [i.stride for i in self.feature_info])
+        self._divisor = self._find_size_divisor(opts.in_chans)
 
     @property
     def size_divisor(self) -> int:
-        """The padding this model needs: 1, the patch size or the largest stride.
-
-        1 for CNNs that run at any size (:data:`ANY_SIZE_MODULES`), the patch size for a plain ViT, else the
-        largest stride.
-        """
+        """The padding this model needs: 1 (runs at any size), the patch size (plain ViT) or the largest stride."""
         return self._divisor
+
+    def _find_size_divisor(self, in_chans: int) -> int:
+        """Find out, once at build time, which padding this timm model needs (DESIGN.md "Input sizes").
+
+        * A plain ViT (every map at one stride, the patch size): that stride. timm's patch embedding refuses
+          other sizes; mmseg's ViT pads bottom/right to the patch, which is what ``SegModel`` does.
+        * 1 when the model runs at a size off every stride's grid and returns ``ceil(H / s) x ceil(W / s)``
+          maps: its strided convolutions have "same" padding and see every input pixel, like the official MiT
+          and MSCAN (ResNet, EfficientNet, RegNet, MobileNetV3, PVTv2, ...), so they need no padding.
+        * Otherwise the largest stride, the conservative choice: models that refuse such sizes (Swin's patch
+          embedding and windows, MaxViT's grids, HRNet's and DLA's branches that must line up), and models whose
+          unpadded patchify convolutions or poolings would drop the last rows and fail below the largest stride
+          (ConvNeXt, DenseNet, VGG, anti-aliased variants).
+        """
+        strides = [info.stride for info in self.feature_info]
+        largest = max(strides)
+        if len(set(strides)) == 1:
+            return largest
+        h, w = 2 * largest + 1, 3 * largest + 5  # a multiple of no stride (all powers of two here)
+        like = next(self.model.parameters())
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                feats = self.forward(torch.zeros(1, in_chans, h, w, device=like.device, dtype=like.dtype))
+        except Exception:  # noqa: BLE001 - any failure at this size means: pad to the largest stride
+            return largest
+        finally:
+            self.model.train(was_training)
+        covered = all(tuple(f.shape[-2:]) == (-(-h // s), -(-w // s)) for f, s in zip(feats, strides, strict=True))
+        return 1 if covered else largest
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """Return the feature maps (NCHW; channels-last models are permuted)."""
@@ -127,20 +130,6 @@ class TimmEncoder(Encoder):
                 feat = feat.permute(0, 3, 1, 2)  # NHWC output of some timm models
             out.append(feat.contiguous() if not feat.is_contiguous() else feat)
         return out
-
-
-def _size_divisor(model_name: str, strides: list[int]) -> int:
-    from timm.models import is_model_in_modules
-
-    if is_model_in_modules(model_name, ANY_SIZE_MODULES):
-        return 1
-    if len(set(strides)) == 1:
-        # A plain ViT: every map is at the patch size, the only padding it needs (timm's patch embedding refuses
-        # other sizes; mmseg's pads bottom/right to it, which SegModel does).
-        return strides[0]
-    # Unsure (windows, fixed grids, branches that must line up): the largest stride, which makes every map
-    # exactly H / stride. Swin-like models with windows larger than their last map may need more.
-    return max(strides)
 
 
 def timm_encoder(model_name: str, pretrained: bool = False, **options: object) -> nn.Module:
