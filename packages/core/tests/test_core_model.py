@@ -17,7 +17,8 @@ CORE_DECODERS = ["linear", "mlp", "upernet"]
 @pytest.mark.parametrize("name", TIMM_ENCODERS, ids=TIMM_ENCODERS)
 def test_feature_info_matches_outputs(name):
     encoder = segcore.build_encoder(name).eval()
-    size = (2 * encoder.size_divisor, 3 * encoder.size_divisor)
+    stride = max(i.stride for i in encoder.feature_info)  # maps are exactly H / s at multiples of every stride
+    size = (2 * stride, 3 * stride)
     with torch.no_grad():
         check_feature_info(encoder, encoder(torch.randn(1, 3, *size)), size)
 

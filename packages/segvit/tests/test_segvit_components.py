@@ -28,7 +28,7 @@ def test_encoder_feature_info(name: str, options: dict, strides: list[int]) -> N
     assert [i.stride for i in enc.feature_info] == strides
     x = torch.randn(1, 3, 64, 96)
     check_feature_info(enc, enc(x), (64, 96))
-    assert enc.size_divisor == max(strides)
+    assert enc.size_divisor == 16  # the patch size only, also when shrunk (spec §2.2 corner padding, §4.1)
 
 
 def test_encoder_has_no_class_token_and_mmseg_drop_path() -> None:

@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="export a model to ONNX and verify it against PyTorch",
         description="Export SegModel.forward (normalised float images [B, 3, H, W] -> logits [B, K, H, W], padding "
         "included) to ONNX with dynamic batch, height and width, then run onnxruntime at the example size and at "
-        "batch 2 with sides that are not multiples of the size divisor, and compare with PyTorch. Needs onnx and "
-        "onnxruntime (pip install 'segcore[onnx]').",
+        "batch 2 with sides that are multiples neither of the size divisor nor of the largest map stride, and "
+        "compare with PyTorch. Needs onnx and onnxruntime (pip install 'segcore[onnx]').",
     )
     p.add_argument(
         "model", nargs="?", metavar="MODEL", help="a folder, Hub repo or checkpoint name (or use --encoder/--decoder)"

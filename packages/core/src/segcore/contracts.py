@@ -39,13 +39,17 @@ class DecoderOutput:
 class Encoder(nn.Module):
     """Base class of encoders: ``forward(images) -> list[Tensor]``, one NCHW map per ``feature_info`` entry.
 
-    Subclasses set ``feature_info`` in ``__init__``. ``size_divisor`` is the multiple the input height and
-    width must have; :class:`segcore.SegModel` pads any input to it and crops the output back. It defaults
-    to the largest stride.
+    Subclasses set ``feature_info`` in ``__init__``. ``size_divisor`` is the padding the encoder needs, as its
+    official network pads: :class:`segcore.SegModel` zero-pads the input at the bottom/right to a multiple of
+    it and resizes the logits to the unpadded input size (DESIGN.md "Input sizes"). Encoders that run at any
+    size, because their strided convolutions round the map sizes (MiT, MSCAN, ResNet), declare 1; a ViT
+    declares its patch size (mmseg's "corner" padding). The default, the largest stride, is the conservative
+    choice for an encoder that does not say what it needs.
 
     Shape:
         images: ``[B, 3, H, W]`` with ``H`` and ``W`` multiples of ``size_divisor``.
-        output: ``[B, C_i, H / s_i, W / s_i]`` for every ``FeatureInfo(C_i, s_i)``.
+        output: ``[B, C_i, h_i, w_i]`` for every ``FeatureInfo(C_i, s_i)``: ``h_i = H / s_i`` when ``H`` is a
+            multiple of ``s_i``, else the encoder's own rounding (e.g. ``(H + 2p - k) // s + 1`` per conv).
     """
 
     feature_info: list[FeatureInfo]
@@ -84,7 +88,11 @@ class Decoder(nn.Module):
             cls.in_strides = check_strides(cls.in_strides, f"{cls.__qualname__}.in_strides")
 
     def forward(self, features: Sequence[Tensor], image_size: tuple[int, int]) -> DecoderOutput:  # pragma: no cover
-        """Decode ``features``; ``image_size`` is the network input's ``(H, W)``."""
+        """Decode ``features``; ``image_size`` is the network input's ``(H, W)`` (after the encoder's padding).
+
+        Maps may have any size (the encoder's rounding at odd inputs): resize them to the map the head works
+        at, as the official heads do, rather than assume that strides line up.
+        """
         raise NotImplementedError
 
 
@@ -106,7 +114,9 @@ class Loss(nn.Module):
 def check_feature_info(encoder: Encoder, features: Sequence[Tensor], image_size: tuple[int, int]) -> None:
     """Raise ``AssertionError`` unless ``features`` match ``encoder.feature_info`` for an input of ``image_size``.
 
-    ``image_size`` must be a multiple of ``encoder.size_divisor``.
+    ``image_size`` must be a multiple of every stride in ``encoder.feature_info`` (and of
+    ``encoder.size_divisor``): only there is map ``i`` exactly ``image_size / s_i``. At other sizes the map
+    sizes follow the encoder's own rounding, which ``feature_info`` does not describe.
     """
     infos = encoder.feature_info
     assert len(features) == len(infos), f"{len(features)} maps returned, feature_info describes {len(infos)}"

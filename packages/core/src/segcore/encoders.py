@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from segcore.contracts import Encoder
@@ -43,7 +44,8 @@ class TimmEncoder(Encoder):
 
     Shape:
         images: ``[B, 3, H, W]``, multiples of :attr:`size_divisor`.
-        output: one ``[B, C_i, H / s_i, W / s_i]`` map per ``feature_info`` entry.
+        output: one ``[B, C_i, H / s_i, W / s_i]`` map per ``feature_info`` entry (rounded by the model's own
+        convolutions at sizes that are not multiples of ``s_i``).
     """
 
     def __init__(self, model_name: str, pretrained: bool = False, options: TimmEncoderOptions | None = None) -> None:
@@ -89,13 +91,43 @@ class TimmEncoder(Encoder):
             )
         self.feature_info = [FeatureInfo(int(c), int(r)) for c, r in zip(info.channels(), info.reduction())]
         self.model_name = model_name
-        # Models with fixed windows (Swin) need multiples of stride x window; patch models of the patch.
-        self._divisor = max(i.stride for i in self.feature_info)
+        self._divisor = self._find_size_divisor(opts.in_chans)
 
     @property
     def size_divisor(self) -> int:
-        """The largest stride of the returned maps."""
+        """The padding this model needs: 1 (runs at any size), the patch size (plain ViT) or the largest stride."""
         return self._divisor
+
+    def _find_size_divisor(self, in_chans: int) -> int:
+        """Find out, once at build time, which padding this timm model needs (DESIGN.md "Input sizes").
+
+        * A plain ViT (every map at one stride, the patch size): that stride. timm's patch embedding refuses
+          other sizes; mmseg's ViT pads bottom/right to the patch, which is what ``SegModel`` does.
+        * 1 when the model runs at a size off every stride's grid and returns ``ceil(H / s) x ceil(W / s)``
+          maps: its strided convolutions have "same" padding and see every input pixel, like the official MiT
+          and MSCAN (ResNet, EfficientNet, RegNet, MobileNetV3, PVTv2, ...), so they need no padding.
+        * Otherwise the largest stride, the conservative choice: models that refuse such sizes (Swin's patch
+          embedding and windows, MaxViT's grids, HRNet's and DLA's branches that must line up), and models whose
+          unpadded patchify convolutions or poolings would drop the last rows and fail below the largest stride
+          (ConvNeXt, DenseNet, VGG, anti-aliased variants).
+        """
+        strides = [info.stride for info in self.feature_info]
+        largest = max(strides)
+        if len(set(strides)) == 1:
+            return largest
+        h, w = 2 * largest + 1, 3 * largest + 5  # a multiple of no stride (all powers of two here)
+        like = next(self.model.parameters())
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                feats = self.forward(torch.zeros(1, in_chans, h, w, device=like.device, dtype=like.dtype))
+        except Exception:  # noqa: BLE001 - any failure at this size means: pad to the largest stride
+            return largest
+        finally:
+            self.model.train(was_training)
+        covered = all(tuple(f.shape[-2:]) == (-(-h // s), -(-w // s)) for f, s in zip(feats, strides, strict=True))
+        return 1 if covered else largest
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """Return the feature maps (NCHW; channels-last models are permuted)."""

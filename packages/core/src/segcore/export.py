@@ -2,16 +2,17 @@
 
 The graph is ``SegModel.forward`` on normalised float images: ``images`` ``[batch, 3, height, width]`` (what
 ``(uint8 - config.mean) / config.std`` gives) to ``logits`` ``[batch, K, height, width]``, including the
-padding to the size divisor and the crop back, so any input size works. The config (mean, std, class names)
-is stored in the file's metadata (``segcore.config``).
+padding to the encoder's size divisor and the resize back to the input size, so any input size works. The
+config (mean, std, class names) is stored in the file's metadata (``segcore.config``).
 
 Exporter: torch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``). It needs nothing
 beyond ``onnx`` (the ``dynamo=True`` exporter also needs ``onnxscript``, and its ``torch.export`` front end
 refuses Python decisions on symbolic sizes instead of recording them), and it records what one forward pass at
 the example size runs. Model code therefore keeps size-dependent Python branches out of the forward pass or
 decides them from build-time strides (see :mod:`segcore.ops`), and every export is checked here with
-onnxruntime at a second size that is not a multiple of the size divisor, and a second batch size, so that a
-decision frozen at the example size is caught rather than shipped.
+onnxruntime at a second size that is a multiple neither of the size divisor nor of the largest map stride (so
+maps have rounded sizes), and a second batch size, so that a decision frozen at the example size is caught
+rather than shipped.
 
 Example:
     >>> report = segcore.export.export_onnx(model, "model.onnx")  # doctest: +SKIP
@@ -22,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -121,16 +123,23 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
 
 
 def _off_grid(n: int, divisor: int) -> int:
-    # A side that is not a multiple of the divisor (so SegModel pads), other than n.
+    # A side that is not a multiple of the divisor (so SegModel pads, or maps are rounded), other than n.
     m = n + divisor // 2 + 1
     return m + 1 if divisor > 1 and m % divisor == 0 else m
+
+
+def _grid(model: SegModel) -> int:
+    # The size divisor and every map stride: off this grid SegModel pads or the encoder rounds its map sizes.
+    strides = [info.stride for info in (*model.encoder.feature_info, *model.decoder_in_features)]
+    return math.lcm(model.size_divisor, *strides)
 
 
 def default_sizes(model: SegModel, example_size: int | Sequence[int] | None = None) -> list[tuple[int, int, int]]:
     """The ``(B, H, W)`` sizes :func:`export_onnx` verifies by default.
 
     The example size (default: ``max(64, 2 x size_divisor)`` per side, rounded up to the divisor) at batch 1,
-    then batch 2 at sides that are not multiples of the size divisor (height and width differ).
+    then batch 2 at sides that are multiples neither of the size divisor nor of any map stride (height and width
+    differ), e.g. 81x113 for a size divisor 1 and strides 4 to 32.
     """
     d = model.size_divisor
     if example_size is None:
@@ -138,7 +147,8 @@ def default_sizes(model: SegModel, example_size: int | Sequence[int] | None = No
         h, w = side, side
     else:
         h, w = _pair(example_size)
-    return [(1, h, w), (2, _off_grid(h, d), _off_grid(w + d, d))]
+    g = _grid(model)
+    return [(1, h, w), (2, _off_grid(h, g), _off_grid(w + g, g))]
 
 
 def _require(module: str) -> Any:

@@ -96,9 +96,13 @@ def _jsonable(value: Any) -> Any:
 class SegModel(nn.Module):
     """An encoder, an optional adapter and a decoder, described by a :class:`SegModelConfig`.
 
-    ``model(images)`` accepts any input size: it pads to the multiple the encoder needs and crops the
-    logits back. ``uint8`` images (0-255) are normalised with ``config.mean``/``config.std``; floating
-    point images are taken as already normalised.
+    ``model(images)`` accepts any input size and runs the network as the official one does (DESIGN.md "Input
+    sizes"): the input is zero-padded at the bottom/right only to the encoder's :attr:`size_divisor` (none for
+    MiT, MSCAN or CNNs; 16 for a ViT/16, mmseg's "corner" padding), the decoder resizes its maps as the
+    official heads do, and the logits are resized (bilinear, ``align_corners=False``) to the unpadded input
+    size, as mmseg's ``EncoderDecoder.encode_decode`` resizes the head's output to the image it was given.
+    ``uint8`` images (0-255) are normalised with ``config.mean``/``config.std``; floating point images are
+    taken as already normalised.
 
     Example:
         >>> model = segcore.build_model(encoder="timm:resnet18", decoder="mlp", num_classes=3)  # doctest: +SKIP
@@ -140,14 +144,17 @@ class SegModel(nn.Module):
     # ----------------------------------------------------------------------------------------------------- wiring
     @property
     def size_divisor(self) -> int:
-        """The multiple of the input size the network needs; inputs are padded to it."""
-        divisor = getattr(self.encoder, "size_divisor", 1)
-        for info in self.decoder_in_features:
-            divisor = math.lcm(divisor, info.stride)
-        return divisor
+        """The multiple of the input size the encoder needs (:attr:`Encoder.size_divisor`); inputs are padded to it.
+
+        Only the encoder's own need counts: decoders run on maps of any size (they resize to the map they work
+        at), so their input strides force no padding.
+        """
+        return int(getattr(self.encoder, "size_divisor", 1))
 
     def _check_wiring(self) -> None:
-        size = 2 * self.size_divisor
+        # A size at which every map is exactly H / stride, so that the strides can be read off the outputs.
+        strides = [info.stride for info in (*self.encoder.feature_info, *self.decoder_in_features)]
+        size = 2 * math.lcm(self.size_divisor, *strides)
         was_training = self.training
         self.eval()
         try:
@@ -190,14 +197,15 @@ class SegModel(nn.Module):
         return images
 
     def _padding(self, height: int, width: int) -> tuple[int, int]:
-        d = self.size_divisor
-        # (-n) % d as a floor division of non-negative numbers: torch.compile with dynamic shapes fails on a
-        # symbolic modulo here (torch 2.14: no python_mod in TensorReferenceAnalysis), and the ONNX exporter
-        # rounds the traced floor division of a negative number towards zero.
-        return (height + d - 1) // d * d - height, (width + d - 1) // d * d - width
+        """Rows and columns to add at the bottom/right so that both sides are multiples of :attr:`size_divisor`."""
+        return _pad_to(height, self.size_divisor), _pad_to(width, self.size_divisor)
 
     def forward_output(self, images: Tensor) -> DecoderOutput:
-        """Run encoder, adapter and decoder on images whose size is already a multiple of ``size_divisor``."""
+        """Run encoder, adapter and decoder on images whose size is already a multiple of ``size_divisor``.
+
+        The decoder is told the size of ``images`` as its ``image_size``; its output is at its own resolution
+        (e.g. the first map's), which :meth:`forward` resizes to the input size.
+        """
         features = self.encoder(images)
         if self.adapter is not None:
             features = self.adapter(features)
@@ -205,6 +213,12 @@ class SegModel(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """Return class logits ``[B, K, H, W]`` at the input size, for any input size.
+
+        The input is padded at the bottom/right to :attr:`size_divisor` only (zeros in normalised space, as
+        mmseg's "corner" padding inside the ViT's patch embedding); the decoder's logits are then resized to
+        ``(H, W)``, not cropped: the official segmentor resizes the head output to the unpadded image it was
+        given, the padding being internal to the backbone (mmseg 0.x ``EncoderDecoder.encode_decode``;
+        specs/segvit.md §1, §6).
 
         Shape:
             images: ``[B, 3, H, W]``, uint8 (0-255) or normalised float.
@@ -217,8 +231,7 @@ class SegModel(nn.Module):
         if pad_h or pad_w or is_tracing():
             images = F.pad(images, (0, pad_w, 0, pad_h))
         logits = self.forward_output(images).logits
-        logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
-        return logits[:, :, :height, :width]
+        return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
 
     @torch.no_grad()
     def predict(self, images: Tensor) -> Tensor:
@@ -271,6 +284,8 @@ class SegModel(nn.Module):
             raise SegcoreError(f"labels of shape {tuple(labels.shape)} do not match images {tuple(images.shape)}")
         self.check_labels(labels)
         labels = labels.long()
+        # Labels stay at the input size; the loss resizes the logits to them (official training). Only the
+        # encoder's own padding is added, to images and labels (ignore_index) alike, as mmseg's train-time Pad.
         pad_h, pad_w = self._padding(*images.shape[-2:])
         if pad_h or pad_w:
             images = F.pad(images, (0, pad_w, 0, pad_h))
@@ -334,6 +349,13 @@ def _adapter_for(
             f"returns {describe(in_features)}: {err}. Choose encoder outputs at power-of-two multiples of those "
             f"strides (e.g. encoder option out_indices) or a decoder that reads any maps ({', '.join(flexible)})."
         ) from err
+
+
+def _pad_to(n: int, divisor: int) -> int:
+    # (-n) % divisor as a floor division of non-negative numbers: torch.compile with dynamic shapes fails on a
+    # symbolic modulo here (torch 2.14: no python_mod in TensorReferenceAnalysis), and the ONNX exporter
+    # rounds the traced floor division of a negative number towards zero.
+    return (n + divisor - 1) // divisor * divisor - n
 
 
 def build_model(

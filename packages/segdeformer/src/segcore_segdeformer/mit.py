@@ -185,7 +185,8 @@ class MixVisionTransformer(Encoder):
     """MiT encoder: 4 stages at strides 4, 8, 16, 32.
 
     Shape:
-        images: ``[B, 3, H, W]``; output: 4 maps ``[B, D_s, H / 2^(s+2), W / 2^(s+2)]``.
+        images: ``[B, 3, H, W]``, any size; output: 4 maps ``[B, D_s, H / 2^(s+2), W / 2^(s+2)]`` (rounded up
+        at sizes that are not multiples of the stride: ``(n + 2p - k) // s + 1`` per patch embedding).
     """
 
     def __init__(self, options: MiTOptions) -> None:
@@ -218,6 +219,15 @@ class MixVisionTransformer(Encoder):
             self.feature_info.append(FeatureInfo(dim, stride))
             in_ch, start = dim, start + o.depths[s]
         self.apply(_init_weights)
+
+    @property
+    def size_divisor(self) -> int:
+        """1: no padding.
+
+        The official MiT runs at any size (its overlapping patch embeddings round each map to
+        ``(H + 2p - k) // s + 1``) and the segmentor feeds it the unpadded image (spec §7-8).
+        """
+        return 1
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """Return the 4 stage outputs."""

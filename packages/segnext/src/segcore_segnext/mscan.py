@@ -197,7 +197,8 @@ class MSCAN(Encoder):
     """MSCAN encoder returning four maps at strides 4, 8, 16, 32.
 
     Shape:
-        images: ``[B, 3, H, W]`` -> ``[B, C_i, H / s_i, W / s_i]`` for ``s_i`` in 4, 8, 16, 32.
+        images: ``[B, 3, H, W]``, any size -> ``[B, C_i, H / s_i, W / s_i]`` for ``s_i`` in 4, 8, 16, 32 (rounded
+        up at other sizes: each stride-2 conv gives ``(n - 1) // 2 + 1``).
     """
 
     def __init__(self, options: MSCANOptions | None = None) -> None:
@@ -231,6 +232,16 @@ class MSCAN(Encoder):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    @property
+    def size_divisor(self) -> int:
+        """1: no padding.
+
+        The official MSCAN runs at any size (its 3x3 stride-2 convs with padding 1 give ``(n - 1) // 2 + 1``);
+        ResizeToMultiple(32) of the ADE/COCO test pipeline is a resize that belongs to the eval protocol, and
+        Cityscapes has none (spec §5.2).
+        """
+        return 1
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """Return the four stage outputs (after each stage's LayerNorm)."""

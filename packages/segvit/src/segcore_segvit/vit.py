@@ -95,8 +95,9 @@ class SegViTEncoder(VisionTransformer, Encoder):
     stride 32.
 
     Shape:
-        images: ``[B, 3, H, W]``, H and W multiples of 16 (32 when shrunk and the grid must halve evenly).
-        output: ``[B, C, H / s, W / s]`` per ``out_indices`` entry, ``s`` 16 (or 32 after the QD layer).
+        images: ``[B, 3, H, W]``, H and W multiples of 16.
+        output: ``[B, C, H / s, W / s]`` per ``out_indices`` entry, ``s`` 16 (or 32 after the QD layer, rounded up:
+        ``ceil(H / 32)``).
     """
 
     def __init__(self, options: ViTOptions) -> None:
@@ -130,8 +131,12 @@ class SegViTEncoder(VisionTransformer, Encoder):
 
     @property
     def size_divisor(self) -> int:
-        """16, or 32 for the Shrunk encoder (its QD halves the 1/16 grid)."""
-        return 16 if self.options.shrink_idx is None else 32
+        """16, the patch size: mmseg's patch embedding pads the input bottom/right to it ("corner", spec §2.2).
+
+        The Shrunk encoder pads no more: its QD keeps the top-left token of every 2x2 block, ``ceil(h / 2)``
+        rows for an odd grid, as upstream's ``[::2, ::2]`` does (spec §4.1).
+        """
+        return 16
 
     def _shrink_block(self, block: nn.Module, x: Tensor, hw: tuple[int, int]) -> tuple[Tensor, tuple[int, int]]:
         """Run ``block`` with 2x2-nearest down-sampled queries and full-resolution keys/values (spec §4.1)."""
