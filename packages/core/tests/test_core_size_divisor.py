@@ -87,7 +87,8 @@ def test_cnn_runs_unpadded_and_resizes_the_logits(decoder):
 @pytest.mark.parametrize("decoder", ["linear", "mlp", "upernet"])
 def test_plain_vit_pads_bottom_right_to_its_patch_and_decoders_resize_adapter_maps(decoder):
     """timm ViT at 100x76: padded to 112x80 (16, not 32), grid 7x5; the adapter gives 28x20, 14x10, 7x5 and
-    3x2 (max-pooling floors), which do not line up by stride; the decoders resize them. The logits are resized
+    4x3 (max-pooling with ceil_mode keeps the odd grid's last row), which do not line up by stride; the decoders
+    resize them. The logits are resized
     to 100x76; the loss pads the labels with ignore_index to 112x80, like the image."""
     torch.manual_seed(0)
     model = segcore.build_model("timm:vit_tiny_patch16_224", decoder, 4, decoder_options={"channels": 32}).eval()
@@ -103,7 +104,7 @@ def test_plain_vit_pads_bottom_right_to_its_patch_and_decoders_resize_adapter_ma
         loss = model.compute_loss(x, labels)["loss"]
     assert {tuple(f.shape[-2:]) for f in feats} == {(7, 5)}
     if model.adapter is not None:
-        assert [tuple(m.shape[-2:]) for m in maps] == [(28, 20), (14, 10), (7, 5), (3, 2)]
+        assert [tuple(m.shape[-2:]) for m in maps] == [(28, 20), (14, 10), (7, 5), (4, 3)]
     torch.testing.assert_close(got, F.interpolate(out.logits, size=size, mode="bilinear", align_corners=False))
     expected = model.loss_fn(out, F.pad(labels, (0, 4, 0, 12), value=255))["loss"]
     torch.testing.assert_close(loss, expected)
