@@ -396,3 +396,16 @@ def test_dry_run_parameter_groups_match_the_spec(recipe: str, encoder: str, grou
     assert set(got) == set(groups)
     for key, (tensors, values) in groups.items():
         assert got[key][1] == values and (tensors is None or got[key][0] == tensors), key
+
+
+def test_install_hints_name_the_distribution_that_registers_each_first_party_component() -> None:
+    """``registry.FIRST_PARTY`` is kept by hand (it must work when a plugin is absent): hold it to the registry."""
+    first_party = {"segcore-segnext", "segcore-segvit", "segcore-segdeformer", "segcore-datasets"}
+    registered = {}
+    for kind in ("encoders", "decoders", "datasets"):
+        for name in registry.components(kind):
+            dist = registry.owner(kind, name)[0]
+            if dist in first_party and not name.endswith(":"):
+                registered[name] = dist
+    assert registered == {name: dist for name, dist in registry.FIRST_PARTY.items() if name in registered}
+    assert set(registry.FIRST_PARTY) <= set(registered), set(registry.FIRST_PARTY) - set(registered)

@@ -126,8 +126,8 @@ def test_upernet_fusion_feeds_the_segdeformer_block() -> None:
     assert not hasattr(head, "fusion_conv") and hasattr(head, "uper")
     # PPM on the last map + one lateral and one 3x3 FPN conv per other map + 3x3 bottleneck over 4 levels
     uper = head.uper
-    assert len(uper.psp) == 2 and len(uper.lateral) == len(uper.fpn) == 3
-    assert uper.bottleneck[0].in_channels == 4 * 16 and uper.bottleneck[0].kernel_size == (3, 3)
+    assert len(uper.psp_modules) == 2 and len(uper.lateral_convs) == len(uper.fpn_convs) == 3
+    assert uper.fpn_bottleneck[0].in_channels == 4 * 16 and uper.fpn_bottleneck[0].kernel_size == (3, 3)
     feats = _features()
     with torch.no_grad():
         out = head(feats, (64, 64))

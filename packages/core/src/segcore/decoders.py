@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from segcore.contracts import Decoder, DecoderOutput
-from segcore.ops import adaptive_avg_pool2d
+from segcore.layers import ConvBNReLU, UPerBody
+from segcore.layers import resize as _resize
 from segcore.options import parse_options
 from segcore.specs import PYRAMID_STRIDES, FeatureInfo
 
@@ -30,24 +30,6 @@ __all__ = [
     "mlp",
     "upernet",
 ]
-
-
-class ConvBNReLU(nn.Sequential):
-    """Conv (no bias) + BatchNorm + ReLU, mmcv's ``ConvModule`` with BN and ReLU."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1) -> None:
-        """Build the block with 'same' padding."""
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
-
-
-def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
-    # No shortcut at equal sizes (a resize to the same size is an exact copy): a traced export would keep the
-    # shortcut's decision for every input size. Callers skip the maps that share the target's stride.
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def _select(in_features: Sequence[FeatureInfo], index: int, what: str) -> int:
@@ -154,8 +136,10 @@ class UPerHeadOptions:
     dropout: float = 0.1
 
 
-class UPerHead(Decoder):
+class UPerHead(UPerBody, Decoder):
     """UPerNet's head (Xiao et al., arXiv:1807.10221, Sec. 3): PPM on the coarsest map + FPN over all maps.
+
+    The body is :class:`segcore.layers.UPerBody` (mmseg's parameter names); this adds dropout and the classifier.
 
     Shape:
         output logits: ``[B, K, H / s0, W / s0]`` at the finest input stride ``s0``.
@@ -164,36 +148,14 @@ class UPerHead(Decoder):
     in_strides = PYRAMID_STRIDES
 
     def __init__(self, in_features: Sequence[FeatureInfo], num_classes: int, options: UPerHeadOptions) -> None:
-        """Build PPM, lateral and FPN convs for ``in_features``."""
-        super().__init__()
-        ch = options.channels
-        last = in_features[-1].channels
-        self.pool_scales = tuple(options.pool_scales)
-        self.psp_modules = nn.ModuleList(ConvBNReLU(last, ch, 1) for _ in self.pool_scales)
-        self.bottleneck = ConvBNReLU(last + len(self.pool_scales) * ch, ch, 3)
-        self.lateral_convs = nn.ModuleList(ConvBNReLU(info.channels, ch, 1) for info in in_features[:-1])
-        self.fpn_convs = nn.ModuleList(ConvBNReLU(ch, ch, 3) for _ in in_features[:-1])
-        self.fpn_bottleneck = ConvBNReLU(len(in_features) * ch, ch, 3)
+        """Build the UPer body for ``in_features`` and the classifier."""
+        super().__init__([info.channels for info in in_features], options.channels, options.pool_scales)
         self.dropout = nn.Dropout2d(options.dropout)
-        self.conv_seg = nn.Conv2d(ch, num_classes, 1)
-
-    def _psp(self, x: Tensor) -> Tensor:
-        pooled = [
-            _resize(conv(adaptive_avg_pool2d(x, scale)), x.shape[-2:])
-            for scale, conv in zip(self.pool_scales, self.psp_modules)
-        ]
-        return self.bottleneck(torch.cat([x, *pooled], dim=1))
+        self.conv_seg = nn.Conv2d(options.channels, num_classes, 1)
 
     def forward(self, features: Sequence[Tensor], image_size: tuple[int, int]) -> DecoderOutput:
         """Top-down FPN fusion of all levels, then classify at the finest one."""
-        laterals = [conv(f) for conv, f in zip(self.lateral_convs, features)]
-        laterals.append(self._psp(features[-1]))
-        for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + _resize(laterals[i], laterals[i - 1].shape[-2:])
-        outs = [conv(lat) for conv, lat in zip(self.fpn_convs, laterals[:-1])] + [laterals[-1]]
-        size = outs[0].shape[-2:]
-        fused = self.fpn_bottleneck(torch.cat([outs[0], *(_resize(o, size) for o in outs[1:])], dim=1))
-        return DecoderOutput(self.conv_seg(self.dropout(fused)))
+        return DecoderOutput(self.conv_seg(self.dropout(self.fuse(features))))
 
 
 def linear(in_features: Sequence[FeatureInfo], num_classes: int, **options: object) -> LinearHead:

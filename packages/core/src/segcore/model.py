@@ -401,11 +401,6 @@ def build_model(
     return SegModel(cfg, pretrained_encoder=pretrained_encoder)
 
 
-def features_of(model: SegModel, images: Tensor) -> Sequence[Tensor]:
-    """Return the encoder's maps for ``images`` (after normalisation), for inspection and tests."""
-    return model.encoder(model.normalize(images))
-
-
 def describe(infos: Sequence[FeatureInfo]) -> str:
     """Describe feature maps as ``C@sS`` pairs, e.g. ``64@s4, 128@s8``."""
     return ", ".join(f"{i.channels}@s{i.stride}" for i in infos)

@@ -26,10 +26,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from segcore.contracts import Decoder, DecoderOutput, Loss
-from segcore.decoders import ConvBNReLU
 from segcore.errors import OptionsError
+from segcore.layers import ConvBNReLU, UPerBody
+from segcore.layers import resize as _resize
 from segcore.losses import cross_entropy
-from segcore.ops import adaptive_avg_pool2d
 from segcore.options import parse_options
 from segcore.specs import PYRAMID_STRIDES, FeatureInfo
 from torch import Tensor, nn
@@ -45,11 +45,6 @@ __all__ = [
 
 Attention = Literal["sdpa", "materialized"]
 Fusion = Literal["mlp", "upernet"]
-
-
-def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
-    """Bilinear resize with ``align_corners=False`` (mmseg ``resize``), a no-op at the same size."""
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def _token_map(tokens: Tensor, h: int, w: int) -> Tensor:
@@ -152,42 +147,6 @@ class SingleHeadAttention(nn.Module):
         return self.out(_token_map(ctx, h, w))
 
 
-class UperFusion(nn.Module):
-    """UperNet's PPM + FPN (Xiao et al., arXiv:1807.10221) producing X_inter for the paper's † variant.
-
-    mmseg ``UPerHead`` up to its ``fpn_bottleneck`` (no classifier): PPM on the last map, 1x1 lateral convs,
-    top-down addition, 3x3 FPN convs, resize to the first map, concatenate, 3x3 conv; all conv + BN + ReLU.
-
-    Shape:
-        features: maps ``[B, C_i, H_i, W_i]``; output ``[B, C, H_0, W_0]``.
-    """
-
-    def __init__(self, in_channels: Sequence[int], channels: int, pool_scales: Sequence[int]) -> None:
-        """Build PPM, lateral, FPN and bottleneck convs."""
-        super().__init__()
-        last = in_channels[-1]
-        self.pool_scales = tuple(pool_scales)
-        self.psp = nn.ModuleList(ConvBNReLU(last, channels, 1) for _ in self.pool_scales)
-        self.psp_bottleneck = ConvBNReLU(last + len(self.pool_scales) * channels, channels, 3)
-        self.lateral = nn.ModuleList(ConvBNReLU(c, channels, 1) for c in in_channels[:-1])
-        self.fpn = nn.ModuleList(ConvBNReLU(channels, channels, 3) for _ in in_channels[:-1])
-        self.bottleneck = ConvBNReLU(len(in_channels) * channels, channels, 3)
-
-    def forward(self, maps: Sequence[Tensor]) -> Tensor:
-        """Fuse ``maps`` (finest first) at the finest map's size."""
-        top = maps[-1]
-        pooled = [
-            _resize(conv(adaptive_avg_pool2d(top, s)), top.shape[-2:]) for s, conv in zip(self.pool_scales, self.psp)
-        ]
-        laterals = [conv(x) for conv, x in zip(self.lateral, maps)] + [
-            self.psp_bottleneck(torch.cat([top, *pooled], 1))
-        ]
-        for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + _resize(laterals[i], laterals[i - 1].shape[-2:])
-        outs = [conv(x) for conv, x in zip(self.fpn, laterals[:-1])] + [laterals[-1]]
-        return self.bottleneck(torch.cat([_resize(o, outs[0].shape[-2:]) for o in outs], dim=1))
-
-
 class SegDeformerHead(Decoder):
     """SegDeformer head (``SegDeformerHead3``): SegFormer fusion, internal + external attention, classifier.
 
@@ -220,7 +179,7 @@ class SegDeformerHead(Decoder):
             self.convs = nn.ModuleList(ConvBNReLU(in_features[i].channels, c, 1) for i in self.in_index)
             self.fusion_conv = ConvBNReLU(c * len(self.in_index), c, 1)
         else:
-            self.uper = UperFusion([in_features[i].channels for i in self.in_index], c, o.pool_scales)
+            self.uper = UPerBody([in_features[i].channels for i in self.in_index], c, o.pool_scales)
         self.mid = ClassBranch(c, num_classes)
         self.internal = SingleHeadAttention(c, o.attention, o.kv_reduction)
         self.external = SingleHeadAttention(c, o.attention, o.kv_reduction)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from segcore.contracts import Encoder
+from segcore.layers import packed_attention
 from segcore.options import parse_options
 from segcore.specs import FeatureInfo
 from timm.layers import DropPath
@@ -101,13 +102,9 @@ class EfficientSelfAttention(nn.Module):
         if self.sr_ratio > 1:
             kv_in = self.sr(x.transpose(1, 2).reshape(b, d, h, w)).flatten(2).transpose(1, 2)
             kv_in = self.norm(kv_in)
-        q = F.linear(x, self.in_proj_weight[:d], self.in_proj_bias[:d])
-        kv = F.linear(kv_in, self.in_proj_weight[d:], self.in_proj_bias[d:])
-        heads, hd = self.num_heads, d // self.num_heads
-        q = q.reshape(b, n, heads, hd).transpose(1, 2)
-        k, v = kv.reshape(b, -1, 2, heads, hd).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.out_proj(out.transpose(1, 2).reshape(b, n, d)))
+        p = self.attn_drop if self.training else 0.0
+        out = packed_attention(x, kv_in, self.in_proj_weight, self.in_proj_bias, self.num_heads, p)
+        return self.proj_drop(self.out_proj(out))
 
 
 class MixFFN(nn.Module):

@@ -20,6 +20,7 @@ from segcore.contracts import Encoder
 from segcore.errors import OptionsError
 from segcore.options import parse_options
 from segcore.specs import FeatureInfo
+from timm.layers import DropPath
 from torch import Tensor, nn
 
 __all__ = ["MSCANOptions", "MSCAN", "mscan_t", "mscan_s", "mscan_b", "mscan_l"]
@@ -66,21 +67,6 @@ class MSCANOptions:
             raise OptionsError(
                 f"mscan: memory_format must be one of {sorted(MEMORY_FORMATS)}, got {self.memory_format!r}"
             )
-
-
-class DropPath(nn.Module):
-    """Per-sample stochastic depth: ``x / keep * floor(keep + U[0,1))``; identity in eval."""
-
-    def __init__(self, drop_prob: float) -> None:
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.drop_prob == 0.0:
-            return x
-        keep = 1.0 - self.drop_prob
-        mask = (keep + torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device)).floor_()
-        return x.div(keep) * mask
 
 
 class StemConv(nn.Module):

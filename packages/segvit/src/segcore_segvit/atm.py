@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from segcore.contracts import Decoder, DecoderOutput
+from segcore.layers import packed_attention
 from segcore.ops import is_tracing
 from segcore.options import parse_options
 from segcore.specs import FeatureInfo
@@ -257,19 +258,11 @@ def _attention(attn: nn.MultiheadAttention, query: Tensor, memory: Tensor) -> Te
 
     ``nn.MultiheadAttention``'s reshapes keep the example's query length when the TorchScript ONNX exporter
     converts them (pytorch/pytorch#120075), and without gradients it runs a fused kernel that has no ONNX form;
-    this keeps every length dynamic. Same parameters and products, with separate q/k/v projections instead of
-    one packed product (equal up to float rounding).
+    this keeps every length dynamic. Same parameters and products through :func:`segcore.layers.packed_attention`
+    (k and v in one product instead of two; equal up to float rounding).
     """
-    b, d, heads = query.shape[0], attn.embed_dim, attn.num_heads
-    w, bias = attn.in_proj_weight, attn.in_proj_bias
-    q, k, v = (
-        F.linear(x, w[i * d : (i + 1) * d], None if bias is None else bias[i * d : (i + 1) * d])
-        .reshape(b, -1, heads, d // heads)
-        .transpose(1, 2)
-        for i, x in enumerate((query, memory, memory))
-    )
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.dropout if attn.training else 0.0)
-    return attn.out_proj(out.transpose(1, 2).reshape(b, -1, d))
+    p = attn.dropout if attn.training else 0.0
+    return attn.out_proj(packed_attention(query, memory, attn.in_proj_weight, attn.in_proj_bias, attn.num_heads, p))
 
 
 def _decode_traced(decoder: nn.TransformerDecoder, tgt: Tensor, memory: Tensor) -> Tensor:

@@ -22,6 +22,7 @@ from functools import partial
 
 import torch.nn.functional as F
 from segcore.contracts import Encoder
+from segcore.layers import packed_attention
 from segcore.ops import is_tracing
 from segcore.options import parse_options
 from segcore.specs import FeatureInfo
@@ -145,14 +146,9 @@ class SegViTEncoder(VisionTransformer, Encoder):
         xq = x.reshape(b, h, w, c)[:, ::2, ::2].reshape(b, -1, c)
         attn = block.attn
         y, yq = block.norm1(x), block.norm1(xq)
-        heads, dh = attn.num_heads, c // attn.num_heads
-        weight, bias = attn.qkv.weight, attn.qkv.bias
-        q = F.linear(yq, weight[:c], None if bias is None else bias[:c])
-        kv = F.linear(y, weight[c:], None if bias is None else bias[c:])
-        q = q.reshape(b, -1, heads, dh).transpose(1, 2)
-        k, v = kv.reshape(b, n, 2, heads, dh).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.attn_drop.p if self.training else 0.0)
-        out = attn.proj_drop(attn.proj(attn.norm(out.transpose(1, 2).reshape(b, -1, c))))
+        p = attn.attn_drop.p if self.training else 0.0
+        out = packed_attention(yq, y, attn.qkv.weight, attn.qkv.bias, attn.num_heads, p)
+        out = attn.proj_drop(attn.proj(attn.norm(out)))
         x = xq + block.ls1(out)
         x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
         return x, ((h + 1) // 2, (w + 1) // 2)

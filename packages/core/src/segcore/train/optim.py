@@ -17,7 +17,7 @@ from torch import nn
 
 from segcore.specs import ParamGroupRule
 
-__all__ = ["param_groups", "poly_lr_factor", "build_optimizer", "PolyWarmup"]
+__all__ = ["param_groups", "poly_lr_factor", "build_optimizer"]
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
@@ -90,24 +90,6 @@ def poly_lr_factor(
     if warmup_iters > 0 and step < warmup_iters:
         factor *= 1.0 - (1.0 - step / warmup_iters) * (1.0 - warmup_ratio)
     return factor
-
-
-class PolyWarmup(torch.optim.lr_scheduler.LambdaLR):
-    """:func:`poly_lr_factor` as a per-iteration scheduler (``min_lr`` is absolute, scaled per group)."""
-
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        iters: int,
-        base_lr: float,
-        power: float = 1.0,
-        min_lr: float = 0.0,
-        warmup_iters: int = 0,
-        warmup_ratio: float = 1e-6,
-    ) -> None:
-        ratio = min_lr / base_lr if base_lr > 0 else 0.0
-        self.settings = (iters, power, ratio, warmup_iters, warmup_ratio)
-        super().__init__(optimizer, lambda step: poly_lr_factor(step, *self.settings))
 
 
 # Devices with a fused AdamW kernel (torch.optim's own list); elsewhere the default per-tensor loop runs.
