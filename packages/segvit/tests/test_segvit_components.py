@@ -110,7 +110,7 @@ def test_atm_shrunk_pixel_queries_resized_only_off_img_size() -> None:
         dec.pixel_queries.weight.reshape(1, 4, 4, 32).permute(0, 3, 1, 2), (4, 6), mode="bicubic"
     )
     assert torch.allclose(resized, expected.flatten(2).transpose(1, 2))
-    with pytest.raises(ValueError, match="multiple of 16"):
+    with pytest.raises(segcore.OptionsError, match="multiple of 16"):
         atm_shrunk(infos, 3, img_size=70)
 
 

@@ -78,6 +78,15 @@ class SegDeformerOptions:
     fusion: Fusion = "mlp"
     pool_scales: tuple[int, ...] = (1, 2, 3, 6)
 
+    def __post_init__(self) -> None:
+        """Reject values the head cannot use, where the options are made."""
+        if self.attention not in ("sdpa", "materialized"):
+            raise OptionsError(f"segdeformer: attention must be 'sdpa' or 'materialized', got {self.attention!r}")
+        if self.kv_reduction < 1:
+            raise OptionsError(f"segdeformer: kv_reduction must be >= 1, got {self.kv_reduction}")
+        if self.fusion not in ("mlp", "upernet"):
+            raise OptionsError(f"segdeformer: fusion must be 'mlp' or 'upernet', got {self.fusion!r}")
+
 
 class ClassBranch(nn.Module):
     """Mid-level class attention (spec §2.4-5): ``M_mid = k(cls) q(X)^T / sqrt(C)``, ``X_mid = softmax_K(M) info``.
@@ -165,12 +174,6 @@ class SegDeformerHead(Decoder):
         """Build the head for the selected ``in_features``."""
         super().__init__()
         o = options
-        if o.attention not in ("sdpa", "materialized"):
-            raise OptionsError(f"segdeformer: attention must be 'sdpa' or 'materialized', got {o.attention!r}")
-        if o.kv_reduction < 1:
-            raise OptionsError(f"segdeformer: kv_reduction must be >= 1, got {o.kv_reduction}")
-        if o.fusion not in ("mlp", "upernet"):
-            raise OptionsError(f"segdeformer: fusion must be 'mlp' or 'upernet', got {o.fusion!r}")
         n = len(in_features)
         self.in_index = tuple(i % n for i in (o.in_index if o.in_index is not None else range(n)))
         c = o.channels

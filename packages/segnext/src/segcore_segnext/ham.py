@@ -215,9 +215,10 @@ class LightHamHead(Decoder):
     default_loss: ClassVar[str] = "ce"
     default_loss_options: ClassVar = {"average": "all"}
 
-    def __init__(self, in_features: Sequence[FeatureInfo], num_classes: int, **options: Any) -> None:
+    def __init__(self, in_features: Sequence[FeatureInfo], num_classes: int, options: LightHamHeadOptions) -> None:
+        """Build the head for ``in_features`` (the :func:`ham` factory parses the options)."""
         super().__init__()
-        opts = parse_options(LightHamHeadOptions, options, component="ham")
+        opts = options
         n = len(in_features)
         for i in opts.in_index:
             if not -n <= i < n:
@@ -256,4 +257,4 @@ class LightHamHead(Decoder):
 
 def ham(in_features: Sequence[FeatureInfo], num_classes: int, **options: Any) -> LightHamHead:
     """Build the LightHamHead decoder; see :class:`LightHamHeadOptions`."""
-    return LightHamHead(in_features, num_classes, **options)
+    return LightHamHead(in_features, num_classes, parse_options(LightHamHeadOptions, options, component="ham"))

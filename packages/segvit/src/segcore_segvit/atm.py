@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from segcore.contracts import Decoder, DecoderOutput
+from segcore.errors import OptionsError
 from segcore.layers import packed_attention
 from segcore.ops import is_tracing
 from segcore.options import parse_options
@@ -87,6 +88,11 @@ class ATMShrunkOptions:
     num_layers: int = 3
     dropout: float = 0.1
     img_size: int = 640
+
+    def __post_init__(self) -> None:
+        """The pixel-query grid is ``img_size / 16`` per side."""
+        if self.img_size % 16 or self.img_size <= 0:
+            raise OptionsError(f"atm-shrunk: img_size must be a positive multiple of 16, got {self.img_size}")
 
 
 class CrossAttentionToMask(nn.Module):
@@ -312,8 +318,6 @@ class ATMShrunkDecoder(Decoder):
     def __init__(self, in_features: Sequence[FeatureInfo], num_classes: int, options: ATMShrunkOptions) -> None:
         """Build QU decoders for the maps chosen by :func:`select_qu_maps` and the ATM layers."""
         super().__init__()
-        if options.img_size % 16:
-            raise ValueError(f"atm-shrunk img_size must be a multiple of 16, got {options.img_size}")
         self.options = options
         self.map_indices = select_qu_maps(in_features)
         chosen = [in_features[i] for i in self.map_indices]
