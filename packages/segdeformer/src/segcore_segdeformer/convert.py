@@ -204,14 +204,12 @@ def convert(component: str, state_dict: Mapping[str, Tensor]) -> dict[str, Tenso
     raise CheckpointError(f"segdeformer converter: unknown component {component!r}")
 
 
-_MIT_VARIANTS = {
-    (32, (2, 2, 2, 2)): "mit-b0",
-    (64, (2, 2, 2, 2)): "mit-b1",
-    (64, (3, 4, 6, 3)): "mit-b2",
-    (64, (3, 4, 18, 3)): "mit-b3",
-    (64, (3, 8, 27, 3)): "mit-b4",
-    (64, (3, 6, 40, 3)): "mit-b5",
-}
+def _mit_variant(base: int, depths: tuple[int, ...]) -> str:
+    """The registered ``mit-bX`` whose first width and depths these are (from ``mit.VARIANTS``), else ``mit-b0``."""
+    from segcore_segdeformer.mit import VARIANTS
+
+    found = (f"mit-{v}" for v, o in VARIANTS.items() if o["embed_dims"][0] == base and tuple(o["depths"]) == depths)
+    return next(found, "mit-b0")
 
 
 def mit_from_official(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -232,7 +230,7 @@ def mit_from_official(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         "attn_drop_rate": float(cfg.get("attn_drop_rate", 0.0)),
         "drop_path_rate": float(cfg.get("drop_path_rate", 0.0)),
     }
-    return _MIT_VARIANTS.get((base, depths), "mit-b0"), options
+    return _mit_variant(base, depths), options
 
 
 def segdeformer_from_official(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
