@@ -166,7 +166,7 @@ def _palette(value: Any, n: int, where: str) -> tuple[tuple[int, int, int], ...]
 
 def _read_json(path: Path) -> ClassInfo:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise DatasetError(f"{path}: not valid JSON ({err})") from None
     valid = ("names", "palette", "ignore_index")
@@ -186,7 +186,7 @@ def _read_json(path: Path) -> ClassInfo:
 
 
 def _read_txt(path: Path) -> tuple[str, ...]:
-    lines = [line.strip() for line in path.read_text().splitlines()]
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     if not lines:

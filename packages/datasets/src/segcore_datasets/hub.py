@@ -173,14 +173,14 @@ def _id2label(ref: str) -> tuple[dict[str, Any], str] | None:
     local = Path(ref)
     if local.is_dir():
         path = local / "id2label.json"
-        return (json.loads(path.read_text()), str(path)) if path.is_file() else None
+        return (json.loads(path.read_text(encoding="utf-8")), str(path)) if path.is_file() else None
     try:
         from huggingface_hub import hf_hub_download
 
         path = hf_hub_download(ref, "id2label.json", repo_type="dataset")
     except Exception:  # noqa: BLE001 - absent file, offline or private: the other sources of classes follow
         return None
-    return json.loads(Path(path).read_text()), f"{ref}/id2label.json"
+    return json.loads(Path(path).read_text(encoding="utf-8")), f"{ref}/id2label.json"
 
 
 def _names_from_id2label(data: Any, source: str, ignore: int) -> tuple[str, ...]:
