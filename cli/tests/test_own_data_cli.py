@@ -76,7 +76,7 @@ def _hf_cache(tmp_path, monkeypatch):
 
 
 def _train(out: Path, *data: str) -> None:
-    argv = ["train", *TINY, *data, "--iters", "2", "--batch-size", "2", "--crop-size", "24"]
+    argv = ["train", *TINY, *data, "--iters", "2", "--batch-size", "2"]  # the crop comes from the data
     argv += ["--eval-every", "2", "--checkpoint-every", "2", "--output-dir", str(out), "--no-progress", "--json"]
     assert main(argv) == 0
 
@@ -88,6 +88,7 @@ def test_folder_and_hub_data_train_evaluate_and_keep_class_names(tmp_path, capsy
     capsys.readouterr()
     config = json.loads((tmp_path / "run-folder" / "config.json").read_text())
     assert config["class_names"] == list(CLASSES) and config["num_classes"] == 3
+    assert json.loads((tmp_path / "run-folder" / "settings.json").read_text())["crop_size"] == [24, 24]
     argv = ["eval", "--model", str(tmp_path / "run-folder"), "--dataset", "folder", "--data-root", str(folder)]
     assert main([*argv, "--json", "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -95,8 +96,9 @@ def test_folder_and_hub_data_train_evaluate_and_keep_class_names(tmp_path, capsy
     assert result["protocol"]["mode"] == "whole" and result["protocol"]["resize"] is None
 
     repo = _parquet_repo(tmp_path / "repo")
-    _train(tmp_path / "run-hub", "--dataset", f"hf:{repo}")
+    _train(tmp_path / "run-hub", "--dataset", f"hf:{repo}", "--dataset-opt", "crop_size=16")
     capsys.readouterr()
+    assert json.loads((tmp_path / "run-hub" / "settings.json").read_text())["crop_size"] == [16, 16]
     assert json.loads((tmp_path / "run-hub" / "config.json").read_text())["class_names"] == list(CLASSES)
     # The model records its dataset: eval needs no --dataset, and reads the Hub's "validation" split as val.
     assert main(["eval", "--model", str(tmp_path / "run-hub"), "--json", "--device", "cpu"]) == 0
