@@ -138,7 +138,8 @@ def test_data_check_names_files_without_partner(tmp_path, capsys):
     assert f"error: {folder / 'images' / 'train' / '0.png'}: no mask" in out
     assert f"error: {folder / 'masks' / 'train' / '1.png'}: label value(s) [9]" in out
     with pytest.warns(UserWarning):
-        assert main(["train", *TINY, "--dataset", "folder", "--data-root", str(folder), "--iters", "1"]) == 2
+        argv = ["train", *TINY, "--dataset", "folder", "--data-root", str(folder), "--iters", "1"]
+        assert main([*argv, "--output-dir", str(tmp_path / "run")]) == 2
     assert "no mask" in capsys.readouterr().err
 
 
