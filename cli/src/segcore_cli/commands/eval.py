@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a model (mIoU, mAcc, aAcc, per class)",
         description="Evaluate a model on a dataset split. The protocol saved with the model "
-        "(config.eval) is used unless flags override it.",
+        "(config.eval) is used unless flags override it. A model whose class count differs from the dataset's is "
+        "refused; class names that differ at the same count are a warning.",
     )
     p.add_argument("--model", required=True, help="registered name, Hub repo id or folder (a training run too)")
     p.add_argument("--dataset", help="dataset name (default: the one the model was trained on)")

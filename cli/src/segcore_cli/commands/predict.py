@@ -31,11 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="registered name, Hub repo id or folder (a training run too)")
     p.add_argument("images", nargs="+", metavar="PATH", help="image files, folders (recursive) or glob patterns")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the label colours, 0..1 (default 0.5)")
+    # Both flags are checked in run(): a bad value is one line naming the flag and its range, whatever it is.
+    p.add_argument("--alpha", default="0.5", help="overlay opacity of the label colours, 0..1 (default 0.5)")
     p.add_argument(
         "--max-side",
-        type=int,
-        default=1024,
+        default="1024",
         help=f"images larger than this run in sliding windows of this size (at least {MIN_SIDE}; default 1024)",
     )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -46,10 +46,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_flags(args: argparse.Namespace) -> None:
-    if not 0.0 <= args.alpha <= 1.0:
-        raise ValueError(f"--alpha must lie in 0..1 (0: image only, 1: label colours only), got {args.alpha:g}")
-    if args.max_side < MIN_SIDE:
+    """Turn ``--alpha`` and ``--max-side`` into numbers, or raise one line naming the flag and its range."""
+    try:
+        alpha = float(args.alpha)
+    except (TypeError, ValueError):
+        alpha = float("nan")
+    if not 0.0 <= alpha <= 1.0:  # NaN fails too
+        raise ValueError(f"--alpha must be a number in 0..1 (0: image only, 1: label colours only), got {args.alpha}")
+    try:
+        side = int(args.max_side)
+    except (TypeError, ValueError):
+        side = 0
+    if side < MIN_SIDE:
         raise ValueError(f"--max-side must be an integer of at least {MIN_SIDE} pixels, got {args.max_side}")
+    args.alpha, args.max_side = alpha, side
 
 
 def _glob_base(pattern: str) -> Path:

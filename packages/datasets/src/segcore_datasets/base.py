@@ -286,9 +286,12 @@ class SegDataset:
             path = img_path
         label = self.lut[raw]
         if image.shape[:2] != label.shape:
+            # A photo whose EXIF tag rotates it for display, labelled as displayed: datasets read stored pixels.
+            turned = image.shape[:2] == label.shape[::-1]
             raise DatasetError(
                 f"{path}: image size {image.shape[0]}x{image.shape[1]} differs from label size "
                 f"{label.shape[0]}x{label.shape[1]} ({self.samples[index][1] if self.samples else ''})"
+                + ("; if the image carries an EXIF rotation, the mask must follow its stored pixels" if turned else "")
             )
         if self.check_values:
             bad = (label >= self.num_classes) & (label != IGNORE)
