@@ -46,7 +46,7 @@ def test_folder_pairs_by_relative_path_and_takes_defaults_from_the_data(tmp_path
     _image(root / "images" / "train" / "b" / "x.png", 20, 30)  # same name, other folder: its own pair
     _mask(root / "labels" / "train" / "b" / "x.png", np.array([[0, 1, 255] * 10] * 20))
     _image(root / "images" / "validation" / "y.jpeg", 20, 30)  # "validation" serves split "val"
-    _mask(root / "labels" / "validation" / "y.png", np.ones((20, 30)))
+    _mask(root / "labels" / "val" / "y.png", np.ones((20, 30)))  # either spelling on either side
 
     ds = segcore.build_dataset("folder", root=str(root), split="train")
     assert ds.classes == ("background", "cat", "dog") and len(ds.palette) == 3 and ds.ignore_index == 255

@@ -195,7 +195,8 @@ def predict_label_map(
 ) -> np.ndarray:
     """Labels of one image of any size, holding at most about ``memory_budget`` bytes of class scores.
 
-    Three ways, chosen by size:
+    Three ways, chosen by size (a whole-image protocol whose scores fit none of them runs as in 1: the model's
+    output alone is that large):
 
     1. The scores at the original size fit: :func:`predict_labels`, exactly as ``segcore eval`` runs.
     2. The scores at the network's size fit (the protocol resizes, e.g. to ``(2048, 512)``): those are computed as
@@ -207,16 +208,13 @@ def predict_label_map(
     Args:
         model: a segmentation model taking ``[1, 3, h, w]`` images (uint8 or normalised), returning logits.
         image: ``[1, 3, H, W]``; it may stay on the CPU while the model runs on a GPU (windows are moved).
-        protocol: the eval protocol; way 3 needs ``mode="slide"``.
+        protocol: the eval protocol.
         num_classes: classes ``K`` (default: ``model.config.num_classes``).
         memory_budget: bytes of float32 class scores held at once.
         progress: called as ``progress(done, total)`` after each window, pass or band.
 
     Returns:
         ``[H, W]`` labels as uint8 (``K <= 256``), uint16 (``K <= 65536``) or int32.
-
-    Raises:
-        ValueError: when only way 3 fits and the protocol runs the whole image.
     """
     protocol = EvalProtocol.from_dict(protocol)
     if num_classes is None:
@@ -235,10 +233,12 @@ def predict_label_map(
     if 4 * k * sum(nh * nw for nh, nw in net) * (2 if protocol.flip else 1) <= memory_budget:
         return _banded(model, image, protocol, k, dtype, passes, memory_budget, progress, device)
     if protocol.mode != "slide":
-        raise ValueError(
-            f"a {h}x{w} image with {k} classes does not fit whole-image inference in {memory_budget >> 20} MiB of "
-            "class scores; use a sliding-window protocol (mode='slide', crop_size, stride)"
-        )
+        # The model scores the whole image in one forward anyway: its own output is as large as these scores, so
+        # the budget cannot be kept without windows (segcore predict switches large images to windows).
+        labels = predict_labels(model, image.to(device), protocol, k)[0]
+        if progress:
+            progress(1, 1)
+        return labels.cpu().numpy().astype(dtype)
     return _stitched(model, image, protocol, k, dtype, progress, device)
 
 

@@ -304,13 +304,15 @@ def _split_dirs(r: Path, split: str) -> tuple[Path, Path]:
     if sub is None:
         want = " or ".join(f"{r / 'images' / s}" for s in SPLIT_DIRS[split])
         raise DatasetError(f"folder: no {split} split: {want} not found; expected layout:\n{LAYOUT}")
-    mask_root = next((r / d for d in MASK_DIRS if (r / d / sub).is_dir()), None)
-    if mask_root is None:
+    # The masks' split folder may use the other spelling (images/validation with masks/val).
+    names = (sub, *(s for s in SPLIT_DIRS[split] if s != sub))
+    mask_dir = next((r / d / s for d in MASK_DIRS for s in names if (r / d / s).is_dir()), None)
+    if mask_dir is None:
         raise DatasetError(
             f"folder: no masks for {r / 'images' / sub}: none of {', '.join(str(r / d / sub) for d in MASK_DIRS)} "
             f"exists; expected layout:\n{LAYOUT}"
         )
-    return r / "images" / sub, mask_root / sub
+    return r / "images" / sub, mask_dir
 
 
 def _image_size(path: str) -> tuple[int, int]:
