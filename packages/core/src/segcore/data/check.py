@@ -68,11 +68,13 @@ def preflight(ds: Any, n: int = 8, num_classes: int | None = None) -> dict[str, 
     for i in idx:
         problems += _sample_problems(ds, i, c, ignore, seen)
     if problems:
-        listed = problems[:MAX_LISTED]
-        more = len(problems) - len(listed)
-        tail = [f"... and {more} more (segcore data check lists them all)"] if more else []
-        head = f"{name}: {len(problems)} problem(s) in the data:" if len(problems) > 1 else ""
-        raise ValueError("\n".join([head, *listed, *tail]) if head else listed[0])
+        # One line per problem, the first one first (so a single problem reads as before), then the count.
+        lines = problems[:MAX_LISTED]
+        if len(problems) > len(lines):
+            lines.append(f"... and {len(problems) - len(lines)} more (segcore data check lists them all)")
+        if len(problems) > 1:
+            lines.append(f"{len(problems)} problems in {name}")
+        raise ValueError("\n".join(lines))
     return {"checked": len(idx), "num_classes": c, "label_values": sorted(seen)}
 
 
