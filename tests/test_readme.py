@@ -72,6 +72,17 @@ def test_readme_python_quickstart_runs(tmp_path, monkeypatch):
     assert torch.equal(namespace["same"].eval()(namespace["images"]), namespace["model"].eval()(namespace["images"]))
 
 
+def test_readme_own_data_commands_parse():
+    # cli/tests/test_own_data_cli.py runs the same commands on a folder and a parquet repo written by the test.
+    parser = build_parser()
+    block = _block_starting("bash", "# your own data")
+    commands = [line.split("  #", 1)[0].strip() for line in block.splitlines()[1:] if line.strip()]
+    assert len(commands) == 6
+    for command in commands:
+        args = parser.parse_args(shlex.split(command)[1:])
+        assert args.command in ("data", "train", "eval", "predict")
+
+
 def test_readme_cli_quickstart_parses():
     parser = build_parser()
     block = _block_starting("bash", "segcore list")

@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ck.add_argument("--data-root", default=None, help="dataset folder, or hf:<repo id or saved dir>")
     ck.add_argument("--split", default=None, help="one split (default: train and val)")
     ck.add_argument("--limit", type=int, default=None, help="read only the first N samples of each split")
+    ck.add_argument("--dataset-opt", action="append", default=[], metavar="K=V", help="dataset option (repeat)")
     ck.add_argument("--json", action="store_true", help="print one JSON document")
     bn = actions.add_parser("bench", help="images/s of the ADE20K-style train pipeline on generated JPEGs (1 core)")
     bn.add_argument("--n", type=int, default=16, help="generated images")
@@ -66,10 +67,13 @@ def _check(args: argparse.Namespace) -> int:
     import segcore
     from segcore_datasets.check import EXPECTED_COUNTS, check_dataset
 
+    from segcore_cli.commands.train import parse_kv
+
+    options = parse_kv(args.dataset_opt, args.dataset, "datasets")
     splits = [args.split] if args.split else ["train", "val"]
     reports = []
     for split in splits:
-        ds = segcore.build_dataset(args.dataset, args.data_root, split)
+        ds = segcore.build_dataset(args.dataset, args.data_root, split, **options)
         expected = EXPECTED_COUNTS.get(args.dataset, {}).get(split)
         reports.append(check_dataset(ds, expected=expected, limit=args.limit, progress=not args.json))
     if args.json:

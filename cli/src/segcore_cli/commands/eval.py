@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from segcore_cli._common import add_precision_option
 
@@ -13,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a model (mIoU, mAcc, aAcc, per class)",
         description="Evaluate a model on a dataset split. The protocol saved with the model "
-        "(config.eval) is used unless flags override it.",
+        "(config.eval) is used unless flags override it. A model whose class count differs from the dataset's is "
+        "refused; class names that differ at the same count are a warning.",
     )
     p.add_argument("--model", required=True, help="registered name, Hub repo id or folder (a training run too)")
     p.add_argument("--dataset", help="dataset name (default: the one the model was trained on)")
@@ -39,10 +41,39 @@ def _pair(text: str | None) -> list[int] | None:
     return parts * 2 if len(parts) == 1 else parts
 
 
+def _check_data(model: Any, model_ref: str, dataset: Any, dataset_name: str, split: str) -> list[str]:
+    """Refuse a model whose class count differs from the dataset's; return warnings (renamed classes, lone files)."""
+    from segcore.data import check_classes
+
+    cfg = model.config
+    names = list(cfg.class_names or [])
+    ours = names if len(names) == cfg.num_classes else cfg.num_classes
+    fix = (
+        "evaluate it on data labelled with its classes (the same values in the same order), or fine-tune it on "
+        f"this dataset first (segcore train --init-from {model_ref} --dataset {dataset_name} ...)"
+    )
+    result = check_classes(
+        ours, list(dataset.classes), model=f"model {model_ref}", dataset=f"dataset {dataset_name} ({split})", fix=fix
+    )
+    notes = []
+    if result.renamed:
+        notes.append(
+            f"{len(result.renamed)} of {result.model_count} class names differ between the model and the dataset "
+            f"(value, model vs dataset: {result.describe_renamed()}); the scores are listed under the dataset's names"
+        )
+    lone = list(getattr(dataset, "layout_problems", None) or [])
+    if lone:
+        notes.append(
+            f"{len(lone)} file(s) have no partner and are left out, e.g. {lone[0]} (segcore data check lists them)"
+        )
+    return notes
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the metrics."""
     import json
     import math
+    import sys
 
     import segcore
     import torch
@@ -58,8 +89,11 @@ def run(args: argparse.Namespace) -> int:
     if not dataset_name:
         raise ValueError("give --dataset (the model does not record the dataset it was trained on)")
     dataset = segcore.build_dataset(
-        dataset_name, root=args.data_root, split=args.split, **parse_kv(args.dataset_opt, None, "datasets")
+        dataset_name, root=args.data_root, split=args.split, **parse_kv(args.dataset_opt, dataset_name, "datasets")
     )
+    notes = _check_data(model, args.model, dataset, dataset_name, args.split)
+    for note in notes:
+        print(f"segcore eval: warning: {note}", file=sys.stderr)
     # The model's own protocol (a paper checkpoint's test pipeline, or the one it was trained with), else the
     # dataset's reference protocol; flags override single fields and the result is validated as a whole.
     protocol = EvalProtocol.from_dict(model.config.eval or getattr(dataset, "eval_protocol", None))
@@ -99,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
                     "dataset": dataset_name,
                     "split": args.split,
                     "precision": args.precision,
+                    "warnings": notes,
                 }
             )
         )

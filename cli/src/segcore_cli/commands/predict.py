@@ -1,10 +1,22 @@
-"""``segcore predict``: a palette label PNG and an overlay PNG per image, at the image's own size."""
+"""``segcore predict``: a label PNG and an overlay PNG per image, at the image's own size and orientation.
+
+Inputs are files, folders (searched recursively for the types of :data:`segcore.data.io.IMAGE_EXTENSIONS`) and glob
+patterns. Outputs keep the inputs' layout relative to the folder that holds them all: ``a/x.png`` and ``b/x.jpg``
+give ``OUT/a/x_label.png`` and ``OUT/b/x_label.png``; two images of one folder with one name (``x.png``,
+``x.jpg``) give ``x_png_label.png`` and ``x_jpg_label.png``. Images are read by core's reader with their EXIF
+orientation applied, so a label lines up with the photo as viewers show it. A file that cannot be read is reported
+at the end and the others are still written (exit status 1).
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 from segcore_cli._common import add_precision_option
+
+MIN_SIDE = 32  # the coarsest stride of the encoders: a smaller window holds no feature map
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,73 +24,229 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
         help="segment images: label PNGs and overlays",
-        description="Segment images and write <name>_label.png (palette) and <name>_overlay.png.",
+        description="Segment images (files, folders, globs) and write <name>_label.png and <name>_overlay.png under "
+        "--out, keeping the inputs' folder layout. Label PNGs hold the class values: palette PNGs up to 256 classes, "
+        "16-bit grey PNGs above.",
     )
     p.add_argument("--model", required=True, help="registered name, Hub repo id or folder (a training run too)")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="PATH", help="image files, folders (recursive) or glob patterns")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the label colours")
+    # Both flags are checked in run(): a bad value is one line naming the flag and its range, whatever it is.
+    p.add_argument("--alpha", default="0.5", help="overlay opacity of the label colours, 0..1 (default 0.5)")
     p.add_argument(
         "--max-side",
-        type=int,
-        default=1024,
-        help="images larger than this run in sliding windows of this size (default 1024)",
+        default="1024",
+        help=f"images larger than this run in sliding windows of this size (at least {MIN_SIDE}; default 1024)",
     )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     add_precision_option(p)
-    p.add_argument("--json", action="store_true", help="print the written files as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the written files (and failures) as JSON")
     p.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Predict every image."""
-    import json
-    from pathlib import Path
+def _check_flags(args: argparse.Namespace) -> None:
+    """Turn ``--alpha`` and ``--max-side`` into numbers, or raise one line naming the flag and its range."""
+    try:
+        alpha = float(args.alpha)
+    except (TypeError, ValueError):
+        alpha = float("nan")
+    if not 0.0 <= alpha <= 1.0:  # NaN fails too
+        raise ValueError(f"--alpha must be a number in 0..1 (0: image only, 1: label colours only), got {args.alpha}")
+    try:
+        side = int(args.max_side)
+    except (TypeError, ValueError):
+        side = 0
+    if side < MIN_SIDE:
+        raise ValueError(f"--max-side must be an integer of at least {MIN_SIDE} pixels, got {args.max_side}")
+    args.alpha, args.max_side = alpha, side
 
+
+def _glob_base(pattern: str) -> Path:
+    import glob
+
+    parts = Path(pattern).parts
+    fixed = [p for p in parts[: next((i for i, p in enumerate(parts) if glob.has_magic(p)), len(parts))]]
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _scan(folder: Path, skip: Path) -> list[Path]:
+    from segcore.data.io import IMAGE_EXTENSIONS
+
+    out = []
+    for f in sorted(folder.rglob("*")):
+        rel = f.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts) or f.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if f.is_file() and not f.absolute().is_relative_to(skip):  # never our own outputs of an earlier run
+            out.append(f)
+    return out
+
+
+def collect_inputs(items: list[str], out: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """The images the arguments name, each with its output stem under ``--out``, and the arguments naming nothing.
+
+    Returns ``([(file, stem)], [message])``. The stems keep each file's path relative to the folder holding every
+    input (the common parent of the folders given, of glob bases and of single files' folders); equal stems get the
+    file's extension appended.
+    """
+    import glob
+    import os
+
+    skip = out.absolute()
+    found: list[tuple[Path, Path]] = []  # (file, anchor)
+    missing: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            files = _scan(path, skip)
+            found += [(f, path) for f in files]
+            if not files:
+                missing.append(f"{item}: no images in this folder")
+        elif path.is_file():
+            found.append((path, path.parent))
+        elif glob.has_magic(item):
+            base = _glob_base(item)
+            matches = [Path(m) for m in sorted(glob.glob(item, recursive=True))]
+            files = [m for m in matches if m.is_file()] + [f for m in matches if m.is_dir() for f in _scan(m, skip)]
+            found += [(f, base) for f in files]
+            if not files:
+                missing.append(f"{item}: matches no file")
+        else:
+            missing.append(f"{item}: no such file or folder")
+    seen: set[Path] = set()
+    unique = []
+    for f, anchor in found:
+        key = Path(os.path.abspath(f))
+        if key not in seen:
+            seen.add(key)
+            unique.append((key, Path(os.path.abspath(anchor))))
+    if not unique:
+        return [], missing
+    root = Path(os.path.commonpath([str(a) for _, a in unique]))
+    rels = [f.relative_to(root) for f, _ in unique]
+    groups: dict[Path, int] = {}
+    for rel in rels:
+        groups[rel.with_suffix("")] = groups.get(rel.with_suffix(""), 0) + 1
+    stems: list[Path] = []
+    taken: set[Path] = set()
+    for rel in rels:
+        stem = rel.with_suffix("")
+        if groups[stem] > 1:  # x.png next to x.jpg: keep both, named after their extension
+            stem = rel.with_name(f"{rel.stem}_{rel.suffix[1:]}")
+        candidate, n = stem, 1
+        while candidate in taken:  # x.JPG next to x.jpg on a case-sensitive disk
+            n += 1
+            candidate = stem.with_name(f"{stem.name}_{n}")
+        taken.add(candidate)
+        stems.append(candidate)
+    return [(f, s) for (f, _), s in zip(unique, stems)], missing
+
+
+def _palette(config: Any, k: int) -> Any:
     import numpy as np
-    import segcore
-    import torch
-    from PIL import Image
-    from segcore.inference import EvalProtocol, precision, predict_labels
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = segcore.SegModel.from_pretrained(args.model).to(device).eval()
-    k = model.config.num_classes
-    palette = np.array(model.config.palette or [], dtype=np.uint8).reshape(-1, 3)
+    palette = np.array(config.palette or [], dtype=np.uint8).reshape(-1, 3)[:k]
     if len(palette) < k:  # no palette saved: a fixed pseudo-random one
         rng = np.random.default_rng(0)
         palette = np.concatenate([palette, rng.integers(0, 256, (k - len(palette), 3), dtype=np.uint8)])
+    return palette
+
+
+def _save_label(labels: Any, palette: Any, path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    if labels.dtype == np.uint8:
+        img = Image.fromarray(labels, mode="P")
+        img.putpalette(palette[:256].reshape(-1).tolist())
+    else:
+        # More than 256 classes: a palette PNG would wrap class 257 to 1; a 16-bit grey PNG keeps every value.
+        img = Image.fromarray(labels.astype(np.uint16))
+    img.save(path)
+
+
+def _save_overlay(rgb: Any, labels: Any, palette: Any, alpha: float, path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    out = np.empty_like(rgb)
+    band = max(1, (1 << 22) // max(1, rgb.shape[1]))  # rows per step: float temporaries of ~100 MB at most
+    for y in range(0, rgb.shape[0], band):
+        part = rgb[y : y + band] * (1 - alpha) + palette[labels[y : y + band]] * alpha
+        out[y : y + band] = part.round().astype(np.uint8)
+    Image.fromarray(out).save(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict every image; exit 1 when some could not be read or written."""
+    import json
+    import sys
+
+    import segcore
+    import torch
+    from segcore.data.io import read_image
+    from segcore.errors import ImageReadError
+    from segcore.inference import EvalProtocol, precision, predict_label_map
+    from tqdm.auto import tqdm
+
+    _check_flags(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
+    items, failed = collect_inputs(args.images, out)
+    if not items:
+        raise ValueError("no images to segment: " + "; ".join(failed))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = segcore.SegModel.from_pretrained(args.model).to(device).eval()
+    k = model.config.num_classes
+    palette = _palette(model.config, k)
     base = EvalProtocol.from_dict(model.config.eval)
-    for path in args.images:
-        rgb = np.array(Image.open(path).convert("RGB"))
-        image = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device)
+    written: list[dict[str, str]] = []
+    bar = tqdm(items, unit="img", desc="predict", disable=args.no_progress, file=sys.stderr)
+    for path, stem in bar:
+        try:
+            rgb = read_image(path, exif=True)
+        except ImageReadError as err:
+            failed.append(str(err))
+            continue
         protocol = base
         if max(rgb.shape[:2]) > args.max_side and base.mode == "whole" and base.resize is None:
             side = args.max_side
-            protocol = EvalProtocol(
-                mode="slide",
-                crop_size=(side, side),
-                stride=(side * 2 // 3, side * 2 // 3),
-                scales=base.scales,
-                flip=base.flip,
-            )
+            protocol = base.replace(mode="slide", crop_size=(side, side), stride=(side * 2 // 3, side * 2 // 3))
+        inner: list[Any] = []
+
+        def step(done: int, total: int, inner: list[Any] = inner, name: str = path.name) -> None:
+            # A second bar, for the windows of an image big enough to need several steps.
+            if total > 1 and not args.no_progress:
+                if not inner:
+                    inner.append(tqdm(total=total, desc=name, unit="step", leave=False, position=1, file=sys.stderr))
+                inner[0].update(done - inner[0].n)
+
+        if not rgb.flags.writeable:
+            rgb = rgb.copy()  # Pillow's arrays are read-only views; torch wants to own writable memory
+        image = torch.from_numpy(rgb).permute(2, 0, 1)[None]
         with precision(device, args.precision):
-            labels = predict_labels(model, image, protocol, k)[0].cpu().numpy().astype(np.uint8)
-        stem = Path(path).stem
-        label_img = Image.fromarray(labels, mode="P")
-        label_img.putpalette(palette[:256].reshape(-1).tolist())
-        label_file = out / f"{stem}_label.png"
-        label_img.save(label_file)
-        overlay = (rgb * (1 - args.alpha) + palette[labels] * args.alpha).round().astype(np.uint8)
-        overlay_file = out / f"{stem}_overlay.png"
-        Image.fromarray(overlay).save(overlay_file)
+            labels = predict_label_map(model, image, protocol, k, progress=step)
+        if inner:
+            inner[0].close()
+        label_file = out / stem.parent / f"{stem.name}_label.png"
+        overlay_file = out / stem.parent / f"{stem.name}_overlay.png"
+        try:
+            label_file.parent.mkdir(parents=True, exist_ok=True)
+            _save_label(labels, palette, label_file)
+            _save_overlay(rgb, labels, palette, args.alpha, overlay_file)
+        except OSError as err:
+            failed.append(f"{path}: cannot write its outputs ({type(err).__name__}: {err})")
+            continue
         written.append({"image": str(path), "label": str(label_file), "overlay": str(overlay_file)})
+    bar.close()
     if args.json:
-        print(json.dumps(written))
+        print(json.dumps(written + [{"error": message} for message in failed]))
     else:
         for row in written:
             print(f"{row['image']} -> {row['label']}, {row['overlay']}")
+    if failed:
+        print(f"segcore predict: {len(failed)} input(s) failed, the others were written:", file=sys.stderr)
+        for message in failed:
+            print(f"  {message}", file=sys.stderr)
+        return 1
     return 0

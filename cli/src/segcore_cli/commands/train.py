@@ -87,6 +87,25 @@ def parse_kv(items: list[str], component: str | None, kind: str) -> dict:
     return out
 
 
+def _data_crop_size(args: argparse.Namespace, dataset_opt: dict) -> tuple[int, int] | None:
+    """The training crop the dataset proposes when no recipe gives one, or ``None``.
+
+    Without a recipe the trainer's preset crop is 512 for any data; a dataset that knows its own (``folder`` and
+    ``hf:`` from their first image or ``--dataset-opt crop_size=``, the paper datasets from their configs) says so
+    in ``crop_size``. A recipe keeps its paper's crop.
+    """
+    if args.recipe or not args.dataset or args.dataset == "synthetic-shapes":
+        return None
+    import segcore
+
+    try:
+        data = segcore.build_dataset(args.dataset, root=args.data_root, split="train", **dataset_opt)
+    except Exception:  # noqa: BLE001 - the trainer (or --dry-run) reports data it cannot open, in its own words
+        return None
+    crop = getattr(data, "crop_size", None)
+    return (int(crop[0]), int(crop[1])) if crop else None
+
+
 def run(args: argparse.Namespace) -> int:
     """Train and print where the results are."""
     import json
@@ -96,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
 
     base = TrainSettings(encoder=args.encoder, decoder=args.decoder, dataset=args.dataset, recipe=args.recipe)
     _, resolved = resolve_recipe(base)
+    dataset_opt = parse_kv(args.dataset_opt, args.dataset, "datasets") if args.dataset else {}
+    crop_size = args.crop_size or _data_crop_size(args, dataset_opt)
     settings = TrainSettings(
         encoder=args.encoder,
         decoder=args.decoder,
@@ -104,13 +125,13 @@ def run(args: argparse.Namespace) -> int:
         recipe=args.recipe,
         iters=args.iters,
         batch_size=args.batch_size,
-        crop_size=args.crop_size,
+        crop_size=crop_size,
         lr=args.lr,
         weight_decay=args.weight_decay,
         pretrained_encoder=args.pretrained_encoder,
         encoder_opt=parse_kv(args.encoder_opt, resolved.encoder, "encoders"),
         decoder_opt=parse_kv(args.decoder_opt, resolved.decoder, "decoders"),
-        dataset_opt=parse_kv(args.dataset_opt, None, "datasets"),
+        dataset_opt=dataset_opt or parse_kv(args.dataset_opt, None, "datasets"),
         mixed_precision=args.mixed_precision,
         output_dir=args.output_dir,
         resume=args.resume,

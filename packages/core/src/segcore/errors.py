@@ -9,6 +9,8 @@ __all__ = [
     "ComponentClashError",
     "WiringError",
     "CheckpointError",
+    "ImageReadError",
+    "ClassMismatchError",
 ]
 
 
@@ -37,3 +39,11 @@ class WiringError(SegcoreError):
 
 class CheckpointError(SegcoreError):
     """A checkpoint that is missing, corrupt or does not match the model."""
+
+
+class ImageReadError(SegcoreError, ValueError):
+    """An image file that is missing, unreadable or truncated; the message names the file."""
+
+
+class ClassMismatchError(SegcoreError, ValueError):
+    """A model whose classes cannot be used with a dataset's (different counts); the message says what to do."""

@@ -80,6 +80,7 @@ FIRST_PARTY: dict[str, str] = {
             "pascal-context-60",
             "isaid",
             "synthetic-shapes",
+            "folder",
         )
     },
 }
@@ -87,6 +88,7 @@ _FIRST_PARTY_PREFIXES = {
     "segnext-": "segcore-segnext",
     "segvit-": "segcore-segvit",
     "segdeformer-": "segcore-segdeformer",
+    "hf:": "segcore-datasets",  # any Hugging Face dataset, hf:<repo id or folder>
 }
 
 

@@ -84,29 +84,29 @@ def _map_lut(mapping: dict[int, int], default: int = IGNORE) -> np.ndarray:
 
 
 def read_image(path: str | Path, source: Any = None) -> np.ndarray:
-    """Decode an image file (or an open PIL image) to uint8 RGB [H, W, 3]; grey/RGBA/palette/16-bit are converted."""
+    """Decode an image file (or an open PIL image) to uint8 RGB [H, W, 3] with core's reader, without EXIF rotation.
+
+    Grey/RGBA/palette images become RGB; 16-bit and float images are rescaled (see :mod:`segcore.data.io`), the same
+    way ``segcore predict`` reads them.
+    """
+    from segcore.data.io import read_image as _read
+    from segcore.errors import ImageReadError
+
     try:
-        img = source if source is not None else Image.open(path)
-        img.load()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: image file not found") from None
-    except Exception as err:  # noqa: BLE001 - PIL raises many types for truncated/corrupt files
-        raise DatasetError(f"{path}: unreadable or truncated image ({type(err).__name__}: {err})") from None
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        arr = arr * (255.0 / max(float(arr.max()), 1.0))
-        return np.repeat(arr.astype(np.uint8)[..., None], 3, axis=2)
-    if img.mode != "RGB":
-        img = img.convert("RGB")  # RGBA drops alpha, L/P/CMYK become 3 channels
-    return np.asarray(img)
+        return _read(source if source is not None else path, name=str(path))
+    except ImageReadError as err:
+        raise DatasetError(str(err)) from None
 
 
-def read_label(path: str | Path, colours: np.ndarray | None = None, source: Any = None) -> np.ndarray:
+def read_label(
+    path: str | Path, colours: np.ndarray | None = None, source: Any = None, strict_colours: bool = False
+) -> np.ndarray:
     """Decode a label map to uint8 [H, W] with Pillow "unchanged" semantics (§1.2).
 
     Palette PNGs give their indices; 16-bit maps are accepted when every value fits in 0..255 and refused
-    otherwise. A colour (RGB) label is mapped through ``colours`` (row i = colour of id i; unknown colours -> 0, as
-    mmseg's iSAID converter does) when given, taken as grey when its channels are equal, refused otherwise.
+    otherwise. A colour (RGB) label is mapped through ``colours`` (row i = colour of id i) when given, taken as grey
+    when its channels are equal, refused otherwise. An unknown colour becomes 0, as mmseg's iSAID converter does,
+    or, with ``strict_colours``, is a :class:`DatasetError` naming the file and the colour.
     """
     try:
         img = source if source is not None else Image.open(path)
@@ -120,11 +120,14 @@ def read_label(path: str | Path, colours: np.ndarray | None = None, source: Any 
     arr = np.asarray(img)
     if arr.ndim == 3:
         if colours is not None:
+            if strict_colours:
+                return colours_to_ids_strict(arr[..., :3], colours, str(path))
             return colours_to_ids(arr[..., :3], colours)
         if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 0] == arr[..., 2]).all():
             return np.ascontiguousarray(arr[..., 0]).astype(np.uint8)
         raise DatasetError(
-            f"{path}: label is a colour image (mode {img.mode}); expected a single-channel index map (L or P mode PNG)"
+            f"{path}: label is a colour image (mode {img.mode}); expected a single-channel index map (L or P mode "
+            'PNG), or give the class colours (folder datasets: "palette" in classes.json)'
         )
     if arr.dtype != np.uint8:
         if arr.size and (arr.min() < 0 or arr.max() > 255):
@@ -174,6 +177,30 @@ def colours_to_ids(rgb: np.ndarray, colours: np.ndarray) -> np.ndarray:
     return out
 
 
+def colours_to_ids_strict(rgb: np.ndarray, colours: np.ndarray, path: str) -> np.ndarray:
+    """Map an RGB label [H, W, 3] to ids by exact colour match; a colour not in ``colours`` is an error.
+
+    Raises:
+        DatasetError: naming ``path``, the unknown colour(s) and where the first one is.
+    """
+    code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    table = (colours[:, 0].astype(np.int64) << 16) | (colours[:, 1].astype(np.int64) << 8) | colours[:, 2]
+    order = np.argsort(table, kind="stable")
+    ordered = table[order]
+    pos = np.searchsorted(ordered, code).clip(max=len(ordered) - 1)
+    known = ordered[pos] == code
+    if not known.all():
+        unknown = np.unique(code[~known])
+        y, x = (int(v[0]) for v in np.nonzero(~known))
+        shown = ", ".join(str(((int(c) >> 16) & 255, (int(c) >> 8) & 255, int(c) & 255)) for c in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise DatasetError(
+            f"{path}: colour {shown}{more} (first at row {y}, column {x}) is not in the palette of "
+            f"{len(colours)} class colours; add it to the palette or fix the mask"
+        )
+    return order[pos].astype(np.uint8)
+
+
 class SegDataset:
     """A segmentation dataset: list of (image, label) files or a Hub/``datasets`` table, plus its conventions.
 
@@ -187,6 +214,8 @@ class SegDataset:
             model that carries no protocol of its own.
         crop_size: the training crop of the reference configs.
         train_scale: the train ``img_scale`` (long, short) that the random ratio multiplies (§9).
+        layout_problems: files that could not be paired (an image without a mask, a mask without an image), one
+            message per file naming it; the preflight refuses a split that has any.
     """
 
     ignore_index = IGNORE
@@ -209,6 +238,8 @@ class SegDataset:
         reduce_zero_label: bool = False,
         train_scale: tuple[int, int] = (2048, 512),
         mat_label: tuple[tuple[str, ...], np.ndarray | None] | None = None,
+        strict_colours: bool = False,
+        layout_problems: Sequence[str] = (),
     ) -> None:
         self.name, self.split, self.root = name, split, root
         self.classes, self.palette = classes, palette
@@ -223,6 +254,8 @@ class SegDataset:
         self.reduce_zero_label = reduce_zero_label
         self._hf, self._hf_columns = hf, hf_columns
         self.mat_label: tuple[tuple[str, ...], np.ndarray | None] = mat_label or (("S",), None)
+        self.strict_colours = strict_colours
+        self.layout_problems = list(layout_problems)
 
     @property
     def num_classes(self) -> int:
@@ -242,17 +275,23 @@ class SegDataset:
             path = f"{self.root}/{self.split}/{index}"
             img_col, lab_col = self._hf_columns
             image = read_image(path, source=_as_pil(row[img_col], path))
-            raw = read_label(path, self.colours, source=_as_pil(row[lab_col], path))
+            raw = read_label(path, self.colours, source=_as_pil(row[lab_col], path), strict_colours=self.strict_colours)
         else:
             img_path, path = self.samples[index][0], self.samples[index][1]
             image = read_image(img_path)
-            raw = read_mat_label(path, *self.mat_label) if path.endswith(".mat") else read_label(path, self.colours)
+            if path.endswith(".mat"):
+                raw = read_mat_label(path, *self.mat_label)
+            else:
+                raw = read_label(path, self.colours, strict_colours=self.strict_colours)
             path = img_path
         label = self.lut[raw]
         if image.shape[:2] != label.shape:
+            # A photo whose EXIF tag rotates it for display, labelled as displayed: datasets read stored pixels.
+            turned = image.shape[:2] == label.shape[::-1]
             raise DatasetError(
                 f"{path}: image size {image.shape[0]}x{image.shape[1]} differs from label size "
                 f"{label.shape[0]}x{label.shape[1]} ({self.samples[index][1] if self.samples else ''})"
+                + ("; if the image carries an EXIF rotation, the mask must follow its stored pixels" if turned else "")
             )
         if self.check_values:
             bad = (label >= self.num_classes) & (label != IGNORE)
@@ -283,6 +322,7 @@ class SegDataset:
 
 
 def _as_pil(value: Any, path: str) -> Any:
+    """A table cell as a PIL image, still encoded where it can be (decoded by the reader, which names the row)."""
     if isinstance(value, Image.Image):
         return value
     if isinstance(value, dict) and value.get("bytes") is not None:
@@ -290,9 +330,24 @@ def _as_pil(value: Any, path: str) -> Any:
 
         return Image.open(io.BytesIO(value["bytes"]))
     if isinstance(value, dict) and value.get("path"):
-        return Image.open(value["path"])
+        try:
+            return Image.open(value["path"])
+        except (OSError, ValueError) as err:
+            raise DatasetError(f"{path}: cannot open {value['path']} ({type(err).__name__}: {err})") from None
     if isinstance(value, np.ndarray | list):
-        return Image.fromarray(np.asarray(value))
+        arr = np.asarray(value)
+        if arr.dtype.kind in "iub" and arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]):
+            arr = arr.reshape(arr.shape[1:] if arr.shape[0] == 1 else arr.shape[:-1])
+        if arr.dtype.kind in "iub" and arr.ndim == 2:
+            # Integer masks stored as arrays (Array2D, nested lists of ClassLabel): 8-bit when they fit, else kept
+            # wide so that the label reader names the value that does not fit.
+            fits = arr.size == 0 or (arr.min() >= 0 and arr.max() <= 255)
+            arr = arr.astype(np.uint8 if fits else np.int32)
+        elif arr.dtype.kind == "f" or arr.ndim == 3:
+            from segcore.data.io import array_to_rgb
+
+            arr = array_to_rgb(arr)
+        return Image.fromarray(arr)
     raise DatasetError(f"{path}: cannot decode a {type(value).__name__} as an image")
 
 
@@ -341,55 +396,20 @@ def _split_name(dataset: str, split: str, names: dict[str, str]) -> str:
 
 
 def _hub(name: str, root: str, split: str, opts: FolderOptions, **kw: Any) -> SegDataset:
-    """A Hub copy: ``hf:<saved dir>`` (``load_from_disk``), ``hf:<folder of parquet shards>`` or ``hf:<repo id>``."""
-    import datasets as hfds
+    """A Hub copy: ``hf:<saved dir>`` (``load_from_disk``), ``hf:<folder of parquet shards>`` or ``hf:<repo id>``.
+
+    The named dataset's conventions (classes, label mapping, protocol) apply; ``val`` reads the Hub's ``val`` or
+    ``validation`` split. Rows are decoded one at a time, when read (see :mod:`segcore_datasets.hub`).
+    """
+    from segcore_datasets.hub import _encoded, find_columns, load_table
 
     ref = root[3:]
-    wanted = opts.hf_split or split
-    local = Path(ref)
-    parquet = sorted(local.rglob("*.parquet")) if local.is_dir() else []
-    saved = (local / "dataset_dict.json").exists() or (local / "state.json").exists()
-    if parquet and not saved:
-        # A local folder of parquet shards (a Hub repo snapshot): files named/under "<split>" form that split.
-        by_split: dict[str, list[str]] = {}
-        for f in parquet:
-            rel = str(f.relative_to(local))
-            key = next((k for k in ("train", "validation", "val", "test") if k in rel), "train")
-            by_split.setdefault(key, []).append(str(f))
-        obj = hfds.load_dataset("parquet", data_files=by_split)
-        if "val" in obj and "validation" not in obj:
-            obj["validation"] = obj["val"]
-    elif local.exists():
-        obj = hfds.load_from_disk(ref)
-    else:
-        obj = None
-    if obj is not None:
-        if isinstance(obj, hfds.DatasetDict):
-            names = list(obj)
-            pick = wanted if wanted in obj else ("validation" if wanted == "val" and "validation" in obj else None)
-            if pick is None:
-                raise DatasetError(f"{name}: Hub dataset {ref} has no split {wanted!r}; it has {names}")
-            table = obj[pick]
-        else:
-            table = obj
-    else:
-        try:
-            table = hfds.load_dataset(ref, split=wanted)
-        except ValueError:
-            if wanted != "val":
-                raise
-            table = hfds.load_dataset(ref, split="validation")
-    cols = list(table.column_names)
-    img_col = next((c for c in ("image", "img", "pixel_values") if c in cols), None)
-    lab_col = next(
-        (c for c in ("annotation", "label", "mask", "semantic_segmentation", "stuff_map", "seg", "gt") if c in cols),
-        None,
-    )
-    if img_col is None or lab_col is None:
-        raise DatasetError(
-            f"{name}: Hub dataset {ref} needs an image column and a label column "
-            f"(annotation/label/mask/semantic_segmentation/stuff_map); it has {cols}"
-        )
+    wanted = (opts.hf_split,) if opts.hf_split else ((split, "validation") if split == "val" else (split,))
+    table, hub_split = load_table(ref, split, wanted)
+    where = f"{name}: Hub dataset {ref} ({hub_split} split)"
+    labels = ("annotation", "label", "mask", "semantic_segmentation", "stuff_map", "seg", "gt")
+    img_col, lab_col = find_columns(table, None, None, where, labels)
+    table = _encoded(table.select_columns([img_col, lab_col]))
     return SegDataset(
         name, split, hf=table, hf_columns=(img_col, lab_col), root=root, check_values=opts.check_values, **kw
     )

@@ -27,6 +27,9 @@ def check_dataset(
 ) -> dict[str, Any]:
     """Read every sample (or the first ``limit``): count, per-class pixel histogram, problems found.
 
+    The problems start with the dataset's ``layout_problems`` (files it could not pair, each named), then one
+    message per sample that failed to load or check.
+
     Returns:
         ``{"name", "split", "count", "expected", "checked", "histogram": list[int] (C bins + ignore last),
         "missing_classes": [names], "errors": [messages]}``.
@@ -35,7 +38,7 @@ def check_dataset(
     c = len(ds.classes)
     ignore = getattr(ds, "ignore_index", 255)
     hist = np.zeros(c + 1, np.int64)
-    errors: list[str] = []
+    errors: list[str] = [str(p) for p in (getattr(ds, "layout_problems", None) or ())]
     n = len(ds) if limit is None else min(limit, len(ds))
     it: Any = range(n)
     if progress:

@@ -49,4 +49,16 @@ def segcore_datasets() -> dict[str, ComponentSpec]:
             "pascal-context-60", "Pascal Context, 60 classes (background scored)", "PASCAL_CONTEXT_60_CLASSES"
         ),
         "isaid": paper("isaid", "iSAID 896x896 patches, 16 classes", "ISAID_CLASSES"),
+        "folder": ComponentSpec(
+            factory="segcore_datasets.folder:folder",
+            options="segcore_datasets.folder:FolderDatasetOptions",
+            description="your own data: images/<split>/ + masks/<split>/*.png + classes.txt (--data-root DIR)",
+            source="segcore",
+        ),
+        "hf:": ComponentSpec(
+            factory="segcore_datasets.hub:hub_dataset",
+            options="segcore_datasets.hub:HubDatasetOptions",
+            description="any Hugging Face dataset: hf:<repo id>, a parquet folder or a save_to_disk folder",
+            source="https://huggingface.co/docs/datasets",
+        ),
     }

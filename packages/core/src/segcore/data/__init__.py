@@ -1,11 +1,14 @@
-"""Data pipelines owned by core: the transforms that recipes and eval protocols describe, and the preflight.
+"""Data pipelines owned by core: transforms, the preflight, the class check and the image reader.
+
+The transforms are what recipes and eval protocols describe; :mod:`segcore.data.io` is the one image reader.
 
 Datasets themselves come from plugins (``segcore_datasets`` hook).
 """
 
 from __future__ import annotations
 
-from segcore.data.check import preflight
+from segcore.data.check import ClassComparison, check_classes, compare_classes, preflight
+from segcore.data.io import IMAGE_EXTENSIONS, read_image
 from segcore.data.transforms import TestTransform, TrainTransform
 from segcore.settings import EvalProtocol, Photometric, TrainPipeline, keep_ratio_size, min_size_resize_size
 
@@ -18,4 +21,9 @@ __all__ = [
     "keep_ratio_size",
     "min_size_resize_size",
     "preflight",
+    "ClassComparison",
+    "compare_classes",
+    "check_classes",
+    "IMAGE_EXTENSIONS",
+    "read_image",
 ]

@@ -1,0 +1,383 @@
+"""A user's own data with no code: the ``folder`` dataset (images/ + masks/ + classes.txt).
+
+Layout (``root`` = ``--data-root``)::
+
+    root/classes.txt                  one class name per line: line i names label value i
+      or root/classes.json            {"names": [...], "palette": [[r, g, b], ...], "ignore_index": 255}
+    root/images/<split>/**/<name>.<jpg|jpeg|png|bmp|tif|tiff|webp>
+    root/masks/<split>/**/<name>.png  (labels/ or annotations/ in place of masks/)
+
+``<split>`` is ``train`` and ``val`` (or ``validation``). An image and its mask pair by their path relative to the
+split folder, without the extension (``images/train/a/x.jpg`` with ``masks/train/a/x.png``). Masks hold class
+values (grey or palette-mode PNGs; a palette PNG gives its indices, datasets.md §1.2) or, when classes.json gives a
+palette, RGB colours mapped through it (a colour not in it is an error naming the file and the colour). The ignore
+value (255 unless classes.json says otherwise) is mapped to 255. Files that do not pair are listed in
+``layout_problems``, which the preflight and ``segcore data check`` report by name.
+
+The crop size and the eval protocol come from the data (the first image's size; whole-image evaluation at the
+native size); options override them (``--dataset-opt crop_size=256 eval_mode=slide``).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from segcore.data.io import IMAGE_EXTENSIONS
+from segcore.settings import EvalProtocol
+
+from segcore_datasets.base import IGNORE, DatasetError, SegDataset
+
+__all__ = [
+    "OwnDataOptions",
+    "FolderDatasetOptions",
+    "ClassInfo",
+    "folder",
+    "read_class_files",
+    "default_palette",
+    "label_lut",
+    "data_defaults",
+]
+
+LAYOUT = (
+    "  <root>/classes.txt (one class name per line: line i is label value i) or <root>/classes.json\n"
+    "  <root>/images/{train,val}/**/*.jpg|png|...\n"
+    "  <root>/masks/{train,val}/**/*.png (or labels/, annotations/), paired by path without extension"
+)
+MASK_DIRS = ("masks", "labels", "annotations")
+SPLIT_DIRS = {"train": ("train",), "val": ("val", "validation"), "validation": ("validation", "val")}
+DEFAULT_CROP = 512  # the usual training crop of the papers; smaller images train at their own short side
+
+
+@dataclass(frozen=True)
+class OwnDataOptions:
+    """Options shared by the ``folder`` and ``hf:`` datasets (``--dataset-opt k=v``).
+
+    Attributes:
+        classes: class names, value i = name i; overrides the classes the data declares.
+        ignore_index: the label value that marks unlabelled pixels (mapped to 255); default: the data's, else 255.
+        crop_size: training crop ``(H, W)``; default: the first image's short side, at most 512.
+        eval_mode: ``"whole"`` image (default) or sliding-window (``"slide"``) evaluation.
+        eval_crop_size: slide window ``(H, W)``; default: ``crop_size``.
+        eval_stride: slide step ``(H, W)``; default: two thirds of the window.
+        eval_resize: test-time keep-ratio resize ``(long, short)``; default: none (native size).
+        check_values: raise when a label holds a value that is neither a class nor the ignore value.
+    """
+
+    classes: tuple[str, ...] | None = None
+    ignore_index: int | None = None
+    crop_size: tuple[int, int] | None = None
+    eval_mode: Literal["whole", "slide"] = "whole"
+    eval_crop_size: tuple[int, int] | None = None
+    eval_stride: tuple[int, int] | None = None
+    eval_resize: tuple[int, int] | None = None
+    check_values: bool = True
+
+
+@dataclass(frozen=True)
+class FolderDatasetOptions(OwnDataOptions):
+    """Options of the ``folder`` dataset: those of :class:`OwnDataOptions`."""
+
+
+_PAIRS = ("crop_size", "eval_crop_size", "eval_stride", "eval_resize")
+
+
+def normalise_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Options as the command line gives them (``256``, ``"a,b"``, ``(1, 2)``) in the form the dataclass takes.
+
+    ``--dataset-opt`` values are parsed by their look when no dataset is named yet, so ``crop_size=256`` arrives
+    as an int and ``classes=cat`` as a str: both are accepted here, before strict parsing.
+    """
+    out = dict(options)
+    if isinstance(out.get("classes"), str):
+        out["classes"] = tuple(c.strip() for c in out["classes"].split(",") if c.strip())
+    elif isinstance(out.get("classes"), list | tuple):
+        out["classes"] = tuple(str(c) for c in out["classes"])
+    for key in _PAIRS:
+        value = out.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            out[key] = (value, value)
+        elif isinstance(value, list | tuple) and len(value) == 1:
+            out[key] = (value[0], value[0])
+    return out
+
+
+def parse_own_options(cls: type, options: Mapping[str, Any], name: str) -> Any:
+    """Parse ``options`` strictly into ``cls`` (an unknown key names the valid ones)."""
+    from segcore.options import parse_options
+
+    return parse_options(cls, normalise_options(options), component=name)
+
+
+# --------------------------------------------------------------------------------------------------------- classes
+@dataclass(frozen=True)
+class ClassInfo:
+    """What a dataset's class files say.
+
+    Attributes:
+        names: class names; label value i is class i.
+        palette: one RGB colour per class, or ``None`` when the data gives none.
+        ignore_index: the on-disk value of unlabelled pixels.
+        source: where the names come from (for messages).
+    """
+
+    names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...] | None
+    ignore_index: int
+    source: str
+
+
+def default_palette(n: int) -> tuple[tuple[int, int, int], ...]:
+    """The PASCAL VOC colour map extended to ``n`` classes: distinct, deterministic colours (class 0 black)."""
+    colours = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        colours.append((r, g, b))
+    return tuple(colours)
+
+
+def _palette(value: Any, n: int, where: str) -> tuple[tuple[int, int, int], ...]:
+    ok = isinstance(value, list) and all(
+        isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in value
+    )
+    if not ok:
+        raise DatasetError(f'{where}: "palette" must be a list of [r, g, b] lists with values 0..255')
+    if len(value) != n:
+        raise DatasetError(f'{where}: "palette" has {len(value)} colours for {n} class names; give one per class')
+    colours = [tuple(c) for c in value]
+    seen: dict[tuple[int, ...], int] = {}
+    for i, c in enumerate(colours):
+        if c in seen:
+            raise DatasetError(f"{where}: colour {list(c)} is given to class {seen[c]} and class {i}")
+        seen[c] = i
+    return tuple(colours)  # type: ignore[return-value]
+
+
+def _read_json(path: Path) -> ClassInfo:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{path}: not valid JSON ({err})") from None
+    valid = ("names", "palette", "ignore_index")
+    if not isinstance(data, dict) or not isinstance(data.get("names"), list) or not data["names"]:
+        raise DatasetError(f'{path}: expected {{"names": ["class 0", ...], "palette": [...], "ignore_index": 255}}')
+    unknown = [k for k in data if k not in valid]
+    if unknown:
+        raise DatasetError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}")
+    names = tuple(str(n).strip() for n in data["names"])
+    palette = _palette(data["palette"], len(names), str(path)) if data.get("palette") is not None else None
+    ignore = data.get("ignore_index")
+    if ignore is None:
+        ignore = IGNORE
+    if not isinstance(ignore, int) or isinstance(ignore, bool):
+        raise DatasetError(f'{path}: "ignore_index" must be an integer, got {ignore!r}')
+    return ClassInfo(names, palette, ignore, str(path))
+
+
+def _read_txt(path: Path) -> tuple[str, ...]:
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise DatasetError(f"{path} is empty; write one class name per line (line i is label value i)")
+    empty = [i + 1 for i, line in enumerate(lines) if not line]
+    if empty:
+        raise DatasetError(
+            f"{path}: line(s) {empty} are empty; every line up to the last names the class of its value "
+            "(line 1 is value 0)"
+        )
+    return tuple(lines)
+
+
+def read_class_files(root: str | Path) -> ClassInfo | None:
+    """The classes of a folder dataset from ``classes.json`` or ``classes.txt`` at ``root`` (``None``: neither).
+
+    Raises:
+        DatasetError: for a malformed file, or two files that name different classes.
+    """
+    r = Path(root)
+    js, txt = r / "classes.json", r / "classes.txt"
+    info = _read_json(js) if js.is_file() else None
+    names = _read_txt(txt) if txt.is_file() else None
+    if info is not None and names is not None and names != info.names:
+        raise DatasetError(f"{txt} and {js} name different classes; keep one of them")
+    if info is None and names is not None:
+        info = ClassInfo(names, None, IGNORE, str(txt))
+    return info
+
+
+def label_lut(num_classes: int, ignore_index: int, where: str, reduce_zero_label: bool = False) -> np.ndarray:
+    """The 256-entry table from on-disk values to train ids: classes kept, the ignore value -> 255.
+
+    Raises:
+        DatasetError: when the ignore value is also a class value or out of 0..255, or there are more classes
+            than 8-bit masks hold.
+    """
+    if not 1 <= num_classes <= 255:
+        raise DatasetError(f"{where}: {num_classes} classes; 8-bit masks hold 1 to 255 classes besides ignore")
+    if not 0 <= ignore_index <= 255:
+        raise DatasetError(f"{where}: ignore index {ignore_index} must lie in 0..255 (masks are 8-bit)")
+    first = 1 if reduce_zero_label else 0
+    if first <= ignore_index < num_classes + first:
+        raise DatasetError(
+            f"{where}: ignore index {ignore_index} is also the value of class {ignore_index - first}; "
+            f"use a value outside {first}..{num_classes + first - 1} (255 by default)"
+        )
+    lut = np.arange(256, dtype=np.int16) - first
+    if reduce_zero_label:
+        lut[0] = IGNORE
+    lut[ignore_index] = IGNORE
+    if ignore_index != IGNORE:
+        # 255 is not unlabelled in this data: keep it visible as an out-of-range value (254 is never a class here,
+        # as the ignore value lies at or above the class count) so the value check names it instead of ignoring it.
+        lut[IGNORE] = IGNORE - 1
+    return lut.clip(0, 255).astype(np.uint8)
+
+
+def data_defaults(size: tuple[int, int], opts: OwnDataOptions) -> tuple[tuple[int, int], tuple[int, int], EvalProtocol]:
+    """``(crop_size, train_scale, eval_protocol)`` from the first image's ``(H, W)``, with the options over them."""
+    h, w = size
+    side = min(DEFAULT_CROP, h, w)
+    crop = tuple(opts.crop_size) if opts.crop_size else (side, side)
+    window = tuple(opts.eval_crop_size) if opts.eval_crop_size else crop
+    stride = tuple(opts.eval_stride) if opts.eval_stride else tuple(max(1, c * 2 // 3) for c in window)
+    slide = opts.eval_mode == "slide"
+    protocol = EvalProtocol(
+        mode=opts.eval_mode,
+        crop_size=window if slide else None,  # type: ignore[arg-type]
+        stride=stride if slide else None,  # type: ignore[arg-type]
+        resize=tuple(opts.eval_resize) if opts.eval_resize else None,  # type: ignore[arg-type]
+    )
+    return crop, (max(h, w), min(h, w)), protocol  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------------------- pairing
+def _files(folder: Path, keep: Any) -> dict[str, list[Path]]:
+    by_key: dict[str, list[Path]] = {}
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts) or not p.is_file() or not keep(p):
+            continue  # hidden files (.DS_Store, editor backups) are not data
+        by_key.setdefault(rel.with_suffix("").as_posix(), []).append(p)
+    return by_key
+
+
+def pair_files(img_dir: Path, mask_dir: Path) -> tuple[list[tuple[str, str]], list[str]]:
+    """Pair ``img_dir/<key>.<image ext>`` with ``mask_dir/<key>.png``; return the pairs and the unpaired files."""
+    images = _files(img_dir, lambda p: p.suffix.lower() in IMAGE_EXTENSIONS)
+    masks = _files(mask_dir, lambda p: p.suffix.lower() in IMAGE_EXTENSIONS) if mask_dir.is_dir() else {}
+    pairs: list[tuple[str, str]] = []
+    problems: list[str] = []
+    for key in sorted(images):
+        found = images[key]
+        if len(found) > 1:
+            problems.append(f"{', '.join(map(str, found))}: two images with one name; a mask pairs with one of them")
+            continue
+        pngs = [m for m in masks.get(key, []) if m.suffix.lower() == ".png"]
+        if pngs:
+            pairs.append((str(found[0]), str(pngs[0])))
+            continue
+        others = masks.get(key, [])
+        hint = f" (found {others[0]}: masks must be .png)" if others else ""
+        problems.append(f"{found[0]}: no mask {mask_dir / key}.png{hint}")
+    for key in sorted(set(masks) - set(images)):
+        for m in masks[key]:
+            problems.append(f"{m}: mask without an image {img_dir / key}.<{'|'.join(e[1:] for e in IMAGE_EXTENSIONS)}>")
+    return pairs, problems
+
+
+def _split_dirs(r: Path, split: str) -> tuple[Path, Path]:
+    if split not in SPLIT_DIRS:
+        raise DatasetError(f"folder: unknown split {split!r}; valid: train, val (or validation)")
+    sub = next((s for s in SPLIT_DIRS[split] if (r / "images" / s).is_dir()), None)
+    if sub is None:
+        want = " or ".join(f"{r / 'images' / s}" for s in SPLIT_DIRS[split])
+        raise DatasetError(f"folder: no {split} split: {want} not found; expected layout:\n{LAYOUT}")
+    # The masks' split folder may use the other spelling (images/validation with masks/val).
+    names = (sub, *(s for s in SPLIT_DIRS[split] if s != sub))
+    mask_dir = next((r / d / s for d in MASK_DIRS for s in names if (r / d / s).is_dir()), None)
+    if mask_dir is None:
+        raise DatasetError(
+            f"folder: no masks for {r / 'images' / sub}: none of {', '.join(str(r / d / sub) for d in MASK_DIRS)} "
+            f"exists; expected layout:\n{LAYOUT}"
+        )
+    return r / "images" / sub, mask_dir
+
+
+def _image_size(path: str) -> tuple[int, int]:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:  # reads the header only
+            return img.height, img.width
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for foreign files
+        raise DatasetError(f"{path}: unreadable image ({type(err).__name__}: {err})") from None
+
+
+def folder(root: str | None, split: str = "train", **options: Any) -> SegDataset:
+    """A folder of images and masks with a class list (layout in the module docstring).
+
+    Example:
+        >>> ds = folder("data/pets", "train")  # doctest: +SKIP
+        >>> ds.classes, ds.crop_size, ds.eval_protocol.mode  # doctest: +SKIP
+        (('background', 'cat', 'dog'), (375, 375), 'whole')
+    """
+    opts: FolderDatasetOptions = parse_own_options(FolderDatasetOptions, options, "folder")
+    if not root:
+        raise DatasetError(f"folder needs its folder: give --data-root DIR (Python: root=DIR) laid out as\n{LAYOUT}")
+    r = Path(root)
+    if not r.is_dir():
+        raise DatasetError(f"folder: {r} not found; expected layout:\n{LAYOUT}")
+    img_dir, mask_dir = _split_dirs(r, split)
+    info = read_class_files(r)
+    if opts.classes:
+        info = ClassInfo(
+            tuple(opts.classes),
+            info.palette if info and info.palette and len(info.palette) == len(opts.classes) else None,
+            info.ignore_index if info else IGNORE,
+            "--dataset-opt classes",
+        )
+    if info is None:
+        raise DatasetError(
+            f"folder: {r} has no classes.txt or classes.json; write one class name per line to {r / 'classes.txt'} "
+            "(line i is label value i) or give --dataset-opt classes=a,b,c"
+        )
+    ignore = opts.ignore_index if opts.ignore_index is not None else info.ignore_index
+    lut = label_lut(len(info.names), ignore, info.source)
+    samples, problems = pair_files(img_dir, mask_dir)
+    if not samples and not problems:
+        raise DatasetError(f"folder: no images under {img_dir}; expected layout:\n{LAYOUT}")
+    if problems:
+        warnings.warn(
+            f"folder {r} {split}: {len(problems)} file(s) without a partner, e.g. {problems[0]}; "
+            "training refuses this split (segcore data check lists them all)",
+            stacklevel=2,
+        )
+    crop, scale, protocol = data_defaults(_image_size(samples[0][0]) if samples else (DEFAULT_CROP,) * 2, opts)
+    return SegDataset(
+        "folder",
+        split,
+        classes=info.names,
+        palette=info.palette or default_palette(len(info.names)),
+        samples=samples,
+        lut=lut,
+        colours=np.array(info.palette, np.uint8) if info.palette else None,
+        strict_colours=True,
+        eval_protocol=protocol,
+        crop_size=crop,
+        train_scale=scale,
+        check_values=opts.check_values,
+        root=str(root),
+        layout_problems=problems,
+    )

@@ -1,0 +1,277 @@
+"""Any Hugging Face dataset as a segmentation dataset: ``--dataset hf:<repo id or local folder>``.
+
+Reading goes through the ``datasets`` library: a Hub repo and a local folder of parquet shards
+(``data/train-*.parquet``, ``data/validation-*.parquet``) through ``load_dataset``, a folder written by
+``save_to_disk`` through ``load_from_disk``. Our ``train`` split is the Hub's ``train``; our ``val`` is its
+``validation``, else ``val``, else ``test`` (``--dataset-opt hf_split=NAME`` picks another).
+
+Columns are found by name among those holding images or 2-D arrays (image: ``image``, ``pixel_values``, ``img``;
+label: ``label``, ``annotation``, ``mask``, ``semantic_segmentation``, ``segmentation``, ...) or named with
+``image_column=`` / ``label_column=``. Classes come from ``classes=a,b,c``, else ``id2label.json`` at the repo's top
+(``{"0": "background", "1": "cat"}``, the convention of many Hub segmentation datasets), else a ``ClassLabel``
+feature of the label column.
+
+Nothing is decoded up front: the two columns are read with ``decode=False`` and each row's image and label are
+decoded when the sample is read, by the same readers as every other dataset (no EXIF rotation, datasets.md §12).
+``load_dataset`` keeps its usual Arrow cache of the encoded rows (for a Hub repo, that is its download).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segcore_datasets.base import IGNORE, DatasetError, SegDataset, _as_pil
+from segcore_datasets.folder import OwnDataOptions, data_defaults, default_palette, label_lut, parse_own_options
+
+__all__ = ["HubDatasetOptions", "hub_dataset", "load_table", "find_columns", "IMAGE_COLUMNS", "LABEL_COLUMNS"]
+
+IMAGE_COLUMNS = ("image", "pixel_values", "img")
+LABEL_COLUMNS = ("label", "annotation", "mask", "semantic_segmentation", "segmentation", "stuff_map", "seg", "gt")
+# Our split -> the Hub split names tried in order.
+SPLITS = {
+    "train": ("train",),
+    "val": ("validation", "val", "test"),
+    "validation": ("validation", "val", "test"),
+    "test": ("test",),
+}
+
+
+@dataclass(frozen=True)
+class HubDatasetOptions(OwnDataOptions):
+    """Options of the ``hf:`` datasets: those of :class:`~segcore_datasets.folder.OwnDataOptions` and these.
+
+    Attributes:
+        image_column: the column holding the images (default: found by name).
+        label_column: the column holding the label maps (default: found by name).
+        hf_split: the Hub split to read (default: ``train`` for train; ``validation``, ``val`` or ``test`` for val).
+        config: the dataset's configuration name (``load_dataset(repo, name=config)``), when it has several.
+        reduce_zero_label: value 0 is "unlabelled": it becomes ignore and value v becomes class v - 1
+            (datasets.md §1.3, e.g. ``scene_parse_150``).
+    """
+
+    image_column: str | None = None
+    label_column: str | None = None
+    hf_split: str | None = None
+    config: str | None = None
+    reduce_zero_label: bool = False
+
+
+def _is_saved(local: Path) -> bool:
+    return (local / "dataset_dict.json").is_file() or (local / "state.json").is_file()
+
+
+def _pick(available: list[str], split: str, wanted: tuple[str, ...], where: str) -> str:
+    pick = next((s for s in wanted if s in available), None)
+    if pick is None:
+        raise DatasetError(
+            f"{where} has no split {' / '.join(repr(s) for s in wanted)} for {split!r}; it has {available} "
+            "(--dataset-opt hf_split=NAME picks one)"
+        )
+    return pick
+
+
+def load_table(
+    ref: str, split: str, wanted: tuple[str, ...] | None = None, config: str | None = None
+) -> tuple[Any, str]:
+    """The ``datasets.Dataset`` of one split of ``ref`` (Hub repo id, parquet folder or save_to_disk folder).
+
+    Args:
+        ref: Hub repo id or local folder.
+        split: our split name (for messages and as the default Hub name).
+        wanted: the Hub split names to try, in order (default: :data:`SPLITS` of ``split``).
+        config: the dataset's configuration name, if it has several.
+
+    Returns:
+        ``(table, hub split name)``.
+
+    Raises:
+        DatasetError: when the split does not exist, naming those that do.
+    """
+    import datasets as hfds
+
+    where = f"Hub dataset {ref}"
+    wanted = wanted or SPLITS.get(split, (split,))
+    local = Path(ref)
+    if local.is_dir() and _is_saved(local):
+        obj = hfds.load_from_disk(str(local))
+        if isinstance(obj, hfds.DatasetDict):
+            pick = _pick(list(obj), split, wanted, where)
+            return obj[pick], pick
+        return obj, wanted[0]
+    if not local.exists() and (ref.startswith((".", "/", "~")) or ref.count("/") > 1):
+        raise DatasetError(f"{where}: no such folder, and not a Hub repo id (<owner>/<name>)")
+    try:
+        builder = hfds.load_dataset_builder(str(local) if local.is_dir() else ref, name=config)
+    except Exception as err:  # noqa: BLE001 - network, auth and format errors all end here: say which dataset
+        raise DatasetError(f"{where}: datasets.load_dataset cannot open it ({type(err).__name__}: {err})") from None
+    files = builder.config.data_files or {}
+    available = [str(s) for s in files] or [str(s) for s in (builder.info.splits or {})]
+    pick = _pick(available, split, wanted, where) if available else wanted[0]
+    return hfds.load_dataset(str(local) if local.is_dir() else ref, name=config, split=pick), pick
+
+
+def _kind(feature: Any) -> str:
+    """``"image"`` for an Image feature, ``"array"`` for (nested) lists/arrays of numbers, else ``"other"``."""
+    import datasets as hfds
+
+    if isinstance(feature, hfds.Image):
+        return "image"
+    if type(feature).__name__.startswith("Array"):
+        return "array"
+    inner = getattr(feature, "feature", None)
+    if inner is not None and not isinstance(feature, dict):
+        sub = _kind(inner)
+        return "array" if sub in ("array", "scalar") else "other"
+    if isinstance(feature, hfds.ClassLabel) or (
+        isinstance(feature, hfds.Value) and feature.dtype.startswith(("int", "uint", "bool"))
+    ):
+        return "scalar"
+    return "other"
+
+
+def find_columns(
+    table: Any, image_column: str | None, label_column: str | None, where: str, label_names: tuple[str, ...]
+) -> tuple[str, str]:
+    """The image and label columns: the ones named, else the first known name holding images or 2-D arrays.
+
+    A ``label`` column of class indices (image classification) is skipped: only pictures and arrays are masks.
+    """
+    feats = table.features
+    cols = list(table.column_names)
+    for given in (image_column, label_column):
+        if given is not None and given not in cols:
+            raise DatasetError(f"{where}: no column {given!r}; it has {cols}")
+
+    def first(names: tuple[str, ...]) -> str | None:
+        return next((c for c in names if c in cols and _kind(feats[c]) in ("image", "array")), None)
+
+    img = image_column or first(IMAGE_COLUMNS)
+    lab = label_column or first(label_names)
+    if img is None or lab is None:
+        described = ", ".join(f"{c} ({type(feats[c]).__name__})" for c in cols)
+        raise DatasetError(
+            f"{where}: found no {'image' if img is None else 'label'} column among {described}; name them with "
+            "--dataset-opt image_column=NAME label_column=NAME (Python: image_column=..., label_column=...)"
+        )
+    return img, lab
+
+
+def _class_label_names(feature: Any) -> tuple[str, ...] | None:
+    import datasets as hfds
+
+    while feature is not None:
+        if isinstance(feature, hfds.ClassLabel):
+            return tuple(feature.names)
+        feature = getattr(feature, "feature", None)
+    return None
+
+
+def _id2label(ref: str) -> tuple[dict[str, Any], str] | None:
+    local = Path(ref)
+    if local.is_dir():
+        path = local / "id2label.json"
+        return (json.loads(path.read_text(encoding="utf-8")), str(path)) if path.is_file() else None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(ref, "id2label.json", repo_type="dataset")
+    except Exception:  # noqa: BLE001 - absent file, offline or private: the other sources of classes follow
+        return None
+    return json.loads(Path(path).read_text(encoding="utf-8")), f"{ref}/id2label.json"
+
+
+def _names_from_id2label(data: Any, source: str, ignore: int) -> tuple[str, ...]:
+    if not isinstance(data, dict) or not data:
+        raise DatasetError(f'{source}: expected {{"0": "class 0", "1": "class 1", ...}}')
+    try:
+        table = {int(k): str(v) for k, v in data.items()}
+    except ValueError:
+        raise DatasetError(f"{source}: keys must be label values (integers as strings)") from None
+    table.pop(ignore, None)  # some repos name their ignore value ("255": "unlabeled"): it is not a class
+    top = max(table) + 1
+    gaps = [i for i in range(top) if i not in table]
+    if gaps:
+        raise DatasetError(
+            f"{source}: no name for value(s) {gaps[:10]}; name every value from 0 to {top - 1} "
+            "or give --dataset-opt classes=a,b,c"
+        )
+    return tuple(table[i] for i in range(top))
+
+
+def _first_size(table: Any, column: str, where: str) -> tuple[int, int]:
+    if len(table) == 0:
+        raise DatasetError(f"{where}: the split is empty")
+    value = table[0][column]
+    img = _as_pil(value, f"{where} row 0")
+    return img.height, img.width
+
+
+def hub_dataset(ref: str, root: str | None = None, split: str = "train", **options: Any) -> SegDataset:
+    """``hf:<ref>``: a Hub repo id, a local folder of parquet shards or a ``save_to_disk`` folder.
+
+    Example:
+        >>> ds = hub_dataset("segments/sidewalk-semantic", split="train")  # doctest: +SKIP
+        >>> ds = segcore.build_dataset("hf:data/my_parquet", split="val", label_column="mask")  # doctest: +SKIP
+    """
+    opts: HubDatasetOptions = parse_own_options(HubDatasetOptions, options, "hf:")
+    if ref and root:
+        raise DatasetError(f"hf:{ref}: give the dataset once, as --dataset hf:REPO_OR_DIR (not also --data-root)")
+    ref = ref or str(root or "")
+    if not ref:
+        raise DatasetError("hf: needs a repo id or folder: --dataset hf:<owner>/<name> or hf:<folder>")
+    name = f"hf:{ref}"
+    table, hub_split = load_table(ref, split, (opts.hf_split,) if opts.hf_split else None, opts.config)
+    where = f"{name} ({hub_split} split)"
+    img_col, lab_col = find_columns(table, opts.image_column, opts.label_column, where, LABEL_COLUMNS)
+    table = _encoded(table.select_columns([img_col] if img_col == lab_col else [img_col, lab_col]))
+    ignore = opts.ignore_index if opts.ignore_index is not None else IGNORE
+    names, source = _classes(ref, table, lab_col, opts, ignore)
+    lut = label_lut(len(names), ignore, source, reduce_zero_label=opts.reduce_zero_label)
+    crop, scale, protocol = data_defaults(_first_size(table, img_col, where), opts)
+    return SegDataset(
+        name,
+        split,
+        classes=names,
+        palette=default_palette(len(names)),
+        hf=table,
+        hf_columns=(img_col, lab_col),
+        root=name,
+        lut=lut,
+        eval_protocol=protocol,
+        crop_size=crop,
+        train_scale=scale,
+        check_values=opts.check_values,
+        reduce_zero_label=opts.reduce_zero_label,
+    )
+
+
+def _classes(ref: str, table: Any, lab_col: str, opts: HubDatasetOptions, ignore: int) -> tuple[tuple[str, ...], str]:
+    if opts.classes:
+        return tuple(opts.classes), "--dataset-opt classes"
+    found = _id2label(ref)
+    if found is not None:
+        return _names_from_id2label(found[0], found[1], ignore), found[1]
+    from_feature = _class_label_names(table.features[lab_col])
+    if from_feature:
+        return from_feature, f"hf:{ref} ClassLabel of column {lab_col!r}"
+    raise DatasetError(
+        f"hf:{ref}: no class names: add id2label.json at the repo's top "
+        '({"0": "background", "1": "cat", ...}), store the labels with a ClassLabel feature, '
+        "or give --dataset-opt classes=a,b,c"
+    )
+
+
+def _encoded(table: Any) -> Any:
+    """The table with its Image columns left encoded (``decode=False``): each row is decoded when read, by us.
+
+    ``datasets``' own decoding applies EXIF rotation, which would turn a photo away from its mask (datasets.md §12).
+    """
+    import datasets as hfds
+
+    for col, feature in table.features.items():
+        if isinstance(feature, hfds.Image) and feature.decode:
+            table = table.cast_column(col, hfds.Image(decode=False))
+    return table
