@@ -9,6 +9,7 @@ __all__ = [
     "ComponentClashError",
     "WiringError",
     "CheckpointError",
+    "EvaluationError",
 ]
 
 
@@ -37,3 +38,7 @@ class WiringError(SegcoreError):
 
 class CheckpointError(SegcoreError):
     """A checkpoint that is missing, corrupt or does not match the model."""
+
+
+class EvaluationError(SegcoreError):
+    """An evaluation that would score nothing (no samples, no labelled pixel): its metrics would be nan."""
