@@ -37,7 +37,9 @@ def test_resume_with_another_model_is_refused_and_the_run_is_untouched(tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     before = _tree(out)
     # The case: another model on --resume used to restart from iteration 0 in the same folder.
-    again = segcore("train", "--encoder", "mscan-t", "--decoder", "ham", "--resume", "--output-dir", str(out))
+    again = segcore(
+        "train", "--encoder", "mscan-t", "--decoder", "ham", "--resume", "--iters", "8", "--output-dir", str(out)
+    )
     assert again.returncode == 2, again.stderr[-2000:]
     lines = again.stderr.strip().splitlines()
     assert len(lines) == 1 and "--encoder mscan-t (the run has timm:test_convnext)" in lines[0], again.stderr

@@ -121,6 +121,8 @@ def test_resume_without_any_checkpoint_is_refused(finished_run, tmp_path):
 
 def test_resume_takes_the_runs_own_settings_and_may_extend_it(finished_run, tmp_path):
     out = _copy(finished_run, tmp_path)
+    with open(out / "metrics.jsonl", "a") as handle:  # a step logged after the last checkpoint, then killed
+        handle.write(json.dumps({"iter": 5, "loss": 1.0, "lr": 0.1, "time": 1.0}) + "\n")
     # Only the folder and the new length: model, options, data and batch come from settings.json.
     train(TrainSettings(output_dir=str(out), resume=True, iters=6, progress=False))
     settings = json.loads((out / "settings.json").read_text())
@@ -129,6 +131,7 @@ def test_resume_takes_the_runs_own_settings_and_may_extend_it(finished_run, tmp_
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["iter_6", "iter_4", "iter_2"]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in rows if "mIoU" in r] == [2, 4, 6]  # continued, not restarted
+    assert [r["iter"] for r in rows if "loss" in r] == [4, 6]  # the stale step 5 row is gone (logged every 10)
     with pytest.raises(TrainingError, match="--iters 3 is below iteration 6"):
         train(TrainSettings(output_dir=str(out), resume=True, iters=3, progress=False))
 
@@ -226,7 +229,7 @@ def test_a_second_run_is_locked_out_and_told_the_pid(tmp_path):
             time.sleep(0.02)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
         before = {p.name for p in out.iterdir()}
-        for kw in ({"overwrite": True}, {"resume": True}, {}):
+        for kw in ({}, {"resume": True}, {"overwrite": True}):
             with pytest.raises(TrainingError, match=f"in use by another segcore run \\(PID {proc.pid},"):
                 train(_settings(out, iters=2, **kw))
         assert {p.name for p in out.iterdir()} == before

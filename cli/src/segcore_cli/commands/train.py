@@ -244,7 +244,8 @@ def format_plan(plan: dict) -> str:
         f"  photometric   {_kv(pipe['photometric']) if pipe['photometric'] else 'none'}",
         f"  normalise     mean {tuple(pipe['mean'])}, std {tuple(pipe['std'])}, then pad with {pipe['pad_value']:g}",
         f"eval protocol   ({plan['eval_protocol_source']}) {_kv(plan['eval_protocol'] or {})}",
-        f"                every {plan['eval_every']} iterations; checkpoint every {plan['checkpoint_every']}",
+        f"                every {plan['eval_every']} iterations; checkpoint every {plan['checkpoint_every']}, "
+        f"keep the newest {plan['keep_checkpoints'] or 'all'}",
         f"batch           {batch['total']} = {batch['per_device']} per device x {batch['processes']} process(es) "
         f"x {batch['grad_accum']} accumulation step(s)",
         f"precision       {plan['mixed_precision']}, seed {plan['seed']}, EMA {plan['ema_decay'] or 'none'}",

@@ -48,6 +48,7 @@ __all__ = [
     "snapshot",
     "claim",
     "check_writable",
+    "trim_metrics",
 ]
 
 logger = logging.getLogger("segcore.train")
@@ -119,10 +120,10 @@ def check_new_run(folder: Path, overwrite: bool) -> None:
     names = _entries(folder)
     if not names or overwrite:
         return
-    if MARKER in names:
-        results = [n for n in _RESULTS if n in names]
-        if not results:
-            return  # segcore's own folder from a start that stopped before writing any result
+    results = [n for n in _RESULTS if n in names]
+    if MARKER in names and not results:
+        return  # segcore's own folder from a start that stopped before writing any result
+    if MARKER in names or (SETTINGS in names and results):  # a run, or one from before the marker
         held = results + [f"checkpoints/{p.name}" for p in list_checkpoints(folder / "checkpoints")]
         raise TrainingError(
             f"{folder} already holds a run ({_listing(held)}): continue it with --resume, start it over with "
@@ -235,6 +236,27 @@ def snapshot(folder: Path) -> tuple[Any, ...]:
         [p.name for p in list_checkpoints(folder / "checkpoints")],
         settings.read_bytes() if settings.is_file() else None,
     )
+
+
+def trim_metrics(folder: Path, iteration: int) -> None:
+    """On resume from ``iteration``: drop the ``metrics.jsonl`` rows logged after it, which the run logs again.
+
+    A run killed between two checkpoints logged steps that the resumed run repeats; keeping them would give
+    every such step twice. The file is rewritten aside and swapped in.
+    """
+    path = folder / "metrics.jsonl"
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("iter", 0) <= iteration]
+    if len(kept) == len(lines):
+        return
+    tmp = path.with_name(f".tmp-{path.name}")
+    try:
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+    except OSError as err:
+        raise storage_error(err, path) from err
 
 
 def check_writable(folder: Path) -> None:

@@ -451,6 +451,7 @@ def plan(settings: TrainSettings) -> dict[str, Any]:
         },
         "eval_every": s.eval_every,
         "checkpoint_every": s.checkpoint_every,
+        "keep_checkpoints": s.keep_checkpoints,
         "mixed_precision": s.mixed_precision,
         "seed": s.seed,
         "ema_decay": s.ema_decay,

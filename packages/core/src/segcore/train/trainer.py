@@ -37,7 +37,15 @@ from segcore.train.checkpointing import STATE_FILE, list_checkpoints, replace_fo
 from segcore.train.data import Batches, Sampler, Samples, check_splits, loader, train_transform
 from segcore.train.optim import build_optimizer, poly_lr_factor
 from segcore.train.plots import plot_curves
-from segcore.train.run_folder import check_classes, check_new_run, claim, in_use_error, lock_holder, snapshot
+from segcore.train.run_folder import (
+    check_classes,
+    check_new_run,
+    claim,
+    in_use_error,
+    lock_holder,
+    snapshot,
+    trim_metrics,
+)
 from segcore.train.settings import (
     ResolvedRun,
     TrainingError,
@@ -180,6 +188,8 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
     with contextlib.ExitStack() as held:
         # Only now, with the run known to be possible, is the folder locked and written to.
         _on_main(accelerator, lambda: held.enter_context(claim(out, s.to_dict(), parts.classes, s.overwrite, seen)))
+        if s.resume:
+            _on_main(accelerator, lambda: trim_metrics(out, start))
         accelerator.wait_for_everyone()
         return _Loop(run, accelerator, parts, stop).run(start, best)
 
