@@ -2,7 +2,8 @@
 
 The table is generated from the argparse parsers themselves, so a new flag is covered without a test edit: a
 flag typed with one of ``segcore_cli._common``'s validating types is fed that type's ``bad_examples``, and a
-plain ``type=int`` or ``type=float`` flag fails :func:`test_every_numeric_flag_declares_its_range`.
+plain ``type=int`` or ``type=float`` flag fails :func:`test_every_numeric_flag_declares_its_range`. Flags with
+``choices`` get a value outside them.
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
 def _flags():
     for path, parser in _commands(build_parser()):
         for action in parser._actions:
-            if action.option_strings and action.type is not None:
+            if action.option_strings and (action.type is not None or action.choices):
                 yield path, action.option_strings[-1], action
 
 
 def _bad_cases():
     cases = []
     for path, flag, action in _flags():
-        for value in getattr(action.type, "bad_examples", ()):
+        bad = ("no-such-choice",) if action.choices else getattr(action.type, "bad_examples", ())
+        for value in bad:
             cases.append(pytest.param(path, flag, value, id=f"{' '.join(path)} {flag} {value!r}"))
     return cases
 
@@ -57,7 +59,7 @@ def test_bad_value_is_one_line_naming_the_flag_and_exits_2(path, flag, value, ca
     assert info.value.code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    assert f"argument {flag}" in lines[0] and "must" in lines[0], lines[0]
+    assert f"argument {flag}" in lines[0] and ("must" in lines[0] or "invalid choice" in lines[0]), lines[0]
     assert "Traceback" not in err
 
 

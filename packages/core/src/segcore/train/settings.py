@@ -81,7 +81,9 @@ class TrainingInterrupted(TrainingError):
 
 @dataclass
 class TrainSettings:
-    """One field per ``segcore train`` flag; ``None`` means "take it from the recipe".
+    """One field per ``segcore train`` flag; ``None`` means "not given".
+
+    A field not given takes the recipe's value (or the default named below), and on ``resume`` the run's own.
 
     Attributes:
         encoder: encoder name (``--encoder``).

@@ -361,13 +361,8 @@ class _Loop:
     """The training loop and its periodic work (log, validate, checkpoint) on a run set up by :func:`_train`."""
 
     def __init__(self, run: ResolvedRun, accelerator: Any, parts: _Parts, stop: dict[str, bool]) -> None:
-        self.s, self.recipe, self.accelerator, self.parts, self.stop = (
-            run.settings,
-            run.recipe,
-            accelerator,
-            parts,
-            stop,
-        )
+        self.s, self.recipe = run.settings, run.recipe
+        self.accelerator, self.parts, self.stop = accelerator, parts, stop
         self.out = Path(self.s.output_dir)
         self.ckpt_root = self.out / "checkpoints"
         self.metrics_file = self.out / "metrics.jsonl"
@@ -410,34 +405,28 @@ class _Loop:
         return self.out
 
     def _batches(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        s, parts, accelerator = self.s, self.parts, self.accelerator
-        sampler = Sampler(len(parts.train_ds), s.seed)  # type: ignore[arg-type]
+        """This process's training batches from iteration ``start`` on."""
+        s, parts, device, world = self.s, self.parts, self.accelerator.device, self.accelerator.num_processes
+        assert s.seed is not None and s.crop_size is not None and s.iters is not None and s.grad_accum is not None
         pipe = self.recipe.train_pipeline
-        transform = train_transform(
-            self.recipe,
-            tuple(s.crop_size),
-            parts.raw.config.ignore_index,
-            parts.train_ds,
-            pipe.mean,
-            pipe.std,  # type: ignore[arg-type]
-        )
-        world = accelerator.num_processes
-        cpu = accelerator.device.type == "cpu"
+        ignore_index = parts.raw.config.ignore_index
+        transform = train_transform(self.recipe, tuple(s.crop_size), ignore_index, parts.train_ds, pipe.mean, pipe.std)
+        samples = Samples(parts.train_ds, Sampler(len(parts.train_ds), s.seed), transform)
+        order = Batches(start, s.iters, s.grad_accum, world, self.accelerator.process_index, parts.per_device)
+        # No worker processes on CPU: they would compete with the model for the cores.
         workers = (
-            s.workers if s.workers is not None else (0 if cpu else min(8, max(1, (os.cpu_count() or 1) // world - 1)))
+            s.workers
+            if s.workers is not None
+            else 0
+            if device.type == "cpu"
+            else min(8, max(1, (os.cpu_count() or 1) // world - 1))
         )
-        order = Batches(start, s.iters, s.grad_accum, world, accelerator.process_index, parts.per_device)  # type: ignore[arg-type]
-        return iter(loader(Samples(parts.train_ds, sampler, transform), order, workers, pin_memory=not cpu))
+        return iter(loader(samples, order, workers, pin_memory=device.type == "cuda"))
 
     def _step(self, iteration: int, batches: Iterator[Any]) -> tuple[float, dict[str, torch.Tensor], float]:
         """One optimiser step (``grad_accum`` micro-batches) at 0-based ``iteration``: ``(loss, losses, lr)``."""
-        s, recipe, accelerator, model, optimizer = (
-            self.s,
-            self.recipe,
-            self.accelerator,
-            self.parts.model,
-            self.parts.optimizer,
-        )
+        s, recipe, accelerator = self.s, self.recipe, self.accelerator
+        model, optimizer = self.parts.model, self.parts.optimizer
         assert s.iters is not None and s.lr is not None and s.grad_accum is not None
         factor = poly_lr_factor(
             iteration,
