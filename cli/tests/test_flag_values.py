@@ -93,3 +93,13 @@ def test_values_in_range_parse():
     args = parser.parse_args(["eval", "--model", "m", "--stride", "8", "--scales", "0.5,1.0", "--crop-size", "16x24"])
     assert (args.stride, args.scales, args.crop_size) == ((8, 8), (0.5, 1.0), (16, 24))
     assert parser.parse_args(["benchmark", "--iters", "0"]).iters == 0  # 0: count only, a valid value
+
+
+def test_train_help_lists_the_flags_resume_may_change():
+    """The --help text is written out (building the parser must not import torch): keep it in step with core."""
+    from segcore.train.settings import RESUME_MAY_CHANGE, _flag
+    from segcore_cli.commands.train import RESUME_HELP
+
+    text = " ".join(RESUME_HELP.split())
+    for name in RESUME_MAY_CHANGE:
+        assert _flag(name) in text, name

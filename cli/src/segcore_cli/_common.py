@@ -95,13 +95,16 @@ class Number:
     def describe(self) -> str:
         """The valid range in words, e.g. ``an integer >= 1`` or ``a number in (0, 1)``."""
         what = "an integer" if self.kind is int else "a number"
-        if self.low is not None and self.high is not None:
+        low, high = (
+            None if v is None else f"{self.kind(v)}" if self.kind is int else f"{v:g}" for v in (self.low, self.high)
+        )
+        if low is not None and high is not None:
             left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            return f"{what} in {left}{self.low:g}, {self.high:g}{right}"
-        if self.low is not None:
-            return f"{what} {'>' if self.low_open else '>='} {self.low:g}"
-        if self.high is not None:
-            return f"{what} {'<' if self.high_open else '<='} {self.high:g}"
+            return f"{what} in {left}{low}, {high}{right}"
+        if low is not None:
+            return f"{what} {'>' if self.low_open else '>='} {low}"
+        if high is not None:
+            return f"{what} {'<' if self.high_open else '<='} {high}"
         return what
 
     def _ok(self, value: float) -> bool:
