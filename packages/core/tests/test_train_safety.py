@@ -123,6 +123,7 @@ def test_resume_takes_the_runs_own_settings_and_may_extend_it(finished_run, tmp_
     out = _copy(finished_run, tmp_path)
     with open(out / "metrics.jsonl", "a") as handle:  # a step logged after the last checkpoint, then killed
         handle.write(json.dumps({"iter": 5, "loss": 1.0, "lr": 0.1, "time": 1.0}) + "\n")
+        handle.write('{"iter": 6, "lo')  # cut by the kill
     # Only the folder and the new length: model, options, data and batch come from settings.json.
     train(TrainSettings(output_dir=str(out), resume=True, iters=6, progress=False))
     settings = json.loads((out / "settings.json").read_text())

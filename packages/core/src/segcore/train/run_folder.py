@@ -248,7 +248,7 @@ def trim_metrics(folder: Path, iteration: int) -> None:
     if not path.is_file():
         return
     lines = path.read_text().splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line).get("iter", 0) <= iteration]
+    kept = [line for line in lines if _logged_by(line, iteration)]
     if len(kept) == len(lines):
         return
     tmp = path.with_name(f".tmp-{path.name}")
@@ -257,6 +257,15 @@ def trim_metrics(folder: Path, iteration: int) -> None:
         os.replace(tmp, path)
     except OSError as err:
         raise storage_error(err, path) from err
+
+
+def _logged_by(line: str, iteration: int) -> bool:
+    """Whether a ``metrics.jsonl`` line is a whole row of an iteration up to ``iteration`` (a kill can cut one)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(row, dict) and row.get("iter", 0) <= iteration
 
 
 def check_writable(folder: Path) -> None:
