@@ -2,8 +2,8 @@
 
 Every step is a ``segcore`` command, so the demo shows what a user runs:
 
-1. ``segcore train`` (the CPU preset of ``synthetic-shapes``, ``--resume`` so that a second ``make demo``
-   continues or reuses the run instead of failing);
+1. ``segcore train`` (the CPU preset of ``synthetic-shapes``; with ``--resume`` when the folder already holds
+   a checkpoint of the demo, so that a second ``make demo`` continues or reuses the run instead of failing);
 2. a few validation images written as PNG files next to their ground truth;
 3. ``segcore predict`` on them (label PNGs and overlays);
 4. a summary: the final mIoU and where the pictures are.
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.output_dir)
     encoder, decoder = _first_installed_pair()
+    # --resume never starts a run from scratch: ask for it only when there is a checkpoint to continue from.
+    resume = ["--resume"] if any((out / "checkpoints").glob("iter_*/trainer_state.json")) else []
     tic = time.time()
     code = segcore_main(
         [
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             "synthetic-shapes",
             "--output-dir",
             str(out),
-            "--resume",
+            *resume,
             *args.train_args,
         ]
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,3 +57,144 @@ def parse_component_options(kind: str, name: str, pairs: Sequence[str]) -> dict[
 def print_json(data: Any) -> None:
     """Print one JSON document."""
     print(json.dumps(data, indent=2, default=str))
+
+
+# ------------------------------------------------------------------------------------------------ flag values
+# Every numeric flag takes one of the types below, so that a bad value stops at parsing with one line that names
+# the flag and the valid range (argparse prefixes "argument --flag: "), before anything is loaded or written.
+# Each type also lists values it must refuse (``bad_examples``): the table-driven CLI test feeds them to every
+# flag, so a new flag is covered without a test edit.
+
+
+class Number:
+    """``type=`` of an int or float flag with a valid range, e.g. ``Number(int, low=1)`` for ``--iters``.
+
+    Floats must be finite. ``low``/``high`` are inclusive unless ``low_open``/``high_open``.
+    """
+
+    def __init__(
+        self,
+        kind: type[int] | type[float],
+        low: float | None = None,
+        high: float | None = None,
+        low_open: bool = False,
+        high_open: bool = False,
+    ) -> None:
+        """Describe the accepted values.
+
+        Args:
+            kind: ``int`` or ``float``.
+            low: smallest value, or ``None`` for no lower bound.
+            high: largest value, or ``None`` for no upper bound.
+            low_open: ``low`` itself is refused.
+            high_open: ``high`` itself is refused.
+        """
+        self.kind, self.low, self.high, self.low_open, self.high_open = kind, low, high, low_open, high_open
+        self.__name__ = kind.__name__  # argparse names the type in some messages
+
+    def describe(self) -> str:
+        """The valid range in words, e.g. ``an integer >= 1`` or ``a number in (0, 1)``."""
+        what = "an integer" if self.kind is int else "a number"
+        low, high = (
+            None if v is None else f"{self.kind(v)}" if self.kind is int else f"{v:g}" for v in (self.low, self.high)
+        )
+        if low is not None and high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"{what} in {left}{low}, {high}{right}"
+        if low is not None:
+            return f"{what} {'>' if self.low_open else '>='} {low}"
+        if high is not None:
+            return f"{what} {'<' if self.high_open else '<='} {high}"
+        return what
+
+    def _ok(self, value: float) -> bool:
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
+
+    def __call__(self, text: str) -> int | float:
+        """Parse ``text``; raise :class:`argparse.ArgumentTypeError` naming the range when it is out of it."""
+        try:
+            value = self.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text!r}") from None
+        if not math.isfinite(value) or not self._ok(value):
+            raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text}")
+        return value
+
+    @property
+    def bad_examples(self) -> tuple[str, ...]:
+        """Values this type must refuse: not a number, just outside each bound, and for floats nan and inf."""
+        step = 1 if self.kind is int else 1e-3
+        out = ["x"]
+        if self.low is not None:
+            out.append(_text(self.low if self.low_open else self.low - step, self.kind))
+        if self.high is not None:
+            out.append(_text(self.high if self.high_open else self.high + step, self.kind))
+        if self.kind is float:
+            out += ["nan", "inf"]
+        else:
+            out.append("1.5")
+        return tuple(out)
+
+    def __repr__(self) -> str:
+        return f"Number({self.describe()})"
+
+
+def _text(value: float, kind: type) -> str:
+    return str(int(value)) if kind is int else repr(float(value))
+
+
+class SizePair:
+    """``type=`` of a size flag given as ``S`` or ``H,W`` (also ``HxW``): positive integers, returned as ``(H, W)``."""
+
+    __name__ = "size"
+    bad_examples = ("0", "-4", "8,0", "1,2,3", "x", "4.5", "")
+
+    def __call__(self, text: str) -> tuple[int, int]:
+        """Parse ``text`` into ``(H, W)``."""
+        try:
+            parts = [int(p) for p in text.replace("x", ",").split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be S or H,W with positive integers, got {text!r}") from None
+        if len(parts) not in (1, 2) or min(parts) < 1:
+            raise argparse.ArgumentTypeError(f"must be S or H,W with positive integers, got {text!r}")
+        return (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+
+
+class PositiveList:
+    """``type=`` of a comma-separated list of numbers > 0 (``--scales 0.5,1.0,1.5``), returned as a tuple."""
+
+    __name__ = "list"
+    bad_examples = ("0", "1.0,0", "-1", "x", "nan", "inf", "1.0,,2.0", "")
+
+    def __call__(self, text: str) -> tuple[float, ...]:
+        """Parse ``text`` into a tuple of floats."""
+        try:
+            values = tuple(float(p) for p in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be numbers > 0 separated by commas, got {text!r}") from None
+        if not all(math.isfinite(v) and v > 0 for v in values):
+            raise argparse.ArgumentTypeError(f"must be numbers > 0 separated by commas, got {text!r}")
+        return values
+
+
+class NonEmpty:
+    """``type=`` of a path flag that must not be empty (``--output-dir "$UNSET"`` would mean the current folder)."""
+
+    __name__ = "path"
+    bad_examples = ("", "  ")
+
+    def __call__(self, text: str) -> str:
+        """Return ``text`` unless it is empty or blank."""
+        if not text.strip():
+            raise argparse.ArgumentTypeError("must not be empty (an unset shell variable?)")
+        return text
+
+
+# The ranges shared by several commands.
+POSITIVE_INT = Number(int, low=1)
+COUNT = Number(int, low=0)
+NUM_CLASSES = Number(int, low=2)  # one class is no segmentation: binary needs background and foreground
+SEED = Number(int, low=0, high=2**32 - 1)  # what numpy's and Python's seeding accept
+TOLERANCE = Number(float, low=0)

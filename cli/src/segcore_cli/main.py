@@ -1,8 +1,9 @@
 """Entry point of the ``segcore`` command.
 
 Each sub-command lives in ``segcore_cli.commands.<name>`` with ``register(subparsers)`` (builds its parser;
-must not import torch) and ``run(args) -> int``. User errors print one line on stderr and exit 2;
-``--debug`` shows the traceback.
+must not import torch) and ``run(args) -> int``. User errors, bad flag values included, print one line on stderr
+and exit 2; ``--debug`` shows the traceback. An error may carry its own ``exit_code`` (a run stopped by SIGTERM
+exits 143, as the shell reports a process killed by it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from segcore_cli import __version__
 
@@ -50,6 +52,10 @@ class _Parser(argparse.ArgumentParser):
             return self.parse_known_intermixed_args(args, namespace)
         finally:
             self._intermixing = False
+
+    def error(self, message: str) -> NoReturn:
+        """Exit 2 with one line naming the flag and what it accepts (argparse would print the usage first)."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"segcore {args.command}: error: {message}", file=sys.stderr)
         if not user_error:
             print("(run with --debug for the traceback)", file=sys.stderr)
-        return 2 if user_error else 1
+        return int(getattr(err, "exit_code", 2)) if user_error else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from segcore_cli._common import add_component_options, add_precision_option, parse_component_options, print_json
+from segcore_cli._common import (
+    COUNT,
+    NUM_CLASSES,
+    POSITIVE_INT,
+    add_component_options,
+    add_precision_option,
+    parse_component_options,
+    print_json,
+)
 
 # Kept in step with segcore.benchmark.MACS_CONVENTIONS (not imported: building the parser must not import torch).
 MACS_CONVENTIONS = ("segcore", "torchprofile")
@@ -21,17 +29,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", help="encoder name")
     p.add_argument("--decoder", help="decoder name")
     p.add_argument("--model", help="instead of --encoder/--decoder: a folder, Hub repo or checkpoint name")
-    p.add_argument("--num-classes", type=int, default=150, help="classes (default 150, as ADE20K)")
+    p.add_argument("--num-classes", type=NUM_CLASSES, default=150, help="classes (default 150, as ADE20K)")
     add_component_options(p)
-    p.add_argument("--size", type=int, nargs="+", default=[512], metavar="S", help="input size: S or H W (default 512)")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument(
+        "--size", type=POSITIVE_INT, nargs="+", default=[512], metavar="S", help="input size: S or H W (default 512)"
+    )
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     add_precision_option(p)
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the step")
-    p.add_argument("--iters", type=int, default=10, help="timed iterations (0: count params and MACs only)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
-    p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--iters", type=COUNT, default=10, help="timed iterations (0: count params and MACs only)")
+    p.add_argument("--warmup", type=COUNT, default=3, help="untimed iterations first")
+    p.add_argument("--threads", type=POSITIVE_INT, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--train", action="store_true", help="time a training step (forward, loss, backward, AdamW)")
     p.add_argument(
         "--macs",

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from segcore_cli._common import add_component_options, parse_component_options, print_json
+from segcore_cli._common import NUM_CLASSES, add_component_options, parse_component_options, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="mmseg", help="official format (default: mmseg)")
     p.add_argument("--encoder", help="encoder name, e.g. mscan-t")
     p.add_argument("--decoder", help="decoder name, e.g. ham")
-    p.add_argument("--num-classes", type=int, help="classes of the head")
+    p.add_argument("--num-classes", type=NUM_CLASSES, help="classes of the head")
     p.add_argument(
         "--official-config",
         type=Path,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from segcore_cli._common import POSITIVE_INT
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``data`` parser with ``prepare``, ``check`` and ``bench`` actions."""
@@ -27,13 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     ck.add_argument("--dataset", required=True)
     ck.add_argument("--data-root", default=None, help="dataset folder, or hf:<repo id or saved dir>")
     ck.add_argument("--split", default=None, help="one split (default: train and val)")
-    ck.add_argument("--limit", type=int, default=None, help="read only the first N samples of each split")
+    ck.add_argument("--limit", type=POSITIVE_INT, default=None, help="read only the first N samples of each split")
     ck.add_argument("--dataset-opt", action="append", default=[], metavar="K=V", help="dataset option (repeat)")
     ck.add_argument("--json", action="store_true", help="print one JSON document")
     bn = actions.add_parser("bench", help="images/s of the ADE20K-style train pipeline on generated JPEGs (1 core)")
-    bn.add_argument("--n", type=int, default=16, help="generated images")
-    bn.add_argument("--passes", type=int, default=3)
-    bn.add_argument("--crop", type=int, default=512)
+    bn.add_argument("--n", type=POSITIVE_INT, default=16, help="generated images")
+    bn.add_argument("--passes", type=POSITIVE_INT, default=3)
+    bn.add_argument("--crop", type=POSITIVE_INT, default=512)
     bn.add_argument("--data-root", default=None, help="an ADE20K folder to read instead of generated files")
     p.set_defaults(run=run, _data_parser=p)
 

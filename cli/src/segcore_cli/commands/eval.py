@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from segcore_cli._common import add_precision_option
+from segcore_cli._common import POSITIVE_INT, PositiveList, SizePair, add_precision_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,23 +22,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="dataset folder")
     p.add_argument("--split", default="val")
     p.add_argument("--mode", choices=("whole", "slide"), help="override the model's eval mode")
-    p.add_argument("--crop-size", help="slide window S or H,W")
-    p.add_argument("--stride", help="slide stride S or H,W")
-    p.add_argument("--scales", help="comma-separated scale factors, e.g. 0.5,0.75,1.0,1.25,1.5,1.75")
+    p.add_argument("--crop-size", type=SizePair(), help="slide window S or H,W")
+    p.add_argument("--stride", type=SizePair(), help="slide stride S or H,W, at most the window")
+    p.add_argument(
+        "--scales", type=PositiveList(), help="comma-separated scale factors > 0, e.g. 0.5,0.75,1.0,1.25,1.5,1.75"
+    )
     p.add_argument("--flip", action="store_true", help="also average the horizontally flipped image")
-    p.add_argument("--max-samples", type=int, help="evaluate on the first N images only")
+    p.add_argument("--max-samples", type=POSITIVE_INT, help="evaluate on the first N images only")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     add_precision_option(p)
     p.add_argument("--dataset-opt", action="append", default=[], metavar="K=V", help="dataset option (repeat)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(run=run)
-
-
-def _pair(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    parts = [int(p) for p in text.split(",")]
-    return parts * 2 if len(parts) == 1 else parts
 
 
 def _check_data(model: Any, model_ref: str, dataset: Any, dataset_name: str, split: str) -> list[str]:
@@ -101,11 +96,11 @@ def run(args: argparse.Namespace) -> int:
     if args.mode:
         changes["mode"] = args.mode
     if args.crop_size:
-        changes["crop_size"] = tuple(_pair(args.crop_size))
+        changes["crop_size"] = args.crop_size
     if args.stride:
-        changes["stride"] = tuple(_pair(args.stride))
+        changes["stride"] = args.stride
     if args.scales:
-        changes["scales"] = tuple(float(s) for s in args.scales.split(","))
+        changes["scales"] = args.scales
     if args.flip:
         changes["flip"] = True
     protocol = protocol.replace(**changes)

@@ -6,7 +6,15 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segcore_cli._common import add_component_options, parse_component_options, print_json
+from segcore_cli._common import (
+    NUM_CLASSES,
+    POSITIVE_INT,
+    TOLERANCE,
+    Number,
+    add_component_options,
+    parse_component_options,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from segcore import SegModel
@@ -29,16 +37,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: onnx)")
     p.add_argument("--encoder", help="instead of MODEL: build a fresh model with this encoder")
     p.add_argument("--decoder", help="instead of MODEL: build a fresh model with this decoder")
-    p.add_argument("--num-classes", type=int, default=150, help="classes of a fresh model (default 150)")
+    p.add_argument("--num-classes", type=NUM_CLASSES, default=150, help="classes of a fresh model (default 150)")
     add_component_options(p)
     p.add_argument(
-        "--size", type=int, nargs="+", metavar="S", help="example size: S or H W (default: 64, or 2 x size divisor)"
+        "--size",
+        type=POSITIVE_INT,
+        nargs="+",
+        metavar="S",
+        help="example size: S or H W (default: 64, or 2 x size divisor)",
     )
-    p.add_argument("--batch-size", type=int, default=1, help="batch of the traced example (default 1)")
-    p.add_argument("--opset", type=int, help="ONNX opset (default 17)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=1, help="batch of the traced example (default 1)")
+    p.add_argument("--opset", type=Number(int, low=7), help="ONNX opset (default 17)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison")
-    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance of the comparison (default 1e-4)")
-    p.add_argument("--rtol", type=float, default=1e-4, help="tolerance relative to max |logit| (default 1e-4)")
+    p.add_argument("--atol", type=TOLERANCE, default=1e-4, help="absolute tolerance of the comparison (default 1e-4)")
+    p.add_argument("--rtol", type=TOLERANCE, default=1e-4, help="tolerance relative to max |logit| (default 1e-4)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(run=run)
 

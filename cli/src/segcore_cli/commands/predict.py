@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from segcore_cli._common import add_precision_option
+from segcore_cli._common import Number, add_precision_option
 
 MIN_SIDE = 32  # the coarsest stride of the encoders: a smaller window holds no feature map
 
@@ -31,11 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="registered name, Hub repo id or folder (a training run too)")
     p.add_argument("images", nargs="+", metavar="PATH", help="image files, folders (recursive) or glob patterns")
     p.add_argument("--out", required=True, help="output folder")
-    # Both flags are checked in run(): a bad value is one line naming the flag and its range, whatever it is.
-    p.add_argument("--alpha", default="0.5", help="overlay opacity of the label colours, 0..1 (default 0.5)")
+    p.add_argument(
+        "--alpha",
+        type=Number(float, low=0.0, high=1.0),
+        default=0.5,
+        help="overlay opacity of the label colours, 0..1 (0: image only, 1: label colours only; default 0.5)",
+    )
     p.add_argument(
         "--max-side",
-        default="1024",
+        type=Number(int, low=MIN_SIDE),
+        default=1024,
         help=f"images larger than this run in sliding windows of this size (at least {MIN_SIDE}; default 1024)",
     )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -43,23 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the written files (and failures) as JSON")
     p.set_defaults(run=run)
-
-
-def _check_flags(args: argparse.Namespace) -> None:
-    """Turn ``--alpha`` and ``--max-side`` into numbers, or raise one line naming the flag and its range."""
-    try:
-        alpha = float(args.alpha)
-    except (TypeError, ValueError):
-        alpha = float("nan")
-    if not 0.0 <= alpha <= 1.0:  # NaN fails too
-        raise ValueError(f"--alpha must be a number in 0..1 (0: image only, 1: label colours only), got {args.alpha}")
-    try:
-        side = int(args.max_side)
-    except (TypeError, ValueError):
-        side = 0
-    if side < MIN_SIDE:
-        raise ValueError(f"--max-side must be an integer of at least {MIN_SIDE} pixels, got {args.max_side}")
-    args.alpha, args.max_side = alpha, side
 
 
 def _glob_base(pattern: str) -> Path:
@@ -190,7 +178,6 @@ def run(args: argparse.Namespace) -> int:
     from segcore.inference import EvalProtocol, precision, predict_label_map
     from tqdm.auto import tqdm
 
-    _check_flags(args)
     out = Path(args.out)
     items, failed = collect_inputs(args.images, out)
     if not items:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+from segcore_cli._common import COUNT, POSITIVE_INT, SEED, NonEmpty, Number, SizePair
 
-def _pair(text: str) -> tuple[int, int]:
-    parts = [int(p) for p in text.replace("x", ",").split(",") if p]
-    if len(parts) == 1:
-        return parts[0], parts[0]
-    if len(parts) != 2:
-        raise argparse.ArgumentTypeError(f"expected S or H,W, got {text!r}")
-    return parts[0], parts[1]
+RESUME_HELP = """--resume continues the run in --output-dir from its newest checkpoint that loads, with the run's own
+settings (its settings.json): leave the other flags out. A flag that contradicts the run is an error; only
+--iters (to extend or shorten the run; the schedule follows the new length), --eval-every, --checkpoint-every,
+--keep-checkpoints, --log-every, --eval-mode, --max-eval-samples, --workers, --data-root, --tensorboard and
+--no-progress may change. If no checkpoint loads, nothing is written and the error names each one and why.
+
+--output-dir must be missing, empty, or a run folder segcore made: a folder holding anything else is refused
+unless --overwrite, which first removes an earlier run's files there (settings.json, config.json,
+model.safetensors, README.md, metrics.jsonl, curves.png, best/, checkpoints/, tb/) and leaves others alone. A
+running run locks its folder (.segcore-run.lock holds its PID). SIGTERM saves a checkpoint, says where, and exits
+143."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,35 +26,59 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train a model (Accelerate: CPU, GPU, multi-GPU with accelerate launch)",
         description="Train an encoder + decoder. A --recipe gives every setting; flags override "
         "it. With no recipe and synthetic-shapes the CPU preset is used.",
+        epilog=RESUME_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--encoder", help="encoder name (see segcore list --kind encoders)")
     p.add_argument("--decoder", help="decoder name")
     p.add_argument("--dataset", help="dataset name (default: the recipe's; synthetic-shapes without a recipe)")
     p.add_argument("--data-root", help="dataset folder")
     p.add_argument("--recipe", help="training preset (see segcore list --kind recipes)")
-    p.add_argument("--iters", type=int, help="training iterations")
-    p.add_argument("--batch-size", type=int, help="total batch = per device x processes x accumulation")
-    p.add_argument("--crop-size", type=_pair, help="training crop S or H,W")
-    p.add_argument("--lr", type=float, help="base learning rate")
-    p.add_argument("--weight-decay", type=float, help="base weight decay")
+    p.add_argument("--iters", type=POSITIVE_INT, help="training iterations")
+    p.add_argument("--batch-size", type=POSITIVE_INT, help="total batch = per device x processes x accumulation")
+    p.add_argument("--crop-size", type=SizePair(), help="training crop S or H,W")
+    p.add_argument("--lr", type=Number(float, low=0, low_open=True), help="base learning rate")
+    p.add_argument("--weight-decay", type=Number(float, low=0), help="base weight decay")
     p.add_argument("--pretrained-encoder", action="store_true", default=None, help="load pretrained encoder weights")
     p.add_argument("--encoder-opt", action="append", default=[], metavar="K=V", help="encoder option (repeat)")
     p.add_argument("--decoder-opt", action="append", default=[], metavar="K=V", help="decoder option (repeat)")
     p.add_argument("--dataset-opt", action="append", default=[], metavar="K=V", help="dataset option (repeat)")
-    p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no")
-    p.add_argument("--output-dir", default="runs/segcore", help="run folder (default: runs/segcore)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
-    p.add_argument("--eval-every", type=int, help="validate every N iterations (0: at the end only)")
-    p.add_argument("--checkpoint-every", type=int, help="save the full state every N iterations")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
-    p.add_argument("--clip-grad", type=float, help="clip the gradient norm to this value")
-    p.add_argument("--ema", type=float, dest="ema_decay", help="keep an EMA of the weights with this decay")
+    p.add_argument(
+        "--mixed-precision",
+        choices=("no", "bf16", "fp16"),
+        help="autocast precision (default no; fp16 needs a CUDA GPU, bf16 also runs on CPUs)",
+    )
+    p.add_argument(
+        "--output-dir",
+        type=NonEmpty(),
+        default="runs/segcore",
+        help="run folder: missing, empty or made by segcore (default: runs/segcore)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --output-dir with its own settings (see below)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="start a new run in a folder that is not empty (see below)")
+    p.add_argument("--eval-every", type=COUNT, help="validate every N iterations (0: at the end only)")
+    p.add_argument("--checkpoint-every", type=COUNT, help="save the full state every N iterations (0: at the end)")
+    p.add_argument(
+        "--keep-checkpoints",
+        type=COUNT,
+        help="keep the newest N checkpoints, 0 keeps all (default 3); best/ and the final model always stay",
+    )
+    p.add_argument("--seed", type=SEED, help="seed of init, data order and augmentation (default 0)")
+    p.add_argument("--grad-accum", type=POSITIVE_INT, help="gradient accumulation steps (default 1)")
+    p.add_argument("--clip-grad", type=Number(float, low=0, low_open=True), help="clip the gradient norm to this value")
+    p.add_argument(
+        "--ema",
+        type=Number(float, low=0, high=1, low_open=True, high_open=True),
+        dest="ema_decay",
+        help="keep an EMA of the weights with this decay",
+    )
     p.add_argument("--tensorboard", action="store_true", help="log to TensorBoard under OUTPUT_DIR/tb")
-    p.add_argument("--log-every", type=int, default=10, help="metrics.jsonl row every N iterations")
+    p.add_argument("--log-every", type=POSITIVE_INT, help="metrics.jsonl row every N iterations (default 10)")
     p.add_argument("--eval-mode", choices=("whole", "slide"), help="override the recipe's eval mode")
-    p.add_argument("--max-eval-samples", type=int, help="validate on the first N images only")
-    p.add_argument("--workers", type=int, help="data loading processes (default: 0 on CPU, up to 8 on a GPU)")
+    p.add_argument("--max-eval-samples", type=POSITIVE_INT, help="validate on the first N images only")
+    p.add_argument("--workers", type=COUNT, help="data loading processes (default: 0 on CPU, up to 8 on a GPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--dry-run",
@@ -113,7 +142,15 @@ def run(args: argparse.Namespace) -> int:
 
     from segcore.train import TrainSettings, resolve_recipe, train
 
-    base = TrainSettings(encoder=args.encoder, decoder=args.decoder, dataset=args.dataset, recipe=args.recipe)
+    # The components the options are typed after (on --resume: the run's own).
+    base = TrainSettings(
+        encoder=args.encoder,
+        decoder=args.decoder,
+        dataset=args.dataset,
+        recipe=args.recipe,
+        output_dir=args.output_dir,
+        resume=args.resume,
+    )
     _, resolved = resolve_recipe(base)
     dataset_opt = parse_kv(args.dataset_opt, args.dataset, "datasets") if args.dataset else {}
     crop_size = args.crop_size or _data_crop_size(args, dataset_opt)
@@ -135,8 +172,10 @@ def run(args: argparse.Namespace) -> int:
         mixed_precision=args.mixed_precision,
         output_dir=args.output_dir,
         resume=args.resume,
+        overwrite=args.overwrite,
         eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints,
         seed=args.seed,
         grad_accum=args.grad_accum,
         clip_grad=args.clip_grad,
@@ -226,7 +265,8 @@ def format_plan(plan: dict) -> str:
         f"  photometric   {_kv(pipe['photometric']) if pipe['photometric'] else 'none'}",
         f"  normalise     mean {tuple(pipe['mean'])}, std {tuple(pipe['std'])}, then pad with {pipe['pad_value']:g}",
         f"eval protocol   ({plan['eval_protocol_source']}) {_kv(plan['eval_protocol'] or {})}",
-        f"                every {plan['eval_every']} iterations; checkpoint every {plan['checkpoint_every']}",
+        f"                every {plan['eval_every']} iterations; checkpoint every {plan['checkpoint_every']}, "
+        f"keep the newest {plan['keep_checkpoints'] or 'all'}",
         f"batch           {batch['total']} = {batch['per_device']} per device x {batch['processes']} process(es) "
         f"x {batch['grad_accum']} accumulation step(s)",
         f"precision       {plan['mixed_precision']}, seed {plan['seed']}, EMA {plan['ema_decay'] or 'none'}",

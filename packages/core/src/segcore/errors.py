@@ -11,6 +11,7 @@ __all__ = [
     "CheckpointError",
     "ImageReadError",
     "ClassMismatchError",
+    "EvaluationError",
 ]
 
 
@@ -47,3 +48,7 @@ class ImageReadError(SegcoreError, ValueError):
 
 class ClassMismatchError(SegcoreError, ValueError):
     """A model whose classes cannot be used with a dataset's (different counts); the message says what to do."""
+
+
+class EvaluationError(SegcoreError):
+    """An evaluation that would score nothing (no samples, no labelled pixel): its metrics would be nan."""

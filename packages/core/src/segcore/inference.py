@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segcore.errors import SegcoreError
 from segcore.settings import EvalProtocol
 
 __all__ = [
@@ -46,8 +47,6 @@ def precision(device: torch.device | str, name: str) -> torch.autocast:
         ...     labels = predict_labels(model, images)
     """
     if name not in PRECISIONS:
-        from segcore.errors import SegcoreError
-
         raise SegcoreError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=name == "bf16")
 
@@ -63,6 +62,8 @@ def slide_logits(
     b, _, h, w = images.shape
     ch, cw = crop_size
     sh, sw = stride
+    if not (1 <= sh <= ch and 1 <= sw <= cw):  # a larger stride leaves pixels no window covers (nan logits)
+        raise SegcoreError(f"slide stride {tuple(stride)} must be between 1 and the crop size {tuple(crop_size)}")
     rows = max(h - ch + sh - 1, 0) // sh + 1
     cols = max(w - cw + sw - 1, 0) // sw + 1
     logits = images.new_zeros((b, num_classes, h, w), dtype=torch.float32)

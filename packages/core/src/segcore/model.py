@@ -120,8 +120,11 @@ class SegModel(nn.Module):
         """
         super().__init__()
         self.config = config
-        if config.num_classes < 1:
-            raise SegcoreError(f"num_classes must be >= 1, got {config.num_classes}")
+        if config.num_classes < 2:  # one class: zero loss, zero gradient, every pixel the same label
+            raise SegcoreError(
+                f"num_classes must be >= 2, got {config.num_classes} (binary segmentation needs 2 classes: "
+                "background and foreground)"
+            )
         # Validate every option before building anything heavy.
         validate_options("encoders", config.encoder, config.encoder_options)
         decoder_spec: ComponentSpec = get_spec("decoders", config.decoder)

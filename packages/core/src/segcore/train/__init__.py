@@ -7,6 +7,7 @@ from typing import Any
 __all__ = [
     "TrainSettings",
     "TrainingError",
+    "TrainingInterrupted",
     "train",
     "evaluate",
     "resolve_recipe",
@@ -20,7 +21,7 @@ from segcore.train.recipes import core_recipes
 
 def __getattr__(name: str) -> Any:
     # The trainer imports torch and accelerate: load it on first use so that ``core_recipes`` stays torch-free.
-    if name in ("TrainSettings", "TrainingError", "resolve_recipe", "resolve_run", "plan"):
+    if name in ("TrainSettings", "TrainingError", "TrainingInterrupted", "resolve_recipe", "resolve_run", "plan"):
         from segcore.train import settings
 
         return getattr(settings, name)

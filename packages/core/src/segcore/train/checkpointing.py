@@ -1,12 +1,17 @@
-"""Atomic full-state checkpoints ``checkpoints/iter_<N>/`` and finding the newest good one.
+"""Atomic full-state checkpoints ``checkpoints/iter_<N>/``, retention, and storage errors in words.
 
 A checkpoint is written into ``.tmp-iter_<N>``, every file is fsynced, and the folder is renamed: a kill while
 writing leaves only a temporary folder, which is ignored (and removed by the next save), so the previous
-checkpoint stays loadable. ``trainer_state.json`` is written last inside the folder and marks it complete.
+checkpoint stays loadable. ``trainer_state.json`` is written last inside the folder and marks it complete. A
+write that fails (disk full, permission) removes its temporary folder and raises a :class:`TrainingError` that
+names the path and the cause. Retention (:func:`prune`) deletes the oldest checkpoints only after a newer one is
+complete, by renaming each out of the ``iter_<N>`` namespace first, so that a kill midway never leaves a
+half-deleted folder that looks like a checkpoint.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -15,10 +20,43 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["save_atomic", "list_checkpoints", "STATE_FILE"]
+from segcore.train.settings import TrainingError
+
+__all__ = ["save_atomic", "list_checkpoints", "prune", "replace_folder", "storage_error", "STATE_FILE"]
 
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^iter_(\d+)$")
+# Below this much free space a failed write is reported as a full disk: torch's writer reports ENOSPC only as
+# "PytorchStreamWriter failed writing file", without the errno.
+_LOW_SPACE = 64 * 2**20
+
+
+def _free_bytes(path: Path) -> int | None:
+    for candidate in (path, *path.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return None
+
+
+def storage_error(err: BaseException, path: Path, what: str = "") -> TrainingError:
+    """A :class:`TrainingError` naming ``path`` and why writing it failed (disk full, permission, ...).
+
+    Call it before removing a partial write, so that a full disk still reads as full.
+    """
+    code = getattr(err, "errno", None)
+    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    free = _free_bytes(path)
+    if code in (errno.ENOSPC, errno.EDQUOT) or (code is None and free is not None and free < _LOW_SPACE):
+        cause = f"the disk is full ({free / 2**20:.0f} MiB free; {first_line})" if free is not None else "disk full"
+    elif code in (errno.EACCES, errno.EPERM):
+        cause = "permission denied (make the folder writable or choose another --output-dir)"
+    elif code == errno.EROFS:
+        cause = "read-only file system (choose another --output-dir)"
+    else:
+        cause = f"{type(err).__name__}: {first_line}"
+    return TrainingError(f"cannot write {what + ' ' if what else ''}{path}: {cause}")
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -26,6 +64,10 @@ def _fsync_tree(folder: Path) -> None:
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -40,31 +82,89 @@ def save_atomic(
     state: dict[str, Any],
     is_main: bool = True,
     barrier: Callable[[], None] = lambda: None,
+    keep: int = 0,
 ) -> Path:
-    """Write a checkpoint with ``write(tmp_folder)`` (all processes), then mark and rename it (main process)."""
-    root.mkdir(parents=True, exist_ok=True)
+    """Write a checkpoint with ``write(tmp_folder)`` (all processes), then mark and rename it (main process).
+
+    Args:
+        root: the ``checkpoints`` folder.
+        iteration: names the checkpoint ``iter_<iteration>``.
+        write: fills the temporary folder (e.g. ``accelerator.save_state``).
+        state: written as :data:`STATE_FILE`, last.
+        is_main: this process marks, renames and prunes.
+        barrier: waits for every process.
+        keep: then keep only the newest ``keep`` checkpoints (0: all).
+
+    Raises:
+        TrainingError: when the checkpoint cannot be written (the temporary folder is removed).
+    """
     tmp = root / f".tmp-iter_{iteration}"
     final = root / f"iter_{iteration}"
-    if is_main:
-        for stale in root.glob(".tmp-iter_*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp.mkdir()
+    try:
+        if is_main:
+            root.mkdir(parents=True, exist_ok=True)
+            for stale in root.glob(".tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp.mkdir()
+        barrier()
+        write(tmp)
+        barrier()
+        if is_main:
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+            _fsync_tree(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_dir(root)
+    except BaseException as err:
+        error = storage_error(err, final, "checkpoint") if isinstance(err, (OSError, RuntimeError)) else None
+        if is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if error is not None:
+            raise error from err
+        raise
     barrier()
-    write(tmp)
-    barrier()
-    if is_main:
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
-        _fsync_tree(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        fd = os.open(root, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    barrier()
+    if is_main and keep:
+        prune(root, keep)
     return final
+
+
+def prune(root: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` complete checkpoints under ``root``; returns the deleted ones."""
+    doomed = list_checkpoints(root)[keep:]
+    for path in doomed:
+        # Out of the iter_<N> namespace first (atomic), then delete: a kill midway leaves only a .tmp- folder.
+        trash = root / f".tmp-old-{path.name}"
+        os.replace(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    return doomed
+
+
+def replace_folder(dest: Path, write: Callable[[Path], None]) -> Path:
+    """Fill a new folder with ``write(tmp)`` and put it in place of ``dest``; the old one stays until then.
+
+    Raises:
+        TrainingError: when it cannot be written (the temporary folder is removed, ``dest`` is unchanged).
+    """
+    tmp, old = dest.with_name(f".tmp-{dest.name}"), dest.with_name(f".tmp-old-{dest.name}")
+    try:
+        for stale in (tmp, old):
+            shutil.rmtree(stale, ignore_errors=True)
+        write(tmp)
+        _fsync_tree(tmp)
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+    except BaseException as err:
+        error = storage_error(err, dest) if isinstance(err, (OSError, RuntimeError)) else None
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not dest.exists():
+            os.replace(old, dest)
+        if error is not None:
+            raise error from err
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
 
 
 def list_checkpoints(root: Path) -> list[Path]:

@@ -1,14 +1,18 @@
 """The settings of a training run: one field per ``segcore train`` flag, resolved against a recipe.
 
 :func:`resolve_run` fills every unset field from the recipe (named, or the CPU preset for ``synthetic-shapes``)
-and the paper pair's options; :func:`plan` describes the resolved run without touching data or weights, which
-``segcore train --dry-run`` prints so that a recipe can be checked against its paper.
+and the paper pair's options; with ``resume`` the run's own ``settings.json`` fills them instead, and a flag
+that contradicts it is an error (:func:`resume_settings`). :func:`plan` describes the resolved run without
+touching data or weights, which ``segcore train --dry-run`` prints so that a recipe can be checked against its
+paper.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,18 +22,68 @@ from segcore.errors import SegcoreError
 from segcore.settings import EvalProtocol, ModelSettings, TrainPipeline
 from segcore.specs import RecipeSpec
 
-__all__ = ["TrainSettings", "TrainingError", "ResolvedRun", "resolve_recipe", "resolve_run", "find_recipe", "plan"]
+__all__ = [
+    "TrainSettings",
+    "TrainingError",
+    "TrainingInterrupted",
+    "ResolvedRun",
+    "resolve_recipe",
+    "resolve_run",
+    "resume_settings",
+    "find_recipe",
+    "plan",
+    "RESUME_MAY_CHANGE",
+    "DEFAULT_KEEP_CHECKPOINTS",
+]
 
 logger = logging.getLogger("segcore.train")
+
+# The newest checkpoints a run keeps (--keep-checkpoints); best/ and the final model are always kept. Three leave
+# two older ones to fall back on when the newest is damaged, and bound the disk a long run takes (a 160k-iteration
+# ADE20K run saves 10 by default).
+DEFAULT_KEEP_CHECKPOINTS = 3
+
+# Flags that may differ from the run's settings.json on --resume: they change how the rest of the run is
+# scheduled, logged, evaluated or read, not what is being trained. --iters extends (or shortens) the run, and the
+# poly schedule follows the new length from the checkpoint on. Every other flag must agree with the run or be
+# left out.
+RESUME_MAY_CHANGE = (
+    "iters",
+    "eval_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "log_every",
+    "eval_mode",
+    "max_eval_samples",
+    "workers",
+    "data_root",
+    "tensorboard",
+)
+# Flags about this invocation, not the run: never compared, never taken from settings.json.
+_PER_INVOCATION = ("output_dir", "resume", "overwrite", "progress")
+# Fields whose flag is not --<field with dashes>.
+_FLAGS = {"ema_decay": "--ema"}
 
 
 class TrainingError(SegcoreError):
     """Training stopped (non-finite loss, bad settings, no usable checkpoint)."""
 
 
+class TrainingInterrupted(TrainingError):
+    """SIGTERM stopped the run after it saved a checkpoint; the message says where.
+
+    ``exit_code`` is what the shell reports for a process killed by SIGTERM (128 + 15): a job scheduler sees the
+    run as stopped, not finished.
+    """
+
+    exit_code = 143
+
+
 @dataclass
 class TrainSettings:
-    """One field per ``segcore train`` flag; ``None`` means "take it from the recipe".
+    """One field per ``segcore train`` flag; ``None`` means "not given".
+
+    A field not given takes the recipe's value (or the default named below), and on ``resume`` the run's own.
 
     Attributes:
         encoder: encoder name (``--encoder``).
@@ -46,17 +100,23 @@ class TrainSettings:
         encoder_opt: encoder options (``--encoder-opt k=v``), over the recipe's and the paper pair's.
         decoder_opt: decoder options (``--decoder-opt k=v``), over the recipe's and the paper pair's.
         dataset_opt: dataset options (``--dataset-opt k=v``).
-        mixed_precision: ``no``, ``bf16`` or ``fp16`` (``--mixed-precision``).
-        output_dir: run folder (``--output-dir``).
-        resume: continue from the newest good checkpoint (``--resume``).
+        mixed_precision: ``no``, ``bf16`` or ``fp16`` (``--mixed-precision``; fp16 needs a GPU); ``None``: ``no``.
+        output_dir: run folder (``--output-dir``): created and marked by segcore; a folder that holds anything
+            else is refused unless ``overwrite``.
+        resume: continue the run in ``output_dir`` from its newest loadable checkpoint, with its own saved
+            settings (``--resume``); flags that contradict them are an error, except :data:`RESUME_MAY_CHANGE`.
+        overwrite: start a new run in a folder that is not empty (``--overwrite``): the files of an earlier run
+            there are removed first, other files are left alone.
         eval_every: validation period in iterations (``--eval-every``; 0 only at the end).
         checkpoint_every: checkpoint period in iterations (``--checkpoint-every``; 0 only at the end).
-        seed: seed of model init, data order and augmentation (``--seed``).
-        grad_accum: gradient accumulation steps (``--grad-accum``).
+        keep_checkpoints: keep only the newest N checkpoints, 0 keeps all (``--keep-checkpoints``); ``None``:
+            :data:`DEFAULT_KEEP_CHECKPOINTS`. An older checkpoint is deleted only once a newer one is complete.
+        seed: seed of model init, data order and augmentation (``--seed``); ``None``: 0.
+        grad_accum: gradient accumulation steps (``--grad-accum``); ``None``: 1.
         clip_grad: max gradient norm (``--clip-grad``); ``None`` takes the recipe's.
         ema_decay: keep an EMA of the weights with this decay; used for eval and the saved model (``--ema``).
         tensorboard: log to TensorBoard under ``output_dir/tb`` (``--tensorboard``).
-        log_every: write a ``metrics.jsonl`` row every this many iterations (``--log-every``).
+        log_every: write a ``metrics.jsonl`` row every this many iterations (``--log-every``); ``None``: 10.
         eval_mode: ``whole`` or ``slide`` (``--eval-mode``); ``None`` takes the recipe's protocol.
         max_eval_samples: evaluate on the first N validation images only (``--max-eval-samples``).
         workers: DataLoader worker processes for training samples (``--workers``); ``None``: none on CPU
@@ -78,17 +138,19 @@ class TrainSettings:
     encoder_opt: dict[str, Any] = field(default_factory=dict)
     decoder_opt: dict[str, Any] = field(default_factory=dict)
     dataset_opt: dict[str, Any] = field(default_factory=dict)
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = None
     output_dir: str = "runs/segcore"
     resume: bool = False
+    overwrite: bool = False
     eval_every: int | None = None
     checkpoint_every: int | None = None
-    seed: int = 0
-    grad_accum: int = 1
+    keep_checkpoints: int | None = None
+    seed: int | None = None
+    grad_accum: int | None = None
     clip_grad: float | None = None
     ema_decay: float | None = None
     tensorboard: bool = False
-    log_every: int = 10
+    log_every: int | None = None
     eval_mode: Literal["whole", "slide"] | None = None
     max_eval_samples: int | None = None
     workers: int | None = None
@@ -103,6 +165,8 @@ class TrainSettings:
             "--weight-decay": (self.weight_decay, lambda v: v >= 0, ">= 0"),
             "--eval-every": (self.eval_every, lambda v: v >= 0, ">= 0"),
             "--checkpoint-every": (self.checkpoint_every, lambda v: v >= 0, ">= 0"),
+            "--keep-checkpoints": (self.keep_checkpoints, lambda v: v >= 0, ">= 0"),
+            "--seed": (self.seed, lambda v: 0 <= v < 2**32, "in [0, 4294967295]"),
             "--grad-accum": (self.grad_accum, lambda v: v >= 1, ">= 1"),
             "--clip-grad": (self.clip_grad, lambda v: v > 0, "> 0"),
             "--ema": (self.ema_decay, lambda v: 0 < v < 1, "in (0, 1)"),
@@ -111,11 +175,15 @@ class TrainSettings:
             "--workers": (self.workers, lambda v: v >= 0, ">= 0"),
         }
         for flag, (value, ok, text) in ranges.items():
-            if value is not None and not ok(value):
+            if value is not None and (not ok(value) or (isinstance(value, float) and not math.isfinite(value))):
                 raise TrainingError(f"{flag} must be {text}, got {value}")
+        if not str(self.output_dir).strip():
+            raise TrainingError("--output-dir must not be empty (an unset shell variable?)")
+        if self.resume and self.overwrite:
+            raise TrainingError("--resume continues the run in --output-dir and --overwrite replaces it: give one")
         if self.crop_size is not None and (len(self.crop_size) != 2 or min(self.crop_size) < 1):
             raise TrainingError(f"--crop-size must be one or two positive integers, got {self.crop_size}")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
+        if self.mixed_precision not in (None, "no", "bf16", "fp16"):
             raise TrainingError(f"--mixed-precision must be no, bf16 or fp16, not {self.mixed_precision!r}")
         if self.eval_mode not in (None, "whole", "slide"):
             raise TrainingError(f"--eval-mode must be whole or slide, not {self.eval_mode!r}")
@@ -187,10 +255,17 @@ def _recipe_model(recipe: RecipeSpec, encoder: str | None) -> ModelSettings:
 def resolve_run(settings: TrainSettings) -> ResolvedRun:
     """Fill every unset field: flags win over the recipe, the recipe over the paper pair's options.
 
+    With ``settings.resume`` the run's own ``settings.json`` takes the place of the recipe (:func:`resume_settings`).
+
     Raises:
-        TrainingError: when no encoder or decoder is named by the flags or the recipe.
+        TrainingError: when no encoder or decoder is named by the flags or the recipe, or on ``resume`` when the
+            folder holds no run or a flag contradicts it.
         OptionsError: for an option the component does not have.
     """
+    if settings.resume:
+        from segcore.train.run_folder import read_run_settings
+
+        settings = resume_settings(settings, read_run_settings(settings.output_dir))
     recipe = find_recipe(settings)
     model = _recipe_model(recipe, settings.encoder)
     s = dataclasses.replace(settings)
@@ -213,11 +288,73 @@ def resolve_run(settings: TrainSettings) -> ResolvedRun:
     s.weight_decay = s.weight_decay if s.weight_decay is not None else recipe.weight_decay
     s.clip_grad = s.clip_grad if s.clip_grad is not None else recipe.clip_grad
     s.eval_every = s.eval_every if s.eval_every is not None else min(recipe.eval_every, s.iters)
+    s.mixed_precision = s.mixed_precision or "no"
+    s.seed = s.seed if s.seed is not None else 0
+    s.grad_accum = s.grad_accum if s.grad_accum is not None else 1
+    s.log_every = s.log_every if s.log_every is not None else 10
+    s.keep_checkpoints = s.keep_checkpoints if s.keep_checkpoints is not None else DEFAULT_KEEP_CHECKPOINTS
     s.checkpoint_every = s.checkpoint_every if s.checkpoint_every is not None else min(recipe.checkpoint_every, s.iters)
     protocol = recipe.eval
     if s.eval_mode and protocol is not None and s.eval_mode != protocol.mode:
         protocol = _with_mode(protocol, s.eval_mode, s.crop_size)  # type: ignore[arg-type]
     return ResolvedRun(recipe, s, protocol)
+
+
+def _flag(name: str) -> str:
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON has it (tuples become lists), so that flags compare equal to ``settings.json``."""
+    return json.loads(json.dumps(value))
+
+
+def resume_settings(given: TrainSettings, saved: dict[str, Any]) -> TrainSettings:
+    """The settings of a resumed run: the run's ``saved`` settings, with the flags in :data:`RESUME_MAY_CHANGE`.
+
+    A flag left out (``None``, no options) takes the run's value. Any other flag must agree with the run: an
+    encoder option given is compared with the run's value of that option alone.
+
+    Raises:
+        TrainingError: naming every flag that contradicts the run, with the run's value.
+    """
+    names = {f.name for f in dataclasses.fields(TrainSettings)}
+    unknown = sorted(set(saved) - names)
+    if unknown:
+        raise TrainingError(
+            f"cannot resume {given.output_dir}: its settings.json has fields this segcore does not know ({unknown}); "
+            "it was written by another version"
+        )
+    merged: dict[str, Any] = {}
+    differences = []
+    for name in sorted(names):
+        value, run_value = getattr(given, name), saved.get(name)
+        if name in _PER_INVOCATION:
+            merged[name] = value
+        elif value is None or value == {} or (value is False and name == "tensorboard"):
+            merged[name] = run_value  # left out: the run's own
+        elif name in RESUME_MAY_CHANGE:
+            merged[name] = value
+        elif isinstance(value, dict):
+            run_options = run_value or {}
+            for key, option in value.items():
+                if key not in run_options or _plain(option) != _plain(run_options[key]):
+                    had = f"{key}={_plain(run_options[key])}" if key in run_options else f"no {key}"
+                    differences.append(f"{_flag(name)} {key}={_plain(option)} (the run has {had})")
+            merged[name] = run_value
+        else:
+            if _plain(value) != _plain(run_value):
+                differences.append(f"{_flag(name)} {_plain(value)} (the run has {_plain(run_value)})")
+            merged[name] = run_value
+    if differences:
+        may = ", ".join(_flag(n) for n in RESUME_MAY_CHANGE)
+        raise TrainingError(
+            f"cannot resume {given.output_dir}: {'; '.join(differences)}. A resumed run keeps its own settings: "
+            f"leave these flags out (only {may} may change), or train a new run in another --output-dir"
+        )
+    if merged.get("crop_size") is not None:
+        merged["crop_size"] = tuple(merged["crop_size"])
+    return TrainSettings(**merged)
 
 
 def _with_mode(protocol: EvalProtocol, mode: str, crop_size: tuple[int, int]) -> EvalProtocol:
@@ -316,6 +453,7 @@ def plan(settings: TrainSettings) -> dict[str, Any]:
         },
         "eval_every": s.eval_every,
         "checkpoint_every": s.checkpoint_every,
+        "keep_checkpoints": s.keep_checkpoints,
         "mixed_precision": s.mixed_precision,
         "seed": s.seed,
         "ema_decay": s.ema_decay,

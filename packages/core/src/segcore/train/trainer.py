@@ -14,6 +14,8 @@ through ``accelerator.accumulate``). What it adds (DESIGN.md "Training"):
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import importlib.util
 import json
 import logging
@@ -21,18 +23,40 @@ import math
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
+from segcore.errors import EvaluationError
 from segcore.settings import EvalProtocol
+from segcore.train.checkpointing import STATE_FILE, list_checkpoints, replace_folder, save_atomic, storage_error
 from segcore.train.data import Batches, Sampler, Samples, check_splits, loader, train_transform
-from segcore.train.settings import TrainingError, TrainSettings, batch_split, resolve_recipe, resolve_run
+from segcore.train.optim import build_optimizer, poly_lr_factor
+from segcore.train.plots import plot_curves
+from segcore.train.run_folder import (
+    check_classes,
+    check_new_run,
+    claim,
+    in_use_error,
+    lock_holder,
+    snapshot,
+    trim_metrics,
+)
+from segcore.train.settings import (
+    ResolvedRun,
+    TrainingError,
+    TrainingInterrupted,
+    TrainSettings,
+    batch_split,
+    resolve_recipe,
+    resolve_run,
+)
 
-__all__ = ["TrainSettings", "TrainingError", "train", "resolve_recipe", "evaluate"]
+__all__ = ["TrainSettings", "TrainingError", "TrainingInterrupted", "train", "resolve_recipe", "evaluate"]
 
 logger = logging.getLogger("segcore.train")
 
@@ -52,6 +76,10 @@ def evaluate(
     """mIoU/mAcc/aAcc/per class (percent) of ``model`` on ``dataset``, one image at a time at its own size.
 
     Images are split over processes (``rank::world``) and the confusion matrices are summed across them.
+
+    Raises:
+        EvaluationError: when nothing would be scored (no samples, or no pixel outside the ignore index): such
+            metrics are nan, which is no result.
     """
     from segcore.inference import infer_logits
     from segcore.metrics import SegMetric
@@ -59,13 +87,18 @@ def evaluate(
     was_training = model.training
     model.eval()
     cfg = model.config  # type: ignore[union-attr]
+    ignore_index = getattr(dataset, "ignore_index", cfg.ignore_index)
     metric = SegMetric(
         cfg.num_classes,
-        getattr(dataset, "ignore_index", cfg.ignore_index),
+        ignore_index,
         list(getattr(dataset, "classes", cfg.class_names) or []) or None,
         device=device,
     )
     total = len(dataset) if max_samples is None else min(len(dataset), max_samples)
+    if total < 1:
+        raise EvaluationError(
+            f"nothing to evaluate: the dataset has {len(dataset)} samples (max_samples {max_samples})"
+        )
     indices = range(rank, total, world)
     if progress:
         from tqdm.auto import tqdm
@@ -78,7 +111,13 @@ def evaluate(
         pred = infer_logits(model, image, protocol, cfg.num_classes).argmax(1)[0]
         metric.update(pred, label)
     model.train(was_training)
-    return metric.compute()
+    result = metric.compute()
+    if math.isnan(result["mIoU"]):
+        raise EvaluationError(
+            f"nothing was scored in {total} samples: every label pixel is the ignore index ({ignore_index}) or "
+            "outside the model's classes, so mIoU is undefined"
+        )
+    return result
 
 
 # ------------------------------------------------------------------------------------------------------ train
@@ -93,6 +132,11 @@ class _WithLoss(torch.nn.Module):
         return self.model.compute_loss(images, labels)
 
 
+def _append_line(path: Path, line: str) -> None:
+    with open(path, "a") as handle:
+        handle.write(line + "\n")
+
+
 def _set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] * factor
@@ -102,7 +146,15 @@ def _set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
 def train(settings: TrainSettings) -> Path:
     """Train a model as ``settings`` say and return the output folder (a ``from_pretrained`` folder).
 
-    SIGTERM (e.g. from a job scheduler) finishes the current iteration, saves a checkpoint and returns.
+    Everything that can be checked is checked before anything is written into ``settings.output_dir``: the
+    settings (on resume against the run's own ``settings.json``), the folder (see :mod:`segcore.train.run_folder`),
+    the data, the model and, on resume, that a checkpoint loads. SIGTERM (e.g. from a job scheduler) finishes the
+    current iteration, saves a checkpoint and raises :class:`TrainingInterrupted` naming it.
+
+    Raises:
+        TrainingError: bad settings, a folder the run may not use, no loadable checkpoint on resume, a storage
+            failure (naming the path and the cause), a non-finite loss.
+        TrainingInterrupted: SIGTERM stopped the run; its state is saved (the CLI exits 143).
 
     Example:
         >>> out = train(TrainSettings(dataset="synthetic-shapes", iters=20, output_dir="runs/x"))  # doctest: +SKIP
@@ -125,35 +177,103 @@ def train(settings: TrainSettings) -> Path:
 
 def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
     """The body of :func:`train`; ``stop["signal"]`` is set by the SIGTERM handler."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-
-    import segcore
-    from segcore.inference import EvalProtocol
-    from segcore.train.checkpointing import STATE_FILE, list_checkpoints, save_atomic
-    from segcore.train.ema import ModelEMA
-    from segcore.train.optim import build_optimizer, poly_lr_factor
-    from segcore.train.plots import plot_curves
-
-    run = resolve_run(settings)
-    recipe, s = run.recipe, run.settings
-    assert s.iters is not None and s.batch_size is not None and s.crop_size is not None
+    run = resolve_run(settings)  # on resume: the run's settings.json, contradicting flags refused
+    s, out = run.settings, Path(run.settings.output_dir)
     if s.tensorboard and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
         raise TrainingError("--tensorboard needs the tensorboard package: pip install tensorboard")
-    out = Path(s.output_dir)
-    ckpt_root = out / "checkpoints"
+    accelerator = _accelerator(s, out)
+    seen = _on_main(accelerator, lambda: _check_folder(out, s))  # read-only
+    parts = _build(run, accelerator)  # data, model, optimiser: nothing is written
+    start, best = _resume(accelerator, out, s, parts.classes) if s.resume else (0, -math.inf)
+    with contextlib.ExitStack() as held:
+        # Only now, with the run known to be possible, is the folder locked and written to.
+        _on_main(accelerator, lambda: held.enter_context(claim(out, s.to_dict(), parts.classes, s.overwrite, seen)))
+        if s.resume:
+            _on_main(accelerator, lambda: trim_metrics(out, start))
+        accelerator.wait_for_everyone()
+        return _Loop(run, accelerator, parts, stop).run(start, best)
+
+
+T = TypeVar("T")
+
+
+def _on_main(accelerator: Any, work: Callable[[], T]) -> T | None:
+    """Run ``work`` on the main process only; its error is raised on every process, so that none waits forever."""
+    result, error = None, None
+    if accelerator.is_main_process:
+        try:
+            result = work()
+        except Exception as err:  # noqa: BLE001 - re-raised below, on every process
+            error = err
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        message = broadcast_object_list([None if error is None else str(error)])[0]
+        if message is not None and error is None:
+            raise TrainingError(message)
+    if error is not None:
+        raise error
+    return result
+
+
+def _accelerator(s: TrainSettings, out: Path) -> Any:
+    """The Accelerator of the run (writes nothing); fp16 where it would silently be fp32 is refused."""
+    from accelerate import Accelerator, PartialState
+
     # Launched as several processes on a machine without CUDA (accelerate launch / torchrun): Accelerate only
     # sets up a gloo process group when told to use the CPU, otherwise every process would train alone.
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(
+    # Asked before the Accelerator exists: its precision cannot change once set, and on a CPU Accelerate takes
+    # fp16 and runs fp32 without saying so.
+    if s.mixed_precision == "fp16" and PartialState(cpu=multi_cpu).device.type == "cpu":
+        raise TrainingError(
+            "--mixed-precision fp16 needs a GPU: on the CPU it would run in fp32 without saying so; "
+            "use --mixed-precision bf16 (bfloat16 runs on CPUs) or no"
+        )
+    return Accelerator(
         cpu=multi_cpu,
         mixed_precision=s.mixed_precision,
         gradient_accumulation_steps=s.grad_accum,
         log_with="tensorboard" if s.tensorboard else None,
         project_dir=str(out),
     )
-    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+
+
+def _check_folder(out: Path, s: TrainSettings) -> tuple[Any, ...]:
+    """May this run use ``out``? Read-only; returns the folder's :func:`snapshot` for :func:`claim` to compare."""
+    pid = lock_holder(out)
+    if pid is not None:
+        raise in_use_error(out, pid)
+    if not s.resume:
+        check_new_run(out, s.overwrite)
+    return snapshot(out)
+
+
+@dataclass
+class _Parts:
+    """What the loop trains and evaluates, built before anything is written."""
+
+    train_ds: Any
+    val_ds: Any
+    classes: list[str]
+    protocol: EvalProtocol
+    model: torch.nn.Module  # the prepared ``_WithLoss`` (DDP-wrapped under several processes)
+    raw: torch.nn.Module  # the SegModel inside it
+    optimizer: torch.optim.Optimizer
+    ema: Any
+    per_device: int
+
+
+def _build(run: ResolvedRun, accelerator: Any) -> _Parts:
+    """Datasets (checked), model, optimiser and EMA, prepared by Accelerate."""
+    from accelerate.utils import set_seed
+
+    import segcore
+    from segcore.train.ema import ModelEMA
+
+    s, recipe = run.settings, run.recipe
+    assert s.batch_size is not None and s.grad_accum is not None and s.seed is not None
+    world, main = accelerator.num_processes, accelerator.is_main_process
     per_device = batch_split(s.batch_size, world, s.grad_accum)
     if main:
         logger.warning(
@@ -163,12 +283,6 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
             world,
             s.grad_accum,
         )
-        if out.exists() and not s.resume and list_checkpoints(ckpt_root):
-            raise TrainingError(f"{out} already holds checkpoints; pass --resume or another --output-dir")
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "settings.json").write_text(json.dumps(s.to_dict(), indent=2))
-    accelerator.wait_for_everyone()
-
     train_ds = segcore.build_dataset(s.dataset, root=s.data_root, split="train", **s.dataset_opt)
     val_ds = segcore.build_dataset(s.dataset, root=s.data_root, split="val", **s.dataset_opt)
     ignore_index = int(getattr(train_ds, "ignore_index", 255))
@@ -176,7 +290,6 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
     check_splits(train_ds, val_ds, len(classes))
     protocol = run.eval_protocol or EvalProtocol.from_dict(getattr(val_ds, "eval_protocol", None))
     pipe = recipe.train_pipeline
-
     set_seed(s.seed)
     model = segcore.build_model(
         s.encoder,
@@ -199,159 +312,243 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
         logger.warning("%d CPU processes: BatchNorm statistics stay per process (SyncBatchNorm needs CUDA)", world)
     optimizer = build_optimizer(model, recipe, s.lr, s.weight_decay)  # type: ignore[arg-type]
     # DDP must wrap the module whose forward computes the loss, so that the gradient hooks fire.
-    model, optimizer = accelerator.prepare(_WithLoss(model), optimizer)
-    raw = accelerator.unwrap_model(model).model
+    wrapped, optimizer = accelerator.prepare(_WithLoss(model), optimizer)
+    raw = accelerator.unwrap_model(wrapped).model
     ema = ModelEMA(raw, s.ema_decay) if s.ema_decay else None
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
+    return _Parts(train_ds, val_ds, classes, protocol, wrapped, raw, optimizer, ema, per_device)
 
-    start, best = 0, -math.inf
-    if s.resume:
-        for ckpt in list_checkpoints(ckpt_root):
-            try:
-                accelerator.load_state(str(ckpt))
-                state = json.loads((ckpt / STATE_FILE).read_text())
-            except Exception as err:  # noqa: BLE001 - fall back to the previous checkpoint
-                logger.warning("checkpoint %s is not loadable (%s); trying an older one", ckpt, err)
-                continue
+
+def _resume(accelerator: Any, out: Path, s: TrainSettings, classes: list[str]) -> tuple[int, float]:
+    """Load the newest checkpoint that loads; ``(iteration, best mIoU)``. Reads only.
+
+    Raises:
+        TrainingError: naming each checkpoint and why it did not load, when none does; or when ``--iters`` is
+            below the checkpoint's iteration.
+    """
+    assert s.iters is not None
+    check_classes(out, classes)
+    failures = []
+    for ckpt in list_checkpoints(out / "checkpoints"):
+        try:
+            state = json.loads((ckpt / STATE_FILE).read_text())
             start, best = int(state["iter"]), float(state.get("best_mIoU", -math.inf))
-            if main:
-                logger.warning("resuming from %s (iteration %d)", ckpt, start)
-            break
-    if s.tensorboard:
-        accelerator.init_trackers("tb", config={k: str(v) for k, v in s.to_dict().items()})
-
-    sampler = Sampler(len(train_ds), s.seed)
-    transform = train_transform(recipe, tuple(s.crop_size), ignore_index, train_ds, pipe.mean, pipe.std)  # type: ignore[arg-type]
-    workers = (
-        s.workers
-        if s.workers is not None
-        else (0 if accelerator.device.type == "cpu" else min(8, max(1, (os.cpu_count() or 1) // world - 1)))
+            accelerator.load_state(str(ckpt))
+        except Exception as err:  # noqa: BLE001 - every failure is reported, in words, if none loads
+            failures.append(f"{ckpt.name}: {(str(err).strip().splitlines() or [type(err).__name__])[0]}")
+            continue
+        if start > s.iters:
+            raise TrainingError(
+                f"cannot resume {out}: --iters {s.iters} is below iteration {start} of its checkpoint {ckpt.name}; "
+                f"give --iters {start} or more"
+            )
+        if accelerator.is_main_process:
+            skipped = f" ({'; '.join(failures)} did not load)" if failures else ""
+            logger.warning("resuming from %s (iteration %d)%s", ckpt, start, skipped)
+        return start, best
+    if failures:
+        raise TrainingError(f"cannot resume {out}: no checkpoint loads ({'; '.join(failures)}); nothing was changed")
+    partial = sorted(p.name for p in (out / "checkpoints").glob(".tmp-*"))
+    raise TrainingError(
+        f"cannot resume {out}: it holds no complete checkpoint"
+        + (f" (only the unfinished {', '.join(partial)})" if partial else "")
+        + "; nothing was changed. Start a new run with --overwrite, or in another --output-dir"
     )
-    batches = iter(
-        loader(
-            Samples(train_ds, sampler, transform),
-            Batches(start, s.iters, s.grad_accum, world, rank, per_device),
-            workers,
-            pin_memory=accelerator.device.type == "cuda",
+
+
+class _Loop:
+    """The training loop and its periodic work (log, validate, checkpoint) on a run set up by :func:`_train`."""
+
+    def __init__(self, run: ResolvedRun, accelerator: Any, parts: _Parts, stop: dict[str, bool]) -> None:
+        self.s, self.recipe = run.settings, run.recipe
+        self.accelerator, self.parts, self.stop = accelerator, parts, stop
+        self.out = Path(self.s.output_dir)
+        self.ckpt_root = self.out / "checkpoints"
+        self.metrics_file = self.out / "metrics.jsonl"
+        self.main = accelerator.is_main_process
+        self.best = -math.inf
+
+    def run(self, start: int, best: float) -> Path:
+        """Train from iteration ``start`` to the end and write the final model."""
+        from tqdm.auto import tqdm
+
+        s, accelerator = self.s, self.accelerator
+        assert s.iters is not None
+        self.best = best
+        if s.tensorboard:
+            accelerator.init_trackers("tb", config={k: str(v) for k, v in s.to_dict().items()})
+        batches = self._batches(start)
+        bar = tqdm(
+            total=s.iters, initial=start, disable=not (self.main and s.progress), desc="train", dynamic_ncols=True
         )
-    )
-    metrics_file = out / "metrics.jsonl"
+        self.parts.model.train()
+        tic = time.time()
+        try:
+            for iteration in range(start + 1, s.iters + 1):
+                loss_value, losses, lr = self._step(iteration - 1, batches)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+                self._periodic(iteration, loss_value, losses, lr, time.time() - tic, bar)
+                if self.stop["signal"] and iteration < s.iters:
+                    self._interrupted(iteration)
+        finally:
+            bar.close()
+            if s.tensorboard:
+                accelerator.end_training()
+        accelerator.wait_for_everyone()
+        if self.main:
+            self._write(self.out, lambda: self._eval_model().save_pretrained(self.out))
+            if self.metrics_file.exists():
+                plot_curves(self.metrics_file, self.out / "curves.png")
+        accelerator.wait_for_everyone()
+        return self.out
 
-    def log(row: dict[str, Any]) -> None:
-        if main:
-            with open(metrics_file, "a") as handle:
-                handle.write(json.dumps(row) + "\n")
+    def _batches(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's training batches from iteration ``start`` on."""
+        s, parts, device, world = self.s, self.parts, self.accelerator.device, self.accelerator.num_processes
+        assert s.seed is not None and s.crop_size is not None and s.iters is not None and s.grad_accum is not None
+        pipe = self.recipe.train_pipeline
+        ignore_index = parts.raw.config.ignore_index
+        transform = train_transform(self.recipe, tuple(s.crop_size), ignore_index, parts.train_ds, pipe.mean, pipe.std)
+        samples = Samples(parts.train_ds, Sampler(len(parts.train_ds), s.seed), transform)
+        order = Batches(start, s.iters, s.grad_accum, world, self.accelerator.process_index, parts.per_device)
+        # No worker processes on CPU: they would compete with the model for the cores.
+        workers = (
+            s.workers
+            if s.workers is not None
+            else 0
+            if device.type == "cpu"
+            else min(8, max(1, (os.cpu_count() or 1) // world - 1))
+        )
+        return iter(loader(samples, order, workers, pin_memory=device.type == "cuda"))
 
-    def checkpoint(iteration: int) -> None:
-        state = {"iter": iteration, "best_mIoU": best, "seed": s.seed}
-        save_atomic(
-            ckpt_root,
+    def _step(self, iteration: int, batches: Iterator[Any]) -> tuple[float, dict[str, torch.Tensor], float]:
+        """One optimiser step (``grad_accum`` micro-batches) at 0-based ``iteration``: ``(loss, losses, lr)``."""
+        s, recipe, accelerator = self.s, self.recipe, self.accelerator
+        model, optimizer = self.parts.model, self.parts.optimizer
+        assert s.iters is not None and s.lr is not None and s.grad_accum is not None
+        factor = poly_lr_factor(
             iteration,
-            lambda tmp: accelerator.save_state(str(tmp)),
+            s.iters,
+            recipe.power,
+            recipe.min_lr / s.lr if s.lr else 0.0,
+            recipe.warmup_iters,
+            recipe.warmup_ratio,
+        )
+        lr = _set_lr(optimizer, factor)
+        loss_sum = 0.0
+        for _ in range(s.grad_accum):
+            images, labels = next(batches)
+            images = images.to(accelerator.device, non_blocking=True)
+            labels = labels.to(accelerator.device, non_blocking=True)
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    losses = model(images, labels)
+                loss = losses["loss"]
+                finite = torch.isfinite(loss.detach()).float()
+                if accelerator.num_processes > 1:
+                    finite = accelerator.reduce(finite, "min")
+                if finite.item() < 1:
+                    raise TrainingError(
+                        f"loss is {loss.item()} at iteration {iteration}: stopped; the last good checkpoint "
+                        f"is kept under {self.ckpt_root} (lower --lr, use --clip-grad or --mixed-precision no)"
+                    )
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and s.clip_grad:
+                    accelerator.clip_grad_norm_(model.parameters(), s.clip_grad)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += float(loss.detach())
+        if self.parts.ema is not None:
+            self.parts.ema.update(self.parts.raw)
+        return loss_sum / s.grad_accum, losses, lr
+
+    def _periodic(
+        self, iteration: int, loss: float, losses: dict[str, torch.Tensor], lr: float, elapsed: float, bar: Any
+    ) -> None:
+        """After step ``iteration`` (1-based): log, validate and checkpoint when their period comes, and at the end."""
+        s, last = self.s, iteration == self.s.iters
+        if iteration % s.log_every == 0 or last:  # type: ignore[operator]
+            row = {"iter": iteration, "loss": loss, "lr": lr, "time": round(elapsed, 3)}
+            row.update({k: float(v.detach()) for k, v in losses.items() if k != "loss"})
+            self._log(row)
+            if s.tensorboard:
+                self.accelerator.log({"loss": loss, "lr": lr}, step=iteration)
+        if (s.eval_every and iteration % s.eval_every == 0) or last:
+            self._validate(iteration, bar)
+        if (s.checkpoint_every and iteration % s.checkpoint_every == 0) or last:
+            self._checkpoint(iteration)
+
+    def _log(self, row: dict[str, Any]) -> None:
+        if self.main:
+            self._write(self.metrics_file, lambda: _append_line(self.metrics_file, json.dumps(row)))
+
+    def _validate(self, iteration: int, bar: Any) -> None:
+        parts, accelerator = self.parts, self.accelerator
+        if accelerator.num_processes > 1:  # BatchNorm statistics may differ per process: score rank 0's model
+            for buffer in parts.raw.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+        model = self._eval_model()
+        result = evaluate(
+            model,
+            parts.val_ds,
+            parts.protocol,
+            accelerator.device,
+            accelerator.process_index,
+            accelerator.num_processes,
+            self.s.max_eval_samples,
+        )
+        summary = {k: result[k] for k in ("mIoU", "mAcc", "aAcc", "mDice", "fwIoU")}
+        self._log({"iter": iteration, **summary, "per_class": result["per_class"]})
+        if self.s.tensorboard:
+            accelerator.log(summary, step=iteration)
+        if self.main:
+            bar.write(
+                f"iter {iteration}: mIoU {summary['mIoU']:.2f}  mAcc {summary['mAcc']:.2f}  aAcc {summary['aAcc']:.2f}"
+            )
+        if summary["mIoU"] > self.best:
+            self.best = summary["mIoU"]
+            if self.main:  # written aside and swapped in: a failed write keeps the previous best/
+                replace_folder(self.out / "best", model.save_pretrained)
+        if self.main:
+            plot_curves(self.metrics_file, self.out / "curves.png")
+
+    def _checkpoint(self, iteration: int) -> None:
+        state = {"iter": iteration, "best_mIoU": self.best, "seed": self.s.seed}
+        save_atomic(
+            self.ckpt_root,
+            iteration,
+            lambda tmp: self.accelerator.save_state(str(tmp)),
             state,
-            is_main=main,
-            barrier=accelerator.wait_for_everyone,
+            is_main=self.main,
+            barrier=self.accelerator.wait_for_everyone,
+            keep=self.s.keep_checkpoints or 0,
         )
 
-    def eval_model() -> torch.nn.Module:
-        if ema is None:
-            return raw
-        import copy
+    def _interrupted(self, iteration: int) -> None:
+        """SIGTERM: save this iteration (unless just saved) and stop with an error that says where."""
+        newest = list_checkpoints(self.ckpt_root)
+        if not newest or newest[0].name != f"iter_{iteration}":
+            self._checkpoint(iteration)
+        raise TrainingInterrupted(
+            f"SIGTERM: stopped at iteration {iteration} of {self.s.iters}; the full state is saved in "
+            f"{self.ckpt_root / f'iter_{iteration}'} (no final model yet); continue with segcore train "
+            f"--output-dir {self.out} --resume"
+        )
 
-        averaged = copy.deepcopy(raw)
-        ema.copy_to(averaged)
+    def _eval_model(self) -> torch.nn.Module:
+        """The model to evaluate and save: the EMA weights when the run keeps an EMA."""
+        if self.parts.ema is None:
+            return self.parts.raw
+        averaged = copy.deepcopy(self.parts.raw)
+        self.parts.ema.copy_to(averaged)
         return averaged
 
-    bar = tqdm(total=s.iters, initial=start, disable=not (main and s.progress), desc="train", dynamic_ncols=True)
-    model.train()
-    iteration = start
-    tic = time.time()
-    try:
-        while iteration < s.iters:
-            lr = _set_lr(
-                optimizer,
-                poly_lr_factor(
-                    iteration,
-                    s.iters,
-                    recipe.power,
-                    recipe.min_lr / s.lr if s.lr else 0.0,
-                    recipe.warmup_iters,
-                    recipe.warmup_ratio,
-                ),
-            )
-            loss_sum = 0.0
-            for _ in range(s.grad_accum):
-                images, labels = next(batches)
-                images = images.to(accelerator.device, non_blocking=True)
-                labels = labels.to(accelerator.device, non_blocking=True)
-                with accelerator.accumulate(model):
-                    with accelerator.autocast():
-                        losses = model(images, labels)
-                    loss = losses["loss"]
-                    finite = torch.isfinite(loss.detach()).float()
-                    if world > 1:
-                        finite = accelerator.reduce(finite, "min")
-                    if finite.item() < 1:
-                        raise TrainingError(
-                            f"loss is {loss.item()} at iteration {iteration}: stopped; the last good checkpoint "
-                            f"is kept under {ckpt_root} (lower --lr, use --clip-grad or --mixed-precision no)"
-                        )
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and s.clip_grad:
-                        accelerator.clip_grad_norm_(model.parameters(), s.clip_grad)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                loss_sum += float(loss.detach())
-            if ema is not None:
-                ema.update(raw)
-            iteration += 1
-            loss_value = loss_sum / s.grad_accum
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-            if iteration % s.log_every == 0 or iteration == s.iters:
-                row = {"iter": iteration, "loss": loss_value, "lr": lr, "time": round(time.time() - tic, 3)}
-                for key, value in losses.items():
-                    if key != "loss":
-                        row[key] = float(value.detach())
-                log(row)
-                if s.tensorboard:
-                    accelerator.log({"loss": loss_value, "lr": lr}, step=iteration)
-            if (s.eval_every and iteration % s.eval_every == 0) or iteration == s.iters:
-                if world > 1:  # BatchNorm statistics may differ per process: score rank 0's model everywhere
-                    for buffer in raw.buffers():
-                        torch.distributed.broadcast(buffer, src=0)
-                result = evaluate(eval_model(), val_ds, protocol, accelerator.device, rank, world, s.max_eval_samples)
-                summary = {k: result[k] for k in ("mIoU", "mAcc", "aAcc", "mDice", "fwIoU")}
-                log({"iter": iteration, **summary, "per_class": result["per_class"]})
-                if s.tensorboard:
-                    accelerator.log(summary, step=iteration)
-                if main:
-                    bar.write(
-                        f"iter {iteration}: mIoU {summary['mIoU']:.2f}  mAcc {summary['mAcc']:.2f}  "
-                        f"aAcc {summary['aAcc']:.2f}"
-                    )
-                if summary["mIoU"] > best:
-                    best = summary["mIoU"]
-                    if main:
-                        eval_model().save_pretrained(out / "best")
-                if main:
-                    plot_curves(metrics_file, out / "curves.png")
-            if (s.checkpoint_every and iteration % s.checkpoint_every == 0) or iteration == s.iters:
-                checkpoint(iteration)
-            if stop["signal"]:
-                if not list_checkpoints(ckpt_root) or list_checkpoints(ckpt_root)[0].name != f"iter_{iteration}":
-                    checkpoint(iteration)
-                bar.write(f"SIGTERM: saved iteration {iteration} under {ckpt_root}; continue with --resume")
-                return out
-    finally:
-        bar.close()
-        if s.tensorboard:
-            accelerator.end_training()
-    accelerator.wait_for_everyone()
-    if main:
-        eval_model().save_pretrained(out)
-        if metrics_file.exists():
-            plot_curves(metrics_file, out / "curves.png")
-    accelerator.wait_for_everyone()
-    return out
+    @staticmethod
+    def _write(path: Path, write: Callable[[], Any]) -> None:
+        """Run ``write``; a storage failure becomes an error naming ``path`` and the cause."""
+        try:
+            write()
+        except (OSError, RuntimeError) as err:
+            raise storage_error(err, path) from err
