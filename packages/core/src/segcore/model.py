@@ -140,14 +140,22 @@ class SegModel(nn.Module):
     # ----------------------------------------------------------------------------------------------------- wiring
     @property
     def size_divisor(self) -> int:
-        """The multiple of the input size the network needs; inputs are padded to it."""
+        """The multiple of the input size the network needs; inputs are padded to it.
+
+        The encoder's own divisor, and with an adapter also every stride the adapter builds (its deconvolutions
+        and poolings need exact multiples). Decoders that read the encoder's maps directly resize them as the
+        official heads do, so an encoder that runs at any size (MiT, as mmseg and transformers run it) is not
+        padded.
+        """
         divisor = getattr(self.encoder, "size_divisor", 1)
-        for info in self.decoder_in_features:
-            divisor = math.lcm(divisor, info.stride)
+        if self.adapter is not None:
+            for info in self.decoder_in_features:
+                divisor = math.lcm(divisor, info.stride)
         return divisor
 
     def _check_wiring(self) -> None:
-        size = 2 * self.size_divisor
+        # A size every map divides exactly, so that the strides measured below are the declared ones.
+        size = 2 * math.lcm(self.size_divisor, *(i.stride for i in self.encoder.feature_info))
         was_training = self.training
         self.eval()
         try:

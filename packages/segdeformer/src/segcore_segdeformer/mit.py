@@ -219,6 +219,11 @@ class MixVisionTransformer(Encoder):
             in_ch, start = dim, start + o.depths[s]
         self.apply(_init_weights)
 
+    @property
+    def size_divisor(self) -> int:
+        """1: the overlapping patch embeddings (padding ``k // 2``) take any size, as in mmseg and transformers."""
+        return 1
+
     def forward(self, images: Tensor) -> list[Tensor]:
         """Return the 4 stage outputs."""
         outs, x = [], images

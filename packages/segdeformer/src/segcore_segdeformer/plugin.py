@@ -35,8 +35,15 @@ def segcore_encoders() -> dict[str, ComponentSpec]:
 
 @hookimpl
 def segcore_decoders() -> dict[str, ComponentSpec]:
-    """Register the SegDeformer head."""
+    """Register the SegDeformer head and SegFormer's own head."""
     return {
+        "segformer": ComponentSpec(
+            factory=f"{_PKG}.segformer:segformer",
+            options=f"{_PKG}.segformer:SegFormerHeadOptions",
+            description="SegFormer's released head: per-level linear, upsample, fuse (conv+BN+ReLU), classify",
+            source=_MIT_SRC + "; transformers SegformerDecodeHead",
+            in_strides=PYRAMID_STRIDES,
+        ),
         "segdeformer": ComponentSpec(
             factory=f"{_PKG}.head:segdeformer",
             options=f"{_PKG}.head:SegDeformerOptions",
@@ -97,6 +104,19 @@ def segcore_converters() -> dict[str, ConverterSpec]:
             convert=f"{_PKG}.convert:convert",
             official_types={"SegformerHead": f"{_PKG}.convert:segformer_from_official"},
             description="mmseg SegformerHead checkpoints onto core's mlp decoder",
+        ),
+        # transformers SegFormer repos (``model_type: segformer``): MiT + the released head, and the Hub's MiT
+        # ImageNet encoders (``nvidia/mit-b*``). Keys of ``official_types``: the transformers model type of the
+        # encoder part and the class name of the head (see segcore.transformers_format).
+        "segformer-transformers": ConverterSpec(
+            format="transformers",
+            components=("mit-*", "segformer"),
+            convert=f"{_PKG}.convert:convert_transformers",
+            official_types={
+                "segformer": f"{_PKG}.convert:segformer_from_transformers",
+                "SegformerDecodeHead": f"{_PKG}.convert:segformer_head_from_transformers",
+            },
+            description="transformers SegFormer / MiT repos (config.json + safetensors) onto mit-* + segformer",
         ),
     }
 
