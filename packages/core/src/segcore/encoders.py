@@ -71,6 +71,11 @@ class TimmEncoder(Encoder):
         import timm
 
         opts = options or TimmEncoderOptions()
+        if isinstance(pretrained, str):
+            raise OptionsError(
+                f"timm:{model_name}: pretrained=True loads timm's own weights; another source ({pretrained!r}) is "
+                "not supported for timm encoders"
+            )
         if not timm.list_models(model_name) and model_name not in timm.list_pretrained(model_name + "*"):
             close = timm.list_models(f"*{model_name.split('.')[0][:6]}*")[:8]
             raise SegcoreError(

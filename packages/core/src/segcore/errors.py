@@ -9,6 +9,8 @@ __all__ = [
     "ComponentClashError",
     "WiringError",
     "CheckpointError",
+    "HubNetworkError",
+    "NotCachedError",
 ]
 
 
@@ -37,3 +39,11 @@ class WiringError(SegcoreError):
 
 class CheckpointError(SegcoreError):
     """A checkpoint that is missing, corrupt or does not match the model."""
+
+
+class HubNetworkError(CheckpointError):
+    """The Hub (or an official download URL) could not be reached: a network failure, not a missing model."""
+
+
+class NotCachedError(CheckpointError):
+    """Offline (``HF_HUB_OFFLINE=1`` or ``local_files_only=True``) and the model is not in the local cache."""

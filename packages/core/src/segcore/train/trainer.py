@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from segcore.hub import save_evaluated
 from segcore.settings import EvalProtocol
 from segcore.train.data import Batches, Sampler, Samples, check_splits, loader, train_transform
 from segcore.train.settings import TrainingError, TrainSettings, batch_split, resolve_recipe, resolve_run
@@ -334,7 +335,7 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
                 if summary["mIoU"] > best:
                     best = summary["mIoU"]
                     if main:
-                        eval_model().save_pretrained(out / "best")
+                        save_evaluated(eval_model(), out / "best", {**summary, "iter": iteration}, protocol)
                 if main:
                     plot_curves(metrics_file, out / "curves.png")
             if (s.checkpoint_every and iteration % s.checkpoint_every == 0) or iteration == s.iters:
@@ -350,7 +351,7 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
             accelerator.end_training()
     accelerator.wait_for_everyone()
     if main:
-        eval_model().save_pretrained(out)
+        save_evaluated(eval_model(), out, metrics_file, protocol)
         if metrics_file.exists():
             plot_curves(metrics_file, out / "curves.png")
     accelerator.wait_for_everyone()
