@@ -128,7 +128,6 @@ def _card_data(config: SegModelConfig, name: str) -> Any:
                 metric_name=f"mIoU ({kind})",
                 metric_value=r["mIoU"],
                 metric_config=r.get("protocol"),
-                source_name=r.get("source"),
             )
         )
     named = [extra.get("dataset"), *(r.get("dataset") for r in extra.get("eval_results", []))]
