@@ -322,7 +322,9 @@ def test_unreachable_endpoint_is_a_network_failure_within_seconds(kind, monkeypa
         with serve_hub():
             endpoint = f"http://127.0.0.1:{port}"
             monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-            monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+            monkeypatch.setattr(
+                constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+            )
             for name in ("segcore-test/any", "tiny-upernet-test"):
                 tic = time.perf_counter()
                 with pytest.raises(segcore.HubNetworkError, match="network failure") as err:
@@ -344,11 +346,15 @@ def test_cards_are_huggingface_model_cards_with_licence_and_model_index(saved, t
     model, _ = saved
     model.config.extra.update({"dataset": "synthetic-shapes", "base_model": "segcore-test/base"})
     try:
-        save_evaluated(model, tmp_path / "m", {"mIoU": 41.234, "mAcc": 50.0, "aAcc": 80.0, "iter": 20}, {"mode": "whole"})
+        save_evaluated(
+            model, tmp_path / "m", {"mIoU": 41.234, "mAcc": 50.0, "aAcc": 80.0, "iter": 20}, {"mode": "whole"}
+        )
         ms = eval_result({"mIoU": 43.5}, {"scales": (0.5, 1.0, 1.5), "flip": True}, "synthetic-shapes")
         reloaded = segcore.SegModel.from_pretrained(tmp_path / "m")
         config = with_eval_results(reloaded.config, ms)
-        config.extra.update({"license": "other", "license_name": "adelaidet-non-commercial", "license_note": "Non-commercial use only."})
+        config.extra.update(
+            {"license": "other", "license_name": "adelaidet-non-commercial", "license_note": "Non-commercial use only."}
+        )
         segcore.hub.save_pretrained(reloaded, tmp_path / "m", config=config)
     finally:
         for key in ("dataset", "base_model"):

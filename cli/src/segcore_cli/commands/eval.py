@@ -124,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_card(folder: str, model: object, result: dict, protocol: object, dataset: str, split: str, quiet: bool) -> None:
+def _write_card(
+    folder: str, model: object, result: dict, protocol: object, dataset: str, split: str, quiet: bool
+) -> None:
     """Add the result to a local model folder's config.json and regenerate its card (a user's README.md is kept)."""
     from pathlib import Path
 
@@ -139,4 +141,6 @@ def _write_card(folder: str, model: object, result: dict, protocol: object, data
     config = with_eval_results(model.config, entry)
     save_pretrained(model.to("cpu"), path, config=config)
     if not quiet:
-        print(f"recorded mIoU {entry.get('mIoU')} ({'multi-scale' if entry['multi_scale'] else 'single scale'}) in {path}")
+        print(
+            f"recorded mIoU {entry.get('mIoU')} ({'multi-scale' if entry['multi_scale'] else 'single scale'}) in {path}"
+        )

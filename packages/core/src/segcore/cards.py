@@ -81,13 +81,17 @@ def eval_result(
 
 
 def with_eval_results(config: SegModelConfig, *results: Mapping[str, Any]) -> SegModelConfig:
-    """A copy of ``config`` whose ``extra["eval_results"]`` holds ``results`` (replacing earlier entries for the
-    same dataset, split and single / multi-scale kind). ``config`` itself is not changed.
+    """A copy of ``config`` whose ``extra["eval_results"]`` holds ``results``; ``config`` itself is not changed.
+
+    Earlier entries for the same dataset, split and kind (single scale or multi-scale) are replaced.
     """
     kept = [
         r
         for r in config.extra.get("eval_results", [])
-        if not any((r["dataset"], r["split"], r["multi_scale"]) == (n["dataset"], n["split"], n["multi_scale"]) for n in results)
+        if not any(
+            (r["dataset"], r["split"], r["multi_scale"]) == (n["dataset"], n["split"], n["multi_scale"])
+            for n in results
+        )
     ]
     extra = {**config.extra, "eval_results": [*kept, *(dict(r) for r in results)]}
     return dataclasses.replace(config, extra=extra)

@@ -123,7 +123,9 @@ class TimmEncoder(Encoder):
             raise OptionsError(f"timm:{model_name}: out_norm must be 'none' or 'layernorm', got {opts.out_norm!r}")
         self.out_norms = None
         if opts.out_norm == "layernorm":
-            self.out_norms = nn.ModuleList(ChannelLayerNorm(i.channels, eps=opts.out_norm_eps) for i in self.feature_info)
+            self.out_norms = nn.ModuleList(
+                ChannelLayerNorm(i.channels, eps=opts.out_norm_eps) for i in self.feature_info
+            )
 
     @property
     def size_divisor(self) -> int:

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from segcore.cards import CARD_NAME, eval_result, is_segcore_card, model_card, scores_from_metrics, with_eval_results
+from segcore import cards
+from segcore.cards import CARD_NAME, eval_result, is_segcore_card, scores_from_metrics, with_eval_results
 from segcore.convert import load_strict
 from segcore.errors import CheckpointError, HubNetworkError, NotCachedError
 from segcore.registry import components
@@ -40,6 +41,7 @@ from segcore.transformers_format import (
     build_from_transformers,
     encoder_state_from_transformers,
     is_transformers_config,
+    model_config_from_transformers,
     read_weights,
 )
 
@@ -193,7 +195,7 @@ def save_pretrained(
         )
     else:
         num_params = sum(p.numel() for p in model.parameters())
-        card = globals()["model_card"](config, repo_id=repo_id, num_params=num_params)
+        card = cards.model_card(config, repo_id=repo_id, num_params=num_params)
         files[CARD_NAME] = str(card).encode()
     tmp = out / f".{WEIGHTS_NAME}.tmp"
     save_file(_tensors_for_saving(model), str(tmp), metadata={"format": "pt", "library": "segcore"})
@@ -261,7 +263,9 @@ def _card_license(readme: Path) -> dict[str, str]:
 
 def _load_transformers(folder: Path, data: dict[str, Any], map_location: str | torch.device, source: str) -> SegModel:
     pre = folder / PREPROCESSOR_NAME
-    model = build_from_transformers(data, read_weights(folder), _read_json(pre) if pre.is_file() else None, source)
+    preprocessor = _read_json(pre) if pre.is_file() else None
+    model_config_from_transformers(data, preprocessor)  # an unsupported model is said before reading its weights
+    model = build_from_transformers(data, read_weights(folder), preprocessor, source)
     extra = model.config.extra
     extra.setdefault("name", Path(source).name if os.sep in source or Path(source).exists() else source)
     extra.update(_card_license(folder / CARD_NAME))
@@ -357,7 +361,9 @@ def _hub_file(repo_id: str, filename: str, f: _Fetch, optional: bool = False) ->
             )
         )
     except GatedRepoError as err:
-        raise CheckpointError(f"Hub repo {where} is gated: accept its terms on the Hub and log in (hf auth login)") from err
+        raise CheckpointError(
+            f"Hub repo {where} is gated: accept its terms on the Hub and log in (hf auth login)"
+        ) from err
     except RepositoryNotFoundError as err:
         raise CheckpointError(
             f"Hub repo {repo_id!r} not found at {constants.ENDPOINT} (revision {f.revision or 'main'}): check the "
@@ -393,7 +399,9 @@ def _probe(repo_id: str, filename: str, f: _Fetch) -> _Fetch:
     if f.local_files_only or offline():
         return f
     try:
-        get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=f.revision), token=f.token, timeout=_network_timeout())
+        get_hf_file_metadata(
+            hf_hub_url(repo_id, filename, revision=f.revision), token=f.token, timeout=_network_timeout()
+        )
     except Exception as err:
         if not _is_network_error(err):
             return f  # a missing repo, file or revision: the download says it in words
@@ -466,7 +474,10 @@ def _fetch_official(spec: CheckpointSpec, name: str, root: Path | None = None) -
             # One attempt; the timeout bounds connecting and each read (a stalled server fails, a slow one does not).
             with urllib.request.urlopen(spec.official_url, timeout=max(_network_timeout(), 30)) as response:  # noqa: S310
                 total = int(response.headers.get("Content-Length") or 0) or None
-                with tmp.open("wb") as fh, tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {target.name}") as bar:
+                with (
+                    tmp.open("wb") as fh,
+                    tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {target.name}") as bar,
+                ):
                     for block in iter(lambda: response.read(1 << 20), b""):
                         fh.write(block)
                         bar.update(len(block))

@@ -341,8 +341,9 @@ class SegModel(nn.Module):
         create_pr: bool = False,
         commit_description: str | None = None,
     ) -> str:
-        """Upload this model as a ``from_pretrained`` folder with its card to ``repo_id``; returns the commit URL
-        (the pull request's with ``create_pr``). The model is not changed.
+        """Upload this model as a ``from_pretrained`` folder with its card to ``repo_id``; the model is not changed.
+
+        Returns the commit URL (the pull request's with ``create_pr``); see :func:`segcore.hub.push_to_hub`.
         """
         from segcore.hub import push_to_hub
 

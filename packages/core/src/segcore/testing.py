@@ -326,9 +326,10 @@ def compare_compiled(
 
 
 def perturb_norms(model: nn.Module, seed: int = 0, scale: float = 0.3) -> nn.Module:
-    """Randomise every normalisation layer (affine weights, biases, BatchNorm running statistics), layer-scale
-    parameters (``gamma``, ``layer_scale_parameter``) and classifiers (``classifier``, ``conv_seg``) in place.
+    """Randomise norms, layer scales and classifiers in place, so that logits-match tests can see them.
 
+    Changes every normalisation layer (affine weights, biases, BatchNorm running statistics), layer-scale parameter
+    (``gamma``, ``layer_scale_parameter``) and classifier (``classifier``, ``conv_seg``).
     Freshly initialised norms are identities and classifiers near zero: a converter that drops or swaps them would
     still match. Returns the model.
     """

@@ -251,8 +251,10 @@ def build_from_transformers(
 
 
 def encoder_state_from_transformers(config: Mapping[str, Any], state: Mapping[str, Tensor], encoder: str) -> dict:
-    """Encoder weights (segcore keys of ``encoder``) from a transformers repo: a full segmentation model or an
-    encoder-only one such as ``nvidia/mit-b0`` (``SegformerForImageClassification``; its classifier is left out).
+    """Encoder weights (segcore keys of ``encoder``) from a transformers repo's config and state dict.
+
+    The repo may hold a full segmentation model or an encoder-only one such as ``nvidia/mit-b0``
+    (``SegformerForImageClassification``; its ImageNet classifier is left out).
     """
     model_type = config.get("model_type")
     prefix = _LAYOUTS[model_type].encoder_prefix if model_type in _LAYOUTS else ""
@@ -333,7 +335,10 @@ def upernet_head_from_transformers(cfg: Mapping[str, Any]) -> tuple[str, dict[st
     transformers' head has no dropout before the classifier; mmseg's (where these weights were trained) has 0.1,
     which is what a fine-tune uses. Inference is the same.
     """
-    return "upernet", {"channels": int(cfg.get("hidden_size", 512)), "pool_scales": tuple(cfg.get("pool_scales") or (1, 2, 3, 6))}
+    return "upernet", {
+        "channels": int(cfg.get("hidden_size", 512)),
+        "pool_scales": tuple(cfg.get("pool_scales") or (1, 2, 3, 6)),
+    }
 
 
 _CONVNEXT_RULES = [
@@ -365,7 +370,7 @@ def _rename(state_dict: Mapping[str, Tensor], rules: list[tuple[str, str]], what
 
 
 def convert_convnext(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """transformers ``ConvNextBackbone`` keys (``backbone.`` stripped) -> ``timm:convnext_*`` encoder keys."""
+    """Map transformers ``ConvNextBackbone`` keys (``backbone.`` stripped) -> ``timm:convnext_*`` encoder keys."""
     if all(k.startswith(("model.", "out_norms.")) for k in state_dict):
         return dict(state_dict)
     norms = {}
@@ -379,13 +384,15 @@ def convert_convnext(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def convert_upernet_head(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """transformers ``UperNetHead`` keys (``decode_head.`` stripped) -> core ``upernet`` keys."""
+    """Map transformers ``UperNetHead`` keys (``decode_head.`` stripped) -> core ``upernet`` keys."""
     out = {}
     for key, value in state_dict.items():
         new = re.sub(r"^classifier\.", "conv_seg.", key)
         new = re.sub(r"^psp_modules\.(\d+)\.1\.(conv|batch_norm)\.", r"psp_modules.\1.\2.", new)
         new = new.replace(".conv.", ".0.").replace(".batch_norm.", ".1.")
-        if not re.match(r"^(psp_modules\.\d+|bottleneck|lateral_convs\.\d+|fpn_convs\.\d+|fpn_bottleneck)\.[01]\.", new):
+        if not re.match(
+            r"^(psp_modules\.\d+|bottleneck|lateral_convs\.\d+|fpn_convs\.\d+|fpn_bottleneck)\.[01]\.", new
+        ):
             if not new.startswith("conv_seg."):
                 raise CheckpointError(f"upernet (transformers): key {key!r} not understood")
         out[new] = value

@@ -16,6 +16,14 @@ _SD_SRC = "Shi et al., SegDeformer, ECCV 2022; github.com/lygsbw/segdeformer@77f
 _MIT_PARAMS = {"b0": "3.3M", "b1": "13.2M", "b2": "24.2M", "b3": "44.1M", "b4": "60.8M", "b5": "81.4M"}
 _MIT_HASH = {"b0": "7e0fe6dd", "b1": "02e5a6a1", "b2": "66e8bf70", "b3": "13b1141c", "b4": "d588d980", "b5": "658746d9"}
 _MIT_LOG = {"b1": "44.12", "b2": "47.34", "b5": "50.34"}
+# MiT's ImageNet weights (and so every SegDeformer / SegFormer model trained from them) are NVIDIA's
+# (checkpoints.md §3.2, segdeformer.md header).
+_NVIDIA_LICENSE = {
+    "license": "other",
+    "license_name": "nvidia-source-code-license",
+    "license_note": "Non-commercial use only: the MiT weights are under the NVIDIA Source Code License "
+    "(github.com/NVlabs/SegFormer/blob/master/LICENSE).",
+}
 
 
 @hookimpl
@@ -51,7 +59,7 @@ def segcore_decoders() -> dict[str, ComponentSpec]:
             source=_SD_SRC,
             in_strides=PYRAMID_STRIDES,
             default_loss="segdeformer",
-        )
+        ),
     }
 
 
@@ -138,6 +146,7 @@ def segcore_checkpoints() -> dict[str, CheckpointSpec]:
             official_filename=fname,
             sha256=h,
             format="mmseg",
+            **_NVIDIA_LICENSE,
         )
     for v, miou in _MIT_LOG.items():
         out[f"segdeformer-mit-{v}-ade20k"] = CheckpointSpec(
@@ -151,6 +160,7 @@ def segcore_checkpoints() -> dict[str, CheckpointSpec]:
             metric=f"mIoU {miou} (ss, official training log log/segdeformer{v}.log.json)",
             eval_protocol=SEGDEFORMER_ADE20K_160K.eval,
             format="mmseg",
+            **_NVIDIA_LICENSE,
             manual_step=(
                 "The SegDeformer authors released configs and logs but no trained weights "
                 "(github.com/lygsbw/segdeformer README). Train with `segcore train --recipe segdeformer-ade20k-160k` "
