@@ -61,7 +61,7 @@ def test_upernet_convnext_from_the_hub_matches_transformers(upernet_repo, caplog
     assert cfg.mean == pytest.approx((127.5, 102.0, 76.5)) and cfg.std == pytest.approx((51.0, 63.75, 76.5))
     assert cfg.extra["converted_from"]["dropped"] == "8 auxiliary_head.* tensors"
     assert "auxiliary_head" in caplog.text and cfg.extra["license"] == "mit"
-    assert cfg.extra["base_model"] == "openmmlab-test/upernet-convnext"
+    assert cfg.extra["base_model"] == cfg.extra["name"] == "openmmlab-test/upernet-convnext"
     for h, w in SIZES:
         x = torch.randn(2, 3, h, w)
         ref = _reference_logits(reference, x)

@@ -267,9 +267,10 @@ def _load_transformers(folder: Path, data: dict[str, Any], map_location: str | t
     model_config_from_transformers(data, preprocessor)  # an unsupported model is said before reading its weights
     model = build_from_transformers(data, read_weights(folder), preprocessor, source)
     extra = model.config.extra
-    extra.setdefault("name", Path(source).name if os.sep in source or Path(source).exists() else source)
+    is_folder = Path(source).expanduser().exists()
+    extra.setdefault("name", Path(source).name if is_folder else source)
     extra.update(_card_license(folder / CARD_NAME))
-    if "/" in source and not Path(source).exists():
+    if not is_folder:  # a Hub repo id: the card's base_model
         extra["base_model"] = source.split("@")[0]
     return model.to(map_location)
 
