@@ -7,7 +7,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Every member of the workspace; pip resolves their dependencies (torch with torchvision, for timm) together.
 MEMBERS := packages/core packages/datasets ./cli $(filter-out packages/core/ packages/datasets/,$(sort $(dir $(wildcard packages/*/pyproject.toml))))
-# The dev install adds optional extras the tests use: segcore[onnx] for the ONNX export checks.
+# The dev install adds optional extras the tests use: segcore[onnx] for the ONNX export checks, and transformers,
+# which only the tests import (to make reference logits for the transformers converters; loading never needs it).
 DEV_MEMBERS := $(patsubst packages/core,'packages/core[onnx]',$(MEMBERS))
 STAMP := $(VENV)/.segcore-installed
 DEMO_DIR ?= runs/demo
@@ -17,7 +18,7 @@ DEMO_DIR ?= runs/demo
 $(STAMP): $(wildcard packages/*/pyproject.toml) cli/pyproject.toml pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install $(addprefix -e ,$(DEV_MEMBERS)) pytest pytest-xdist ruff hatchling
+	$(PY) -m pip install $(addprefix -e ,$(DEV_MEMBERS)) pytest pytest-xdist ruff hatchling transformers
 	touch $@
 
 install: $(STAMP)

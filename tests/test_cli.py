@@ -206,3 +206,36 @@ def test_train_dry_run_prints_the_resolved_run_and_writes_nothing(tmp_path: Path
         "train", "--encoder", "mscan-t", "--decoder", "ham", "--decoder-opt", "chanels=8", "--dry-run", check=False
     )
     assert bad.returncode == 2 and "did you mean 'channels'" in bad.stderr
+
+
+def test_eval_write_card_records_the_score_in_the_folder(tmp_path: Path):
+    from huggingface_hub import ModelCard
+
+    ds = segcore.build_dataset("synthetic-shapes", split="val")
+    model = segcore.build_model(
+        "timm:resnet18", "linear", len(ds.classes), decoder_options={"channels": 8}, class_names=list(ds.classes)
+    )
+    model.config.extra["dataset"] = "synthetic-shapes"
+    model.save_pretrained(tmp_path / "m")
+    out = run("eval", "--model", str(tmp_path / "m"), "--max-samples", "2", "--device", "cpu", "--json", "--write-card")
+    miou = json.loads(out.stdout)["mIoU"]
+    card = ModelCard.load(tmp_path / "m" / "README.md")
+    (result,) = card.data.eval_results
+    assert (result.metric_name, result.dataset_type) == ("mIoU (single scale)", "synthetic-shapes")
+    assert result.metric_value == pytest.approx(miou, abs=0.01)
+    assert (
+        json.loads((tmp_path / "m" / "config.json").read_text())["extra"]["eval_results"][0]["source"] == "segcore eval"
+    )
+
+
+def test_hub_push_takes_branch_message_and_pr(tmp_path: Path):
+    from segcore.testing import serve_hub
+
+    model = segcore.build_model("timm:resnet18", "linear", 3, decoder_options={"channels": 8})
+    model.save_pretrained(tmp_path / "m")
+    with serve_hub() as hub:
+        out = run("hub", "push", str(tmp_path / "m"), "--repo", "me/m", "--branch", "dev", "--commit-message", "hello")
+        pr = run("hub", "push", str(tmp_path / "m"), "--repo", "me/m", "--create-pr", "--token", "hf_x")
+    assert "/commit/" in out.stdout and "/discussions/" in pr.stdout
+    assert hub.branches == [("me/m", "dev")] and hub.commits[0]["summary"] == "hello"
+    assert hub.commits[1]["create_pr"] and "Bearer hf_x" in hub.authorizations

@@ -91,3 +91,12 @@ def test_readme_cli_quickstart_parses():
         if command:
             args = parser.parse_args(shlex.split(command)[1:])
             assert args.command
+
+
+def test_readme_hub_commands_parse():
+    parser = build_parser()
+    block = _block_starting("bash", "segcore convert --format transformers")
+    for line in block.strip().splitlines():
+        command = line.split("  #")[0].strip()
+        args = parser.parse_args(shlex.split(command)[1:])
+        assert callable(args.run), command

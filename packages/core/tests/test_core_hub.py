@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import os
+import stat
+import time
 import types
 
 import pytest
@@ -203,3 +207,244 @@ def test_manual_step_is_reported():
             segcore.SegModel.from_pretrained("tiny-upernet-test")
     finally:
         registry.unregister_plugin("ckpt-plugin")
+
+
+# ------------------------------------------------------------------------------ huggingface_hub conventions
+def test_revision_token_force_download_and_local_files_only(saved):
+    model, folder = saved
+    with serve_hub({"segcore-test/kw": folder}) as hub:
+        loaded = segcore.SegModel.from_pretrained("segcore-test/kw", revision="v1", token="hf_secret")
+        assert ("GET", "/segcore-test/kw/resolve/v1/model.safetensors") in hub.requests
+        assert "Bearer hf_secret" in hub.authorizations
+        hub.requests.clear()
+        segcore.SegModel.from_pretrained("segcore-test/kw", revision="v1", local_files_only=True)
+        assert hub.requests == []  # the cache only
+        segcore.SegModel.from_pretrained("segcore-test/kw", revision="v1", force_download=True)
+        assert ("GET", "/segcore-test/kw/resolve/v1/model.safetensors") in hub.requests
+    assert loaded.config == model.config
+
+
+def test_cache_dir_is_huggingface_home_or_segcore_cache(monkeypatch, tmp_path):
+    from segcore.hub import cache_dir
+
+    monkeypatch.delenv("SEGCORE_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert cache_dir() == tmp_path / "hf" / "segcore"
+    monkeypatch.delenv("HF_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "huggingface" / "segcore"
+    monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+
+
+def test_offline_uses_the_cache_and_says_how_to_get_what_is_missing(saved, monkeypatch):
+    model, folder = saved
+    with serve_hub({"segcore-test/off": folder}) as hub:
+        segcore.SegModel.from_pretrained("segcore-test/off")  # cached now
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        hub.requests.clear()
+        loaded = segcore.SegModel.from_pretrained("segcore-test/off")
+        tic = time.perf_counter()
+        with pytest.raises(segcore.NotCachedError) as err:
+            segcore.SegModel.from_pretrained("segcore-test/never-downloaded")
+        elapsed = time.perf_counter() - tic
+        assert hub.requests == []
+    text = str(err.value)
+    print(f"offline, not cached: {elapsed * 1000:.0f} ms: {text}")
+    assert "not cached" in text and "HF_HUB_OFFLINE=1" in text and "hf download segcore-test/never-downloaded" in text
+    assert elapsed < 2
+    assert loaded.config == model.config
+
+
+def test_offline_registered_name_never_downloads_the_official_file(saved, monkeypatch, tmp_path):
+    model, _ = saved
+    monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "cache"))
+    official = tmp_path / "official.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(official))
+    with serve_hub() as hub:
+        url = hub.add_file("official.safetensors", official)
+        spec = segcore.CheckpointSpec(
+            eval_protocol={"mode": "whole"},
+            repo_id="segcore-test/not-mirrored",
+            revision="main",
+            description="test",
+            encoder="timm:resnet18",
+            decoder="upernet",
+            num_classes=4,
+            decoder_options={"channels": 32},
+            official_url=url,
+            format="segcore",
+        )
+        registry.register_plugin(_checkpoint_plugin(spec), "ckpt-plugin")
+        try:
+            monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+            with pytest.raises(segcore.NotCachedError) as err:
+                segcore.SegModel.from_pretrained("tiny-upernet-test")
+            assert hub.requests == []
+            text = str(err.value)
+            assert "not cached" in text and url in text and "segcore convert --format segcore" in text
+            monkeypatch.delenv("HF_HUB_OFFLINE")
+            segcore.SegModel.from_pretrained("tiny-upernet-test")  # online: converted and cached
+            monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+            hub.requests.clear()
+            segcore.SegModel.from_pretrained("tiny-upernet-test")
+            assert hub.requests == []
+        finally:
+            registry.unregister_plugin("ckpt-plugin")
+
+
+@pytest.mark.parametrize("kind", ["refused", "silent"])
+def test_unreachable_endpoint_is_a_network_failure_within_seconds(kind, monkeypatch):
+    import socket
+
+    from huggingface_hub import constants
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    if kind == "refused":
+        listener.close()  # nothing listens: connection refused
+    else:
+        listener.listen(8)  # accepts connections and never answers
+    monkeypatch.setenv("SEGCORE_HUB_TIMEOUT", "1")
+    spec = segcore.CheckpointSpec(
+        eval_protocol={"mode": "whole"},
+        repo_id="segcore-test/unreachable",
+        revision="main",
+        description="t",
+        encoder="timm:resnet18",
+        decoder="upernet",
+        num_classes=4,
+        official_url="http://127.0.0.1:9/never-tried.pth",
+    )
+    registry.register_plugin(_checkpoint_plugin(spec), "ckpt-plugin")
+    try:
+        with serve_hub():
+            endpoint = f"http://127.0.0.1:{port}"
+            monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+            monkeypatch.setattr(
+                constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+            )
+            for name in ("segcore-test/any", "tiny-upernet-test"):
+                tic = time.perf_counter()
+                with pytest.raises(segcore.HubNetworkError, match="network failure") as err:
+                    segcore.SegModel.from_pretrained(name)
+                elapsed = time.perf_counter() - tic
+                print(f"{kind} endpoint, {name}: {elapsed:.2f} s: {err.value}")
+                assert elapsed < 3, elapsed
+    finally:
+        listener.close()
+        registry.unregister_plugin("ckpt-plugin")
+
+
+# ------------------------------------------------------------------------------------------------ model cards
+def test_cards_are_huggingface_model_cards_with_licence_and_model_index(saved, tmp_path):
+    from huggingface_hub import ModelCard
+    from segcore.cards import eval_result, is_segcore_card, with_eval_results
+    from segcore.hub import save_evaluated
+
+    model, _ = saved
+    model.config.extra.update({"dataset": "synthetic-shapes", "base_model": "segcore-test/base"})
+    try:
+        save_evaluated(
+            model, tmp_path / "m", {"mIoU": 41.234, "mAcc": 50.0, "aAcc": 80.0, "iter": 20}, {"mode": "whole"}
+        )
+        ms = eval_result({"mIoU": 43.5}, {"scales": (0.5, 1.0, 1.5), "flip": True}, "synthetic-shapes")
+        reloaded = segcore.SegModel.from_pretrained(tmp_path / "m")
+        config = with_eval_results(reloaded.config, ms)
+        config.extra.update(
+            {"license": "other", "license_name": "adelaidet-non-commercial", "license_note": "Non-commercial use only."}
+        )
+        segcore.hub.save_pretrained(reloaded, tmp_path / "m", config=config)
+    finally:
+        for key in ("dataset", "base_model"):
+            model.config.extra.pop(key)
+    text = (tmp_path / "m" / "README.md").read_text()
+    assert is_segcore_card(text)
+    card = ModelCard.load(tmp_path / "m" / "README.md")
+    data = card.data
+    assert (data.library_name, data.pipeline_tag) == ("segcore", "image-segmentation")
+    assert (data.license, data.license_name) == ("other", "adelaidet-non-commercial")
+    assert data.base_model == "segcore-test/base" and data.datasets == ["synthetic-shapes"]
+    values = {r.metric_name: (r.metric_value, r.metric_config, r.dataset_type) for r in data.eval_results}
+    assert values["mIoU (single scale)"][:1] == (41.23,) and "whole image" in values["mIoU (single scale)"][1]
+    assert values["mIoU (multi-scale + flip)"][0] == 43.5 and "flip" in values["mIoU (multi-scale + flip)"][1]
+    assert "Non-commercial use only" in card.text and "| synthetic-shapes | val | single scale | 41.23 |" in card.text
+
+
+def test_registered_checkpoint_card_states_the_licence(saved, monkeypatch, tmp_path):
+    from huggingface_hub import ModelCard
+
+    model, _ = saved
+    monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "cache"))
+    official = tmp_path / "official.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(official))
+    with serve_hub() as hub:
+        spec = segcore.CheckpointSpec(
+            eval_protocol={"mode": "whole"},
+            repo_id="segcore-test/not-mirrored",
+            revision="main",
+            description="test",
+            encoder="timm:resnet18",
+            decoder="upernet",
+            num_classes=4,
+            decoder_options={"channels": 32},
+            official_url=hub.add_file("official.safetensors", official),
+            format="segcore",
+            metric="mIoU 41.1 (ss)",
+            license="other",
+            license_name="nvidia-source-code-license",
+            license_note="Non-commercial use only (NVIDIA Source Code License).",
+        )
+        registry.register_plugin(_checkpoint_plugin(spec), "ckpt-plugin")
+        try:
+            segcore.SegModel.from_pretrained("tiny-upernet-test")
+        finally:
+            registry.unregister_plugin("ckpt-plugin")
+    card = ModelCard.load(tmp_path / "cache" / "converted" / "tiny-upernet-test" / "README.md")
+    assert card.data.license == "other" and card.data.license_name == "nvidia-source-code-license"
+    assert "Non-commercial use only" in card.text and "mIoU 41.1 (ss)" in card.text
+
+
+# ------------------------------------------------------------------------------- files that are not segcore's
+def test_save_never_replaces_a_users_files_and_respects_the_umask(saved, tmp_path):
+    model, _ = saved
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "README.md").write_text("# my notes\n")
+    old = os.umask(0o022)
+    try:
+        model.save_pretrained(folder)
+    finally:
+        os.umask(old)
+    assert (folder / "README.md").read_text() == "# my notes\n"
+    for name in ("config.json", "model.safetensors"):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o644, name
+    model.save_pretrained(tmp_path / "ours")
+    model.save_pretrained(tmp_path / "ours")  # segcore's own card and config are replaced
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text('{"model_type": "segformer"}')
+    with pytest.raises(CheckpointError, match=r"foreign/config.json exists and is not a segcore config"):
+        model.save_pretrained(foreign)
+    assert (foreign / "config.json").read_text() == '{"model_type": "segformer"}'
+    assert not (foreign / "model.safetensors").exists()
+
+
+# ------------------------------------------------------------------------------------------------------ push
+def test_push_takes_branch_message_pr_and_leaves_the_model_unchanged(saved):
+    from huggingface_hub import ModelCard
+
+    model, _ = saved
+    before = copy.deepcopy(model.config)
+    with serve_hub() as hub:
+        url = model.push_to_hub("segcore-test/pushed", revision="dev", commit_message="first", token="hf_tok")
+        pr = model.push_to_hub("segcore-test/pushed", create_pr=True, commit_message="second")
+        card = ModelCard.load(hub.repo_dir("segcore-test/pushed") / "README.md")
+    assert model.config == before
+    assert ("segcore-test/pushed", "dev") in hub.branches
+    first, second = hub.commits
+    assert (first["revision"], first["summary"], first["create_pr"]) == ("dev", "first", False)
+    assert (second["summary"], second["create_pr"]) == ("second", True) and "/discussions/" in pr
+    assert "/commit/" in url and "Bearer hf_tok" in hub.authorizations
+    assert 'from_pretrained("segcore-test/pushed")' in card.text and card.data.library_name == "segcore"

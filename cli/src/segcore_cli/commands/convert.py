@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from segcore_cli._common import NUM_CLASSES, add_component_options, parse_component_options, print_json
 
@@ -16,10 +17,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="convert an official checkpoint into a segcore model folder",
         description="Convert an official checkpoint (read safely: safetensors or torch.load(weights_only=True)) "
         "into a folder with config.json + model.safetensors + a model card. Name the model with --encoder/"
-        "--decoder/--num-classes, or give the official config's model part as JSON with --official-config.",
+        "--decoder/--num-classes, or give the official config's model part as JSON with --official-config. "
+        "With --format transformers, CHECKPOINT is a transformers folder or Hub repo id (SegFormer, UperNet + "
+        "ConvNeXt): the architecture, class names and normalisation come from its config.json and "
+        "preprocessor_config.json, and transformers need not be installed.",
     )
-    p.add_argument("checkpoint", type=Path, help="the official file (.pth, .bin or .safetensors)")
-    p.add_argument("--format", default="mmseg", help="official format (default: mmseg)")
+    p.add_argument(
+        "checkpoint",
+        type=Path,
+        help="the official file (.pth, .bin or .safetensors); with --format transformers a folder or Hub repo id",
+    )
+    p.add_argument("--format", default="mmseg", help="official format: mmseg (default), transformers, segcore")
+    p.add_argument("--revision", help="Hub revision (--format transformers with a repo id)")
     p.add_argument("--encoder", help="encoder name, e.g. mscan-t")
     p.add_argument("--decoder", help="decoder name, e.g. ham")
     p.add_argument("--num-classes", type=NUM_CLASSES, help="classes of the head")
@@ -39,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     """Convert and save."""
     import segcore
 
+    if args.format == "transformers":
+        model = _from_transformers(args)
+        return _finish(args, model)
     official = json.loads(args.official_config.read_text()) if args.official_config else None
     if official is not None and "config" in official and "backbone" not in official:
         official = official["config"]  # a fixture case.json
@@ -54,6 +66,30 @@ def run(args: argparse.Namespace) -> int:
         encoder_options=enc_opts,
         decoder_options=dec_opts,
     )
+    return _finish(args, model)
+
+
+def _from_transformers(args: argparse.Namespace) -> Any:
+    import segcore
+    from segcore.hub import CONFIG_NAME
+
+    if args.encoder or args.decoder or args.num_classes or args.official_config:
+        raise segcore.SegcoreError(
+            "--format transformers reads the architecture from the repo's config.json: drop --encoder, --decoder, "
+            "--num-classes and --official-config"
+        )
+    source = str(args.checkpoint)
+    local = Path(source).expanduser()
+    if local.is_dir():
+        from segcore.transformers_format import is_transformers_config
+
+        config = local / CONFIG_NAME
+        if config.is_file() and not is_transformers_config(json.loads(config.read_text() or "{}")):
+            raise segcore.SegcoreError(f"{config} is not a transformers config (it has no model_type)")
+    return segcore.SegModel.from_pretrained(source, revision=args.revision)
+
+
+def _finish(args: argparse.Namespace, model: Any) -> int:
     model.save_pretrained(args.out)
     summary = {
         "out": str(args.out),
@@ -66,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         print_json(summary)
     else:
         print(
-            f"converted {args.checkpoint.name} -> {args.out} ({summary['encoder']} + {summary['decoder']}, "
+            f"converted {args.checkpoint} -> {args.out} ({summary['encoder']} + {summary['decoder']}, "
             f"{summary['num_classes']} classes, {summary['params'] / 1e6:.3f} M parameters)"
         )
     return 0

@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_precision_option(p)
     p.add_argument("--dataset-opt", action="append", default=[], metavar="K=V", help="dataset option (repeat)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument(
+        "--write-card",
+        action="store_true",
+        help="record the result in the model folder (config.json and its model card's model-index); --model must "
+        "be a local folder segcore wrote",
+    )
     p.set_defaults(run=run)
 
 
@@ -109,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
     with precision(device, args.precision):
         result = evaluate(model, dataset, protocol, device=device, max_samples=args.max_samples, progress=not args.json)
 
+    if args.write_card:
+        _write_card(args.model, model, result, protocol, dataset_name, args.split, quiet=args.json)
+
     def num(v: float) -> float | None:
         return None if math.isnan(v) else round(v, 2)
 
@@ -143,3 +152,25 @@ def run(args: argparse.Namespace) -> int:
         f"{args.precision})"
     )
     return 0
+
+
+def _write_card(
+    folder: str, model: object, result: dict, protocol: object, dataset: str, split: str, quiet: bool
+) -> None:
+    """Add the result to a local model folder's config.json and regenerate its card (a user's README.md is kept)."""
+    from pathlib import Path
+
+    import segcore
+    from segcore.cards import eval_result, with_eval_results
+    from segcore.hub import save_pretrained
+
+    path = Path(folder).expanduser()
+    if not (path / "config.json").is_file():
+        raise segcore.SegcoreError(f"--write-card needs --model to be a local model folder; {folder!r} is not one")
+    entry = eval_result(result, protocol, dataset, split, source="segcore eval")
+    config = with_eval_results(model.config, entry)
+    save_pretrained(model.to("cpu"), path, config=config)
+    if not quiet:
+        print(
+            f"recorded mIoU {entry.get('mIoU')} ({'multi-scale' if entry['multi_scale'] else 'single scale'}) in {path}"
+        )

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from segcore.errors import (
     CheckpointError,
     ComponentClashError,
+    HubNetworkError,
+    NotCachedError,
     OptionsError,
     SegcoreError,
     UnknownComponentError,
@@ -62,6 +64,8 @@ __all__ = [
     "ComponentClashError",
     "WiringError",
     "CheckpointError",
+    "HubNetworkError",
+    "NotCachedError",
     *_LAZY,
 ]
 

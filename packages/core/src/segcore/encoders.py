@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from segcore.contracts import Encoder
@@ -17,7 +18,7 @@ from segcore.errors import OptionsError, SegcoreError
 from segcore.options import parse_options
 from segcore.specs import FeatureInfo
 
-__all__ = ["TimmEncoderOptions", "TimmEncoder", "timm_encoder"]
+__all__ = ["TimmEncoderOptions", "TimmEncoder", "ChannelLayerNorm", "timm_encoder"]
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,30 @@ class TimmEncoderOptions:
         img_size: nominal input size for models that need one at construction (ViTs); any size works at
             run time.
         in_chans: number of input channels.
+        size_divisor: the multiple inputs are padded to; ``None``: the largest stride. ``1`` runs a CNN at the
+            input size as mmseg and transformers do (strided convs floor, the decoder resizes the maps).
+        out_norm: ``"none"``, or ``"layernorm"``: a LayerNorm over channels on every returned map, as the
+            mmseg / transformers ConvNeXt and Swin backbones add (their ``norm{i}`` / ``hidden_states_norms``).
+        out_norm_eps: epsilon of those norms (ConvNeXt 1e-6, Swin 1e-5).
     """
 
     out_indices: tuple[int, ...] | None = None
     drop_path_rate: float = 0.0
     img_size: int | None = None
     in_chans: int = 3
+    size_divisor: int | None = None
+    out_norm: str = "none"
+    out_norm_eps: float = 1e-6
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW map (timm's ``LayerNorm2d``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shape: ``[B, C, H, W]`` -> ``[B, C, H, W]``."""
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps).permute(
+            0, 3, 1, 2
+        )
 
 
 class TimmEncoder(Encoder):
@@ -54,6 +73,11 @@ class TimmEncoder(Encoder):
         import timm
 
         opts = options or TimmEncoderOptions()
+        if isinstance(pretrained, str):
+            raise OptionsError(
+                f"timm:{model_name}: pretrained=True loads timm's own weights; another source ({pretrained!r}) is "
+                "not supported for timm encoders"
+            )
         if not timm.list_models(model_name) and model_name not in timm.list_pretrained(model_name + "*"):
             close = timm.list_models(f"*{model_name.split('.')[0][:6]}*")[:8]
             raise SegcoreError(
@@ -91,7 +115,19 @@ class TimmEncoder(Encoder):
             )
         self.feature_info = [FeatureInfo(int(c), int(r)) for c, r in zip(info.channels(), info.reduction())]
         self.model_name = model_name
-        self._divisor = self._find_size_divisor(opts.in_chans)
+        if opts.out_norm not in ("none", "layernorm"):
+            raise OptionsError(f"timm:{model_name}: out_norm must be 'none' or 'layernorm', got {opts.out_norm!r}")
+        self.out_norms = None
+        if opts.out_norm == "layernorm":
+            self.out_norms = nn.ModuleList(
+                ChannelLayerNorm(i.channels, eps=opts.out_norm_eps) for i in self.feature_info
+            )
+        if opts.size_divisor is not None:  # given: e.g. a converted transformers ConvNeXt runs unpadded
+            if opts.size_divisor < 1:
+                raise OptionsError(f"timm:{model_name}: size_divisor must be >= 1, got {opts.size_divisor}")
+            self._divisor = opts.size_divisor
+        else:  # found out with a forward pass, so after every submodule exists
+            self._divisor = self._find_size_divisor(opts.in_chans)
 
     @property
     def size_divisor(self) -> int:
@@ -137,6 +173,8 @@ class TimmEncoder(Encoder):
             if feat.ndim == 4 and feat.shape[1] != info.channels and feat.shape[-1] == info.channels:
                 feat = feat.permute(0, 3, 1, 2)  # NHWC output of some timm models
             out.append(feat.contiguous() if not feat.is_contiguous() else feat)
+        if self.out_norms is not None:
+            out = [norm(feat) for norm, feat in zip(self.out_norms, out)]
         return out
 
 

@@ -12,6 +12,8 @@ __all__ = [
     "ImageReadError",
     "ClassMismatchError",
     "EvaluationError",
+    "HubNetworkError",
+    "NotCachedError",
 ]
 
 
@@ -52,3 +54,11 @@ class ClassMismatchError(SegcoreError, ValueError):
 
 class EvaluationError(SegcoreError):
     """An evaluation that would score nothing (no samples, no labelled pixel): its metrics would be nan."""
+
+
+class HubNetworkError(CheckpointError):
+    """The Hub (or an official download URL) could not be reached: a network failure, not a missing model."""
+
+
+class NotCachedError(CheckpointError):
+    """Offline (``HF_HUB_OFFLINE=1`` or ``local_files_only=True``) and the model is not in the local cache."""

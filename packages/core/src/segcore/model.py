@@ -110,12 +110,13 @@ class SegModel(nn.Module):
         torch.Size([1, 3, 80, 96])
     """
 
-    def __init__(self, config: SegModelConfig, pretrained_encoder: bool = False, check: bool = True) -> None:
+    def __init__(self, config: SegModelConfig, pretrained_encoder: bool | str = False, check: bool = True) -> None:
         """Build the components named by ``config`` through the registry and check their wiring.
 
         Args:
             config: what to build.
-            pretrained_encoder: load the encoder's registered pretrained weights.
+            pretrained_encoder: load the encoder's registered pretrained weights; a string names where from (a
+                registered checkpoint, a Hub repo such as ``nvidia/mit-b0`` or a folder) for encoders that take one.
             check: run a tiny forward pass at build time so that a mismatch is reported in words.
         """
         super().__init__()
@@ -298,7 +299,10 @@ class SegModel(nn.Module):
 
     # ----------------------------------------------------------------------------------------------------- saving
     def save_pretrained(self, save_directory: str | Path, model_card: str | None = None) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` to ``save_directory``."""
+        """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` to ``save_directory``.
+
+        Files segcore did not write are never replaced (see :func:`segcore.hub.save_pretrained`).
+        """
         from segcore.hub import save_pretrained
 
         return save_pretrained(self, save_directory, model_card=model_card)
@@ -310,17 +314,32 @@ class SegModel(nn.Module):
         revision: str | None = None,
         cache_dir: str | Path | None = None,
         map_location: str | torch.device = "cpu",
+        *,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
     ) -> SegModel:
         """Load a model from a local folder, a Hub repo id or a registered checkpoint name.
 
-        Loading is strict: missing, unexpected or mis-shaped tensors raise a report grouped by module.
+        segcore folders and repos load strictly (missing, unexpected or mis-shaped tensors raise a report grouped
+        by module); transformers SegFormer and UperNet + ConvNeXt repos are converted on the fly. The keywords
+        behave as in huggingface_hub, and ``HF_HUB_OFFLINE=1`` is honoured (see :func:`segcore.hub.from_pretrained`).
 
         Example:
             >>> model = segcore.SegModel.from_pretrained("segnext-b-ade20k")  # doctest: +SKIP
+            >>> model = segcore.SegModel.from_pretrained("nvidia/segformer-b0-finetuned-ade-512-512")  # doctest: +SKIP
         """
         from segcore.hub import from_pretrained
 
-        return from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir, map_location=map_location)
+        return from_pretrained(
+            name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            map_location=map_location,
+            token=token,
+            local_files_only=local_files_only,
+            force_download=force_download,
+        )
 
     def push_to_hub(
         self,
@@ -329,12 +348,24 @@ class SegModel(nn.Module):
         commit_message: str = "Upload segcore model",
         token: str | None = None,
         revision: str | None = None,
+        create_pr: bool = False,
+        commit_description: str | None = None,
     ) -> str:
-        """Upload this model as a ``from_pretrained`` folder to the Hub repo ``repo_id``; returns the commit URL."""
+        """Upload this model as a ``from_pretrained`` folder with its card to ``repo_id``; the model is not changed.
+
+        Returns the commit URL (the pull request's with ``create_pr``); see :func:`segcore.hub.push_to_hub`.
+        """
         from segcore.hub import push_to_hub
 
         return push_to_hub(
-            self, repo_id, private=private, commit_message=commit_message, token=token, revision=revision
+            self,
+            repo_id,
+            private=private,
+            commit_message=commit_message,
+            token=token,
+            revision=revision,
+            create_pr=create_pr,
+            commit_description=commit_description,
         )
 
 
@@ -367,7 +398,7 @@ def build_model(
     num_classes: int,
     encoder_options: Mapping[str, Any] | None = None,
     decoder_options: Mapping[str, Any] | None = None,
-    pretrained_encoder: bool = False,
+    pretrained_encoder: bool | str = False,
     pair_defaults: bool = True,
     **config: Any,
 ) -> SegModel:
@@ -383,7 +414,8 @@ def build_model(
         num_classes: number of classes.
         encoder_options: encoder options (validated).
         decoder_options: decoder options (validated).
-        pretrained_encoder: load the encoder's pretrained weights.
+        pretrained_encoder: load the encoder's pretrained weights; a string names where from (a registered
+            checkpoint, a Hub repo such as ``nvidia/mit-b2`` or a folder; MiT encoders).
         pair_defaults: apply the options of the registered paper pair of ``encoder`` + ``decoder``, if any.
         **config: other :class:`SegModelConfig` fields (``class_names``, ``mean``, ``loss``, ...).
 

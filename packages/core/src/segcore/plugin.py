@@ -80,7 +80,18 @@ def segcore_converters() -> dict[str, ConverterSpec]:
             components=("*",),
             convert="segcore.convert:identity",
             description="segcore state dicts (already converted)",
-        )
+        ),
+        # transformers UperNet repos with a ConvNeXt backbone (segcore.transformers_format).
+        "core-transformers": ConverterSpec(
+            format="transformers",
+            components=("timm:convnext*", "upernet"),
+            convert="segcore.transformers_format:convert_core",
+            official_types={
+                "convnext": "segcore.transformers_format:convnext_from_transformers",
+                "UperNetHead": "segcore.transformers_format:upernet_head_from_transformers",
+            },
+            description="transformers UperNet + ConvNeXt repos (config.json + safetensors) onto timm + upernet",
+        ),
     }
 
 

@@ -192,6 +192,10 @@ class CheckpointSpec:
         decoder_options: decoder options the official model uses.
         model_config: further :class:`~segcore.SegModelConfig` fields of the official model (``mean`` and
             ``std`` when it was not trained with ImageNet statistics, ``class_names``, ``palette``, ``eval``).
+        license: the weights' licence as a Hub licence id (``"apache-2.0"``, or ``"other"`` with
+            ``license_name``); empty when the source states none. The model card carries it.
+        license_name: the licence's name when ``license`` is ``"other"`` (``"adelaidet-non-commercial"``).
+        license_note: one sentence for the card on what the licence allows (``"non-commercial use only"``).
     """
 
     repo_id: str
@@ -212,6 +216,9 @@ class CheckpointSpec:
     encoder_options: Mapping[str, Any] = field(default_factory=dict)
     decoder_options: Mapping[str, Any] = field(default_factory=dict)
     model_config: Mapping[str, Any] = field(default_factory=dict)
+    license: str = ""
+    license_name: str = ""
+    license_note: str = ""
 
     def __post_init__(self) -> None:
         """Parse the eval protocol strictly; a model checkpoint must carry one."""

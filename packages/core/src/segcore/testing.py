@@ -4,7 +4,8 @@
 through ``/resolve/``, repo info, and uploads of small files through ``preupload``/``commit``), so
 ``from_pretrained`` and ``push_to_hub`` are tested without a network. It also serves plain files under
 ``/files/<name>`` to stand in for official download URLs. :func:`compare_compiled` runs a model compiled
-and eagerly on the same inputs, for each package's compile tests.
+and eagerly on the same inputs, for each package's compile tests. :func:`perturb_norms` moves every norm
+away from its initial identity, so that logits-match tests notice a norm that is skipped or misplaced.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["serve_hub", "LocalHub", "compare_compiled"]
+__all__ = ["serve_hub", "LocalHub", "compare_compiled", "perturb_norms"]
 
 _REVISION_SHA = "0" * 40
 
@@ -38,6 +39,10 @@ class LocalHub:
         root: directory holding one sub-folder per repo (``root/<org>/<name>/``) and ``root/_files/``.
         endpoint: the base URL (``http://127.0.0.1:<port>``).
         requests: every ``(method, path)`` served, for assertions.
+        authorizations: the ``Authorization`` header of each request (``None`` when absent), in order.
+        commits: one dict per commit: ``repo``, ``revision``, ``summary``, ``description``, ``create_pr``, ``files``.
+        branches: ``(repo, branch)`` of every branch created.
+        pull_requests: one dict per pull request opened (``repo``, ``title``, ``description``).
     """
 
     def __init__(self, root: Path, endpoint: str = "") -> None:
@@ -45,6 +50,10 @@ class LocalHub:
         self.root = root
         self.endpoint = endpoint
         self.requests: list[tuple[str, str]] = []
+        self.authorizations: list[str | None] = []
+        self.commits: list[dict] = []
+        self.branches: list[tuple[str, str]] = []
+        self.pull_requests: list[dict] = []
 
     def add_repo(self, repo_id: str, folder: str | Path) -> None:
         """Copy ``folder`` in as repo ``repo_id``."""
@@ -129,6 +138,7 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802
             path = unquote(urlsplit(self.path).path)
             hub.requests.append((self.command, path))
+            hub.authorizations.append(self.headers.get("Authorization"))
             parts = [p for p in path.split("/") if p]
             if parts[:1] == ["files"]:
                 target = hub.root / "_files" / "/".join(parts[1:])
@@ -137,6 +147,22 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, target.read_bytes(), {"Content-Type": "application/octet-stream"})
             if "resolve" in parts:
                 return self._resolve(parts)
+            if parts[:2] == ["api", "models"] and len(parts) >= 4 and parts[-2] == "discussions":
+                num = int(parts[-1])
+                pr = hub.pull_requests[num - 1]
+                return self._json(
+                    {
+                        "num": num,
+                        "title": pr.get("title", ""),
+                        "status": "open",
+                        "createdAt": "2024-01-01T00:00:00.000Z",
+                        "repo": {"name": pr["repo"], "type": "model"},
+                        "isPullRequest": True,
+                        "events": [],
+                        "changes": {"base": "refs/heads/main"},
+                        "filesWithConflicts": [],
+                    }
+                )
             if parts[:2] == ["api", "models"]:
                 repo_parts = parts[2:]
                 if "revision" in repo_parts:
@@ -145,10 +171,20 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             self._error(404, "NotFound", f"{path} not served")
 
         def do_POST(self) -> None:  # noqa: N802
-            path = unquote(urlsplit(self.path).path)
+            url = urlsplit(self.path)
+            path = unquote(url.path)
             hub.requests.append((self.command, path))
+            hub.authorizations.append(self.headers.get("Authorization"))
             parts = [p for p in path.split("/") if p]
             body = self._body()
+            if parts[:2] == ["api", "models"] and parts[-1] == "discussions":  # a pull request (create_pr)
+                repo_id = "/".join(parts[2:-1])
+                hub.pull_requests.append({"repo": repo_id, **json.loads(body or b"{}")})
+                return self._json({"num": len(hub.pull_requests)})
+            if parts[:2] == ["api", "models"] and "branch" in parts:
+                i = parts.index("branch")
+                hub.branches.append(("/".join(parts[2:i]), "/".join(parts[i + 1 :])))
+                return self._json({})
             if parts == ["api", "validate-yaml"]:
                 return self._json({"errors": [], "warnings": []})
             if parts == ["api", "repos", "create"]:
@@ -164,22 +200,31 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                     {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
                 )
             if parts[:2] == ["api", "models"] and "commit" in parts:
-                repo_id = "/".join(parts[2 : parts.index("commit")])
+                i = parts.index("commit")
+                repo_id = "/".join(parts[2:i])
                 repo = hub.repo_dir(repo_id)
+                create_pr = "create_pr=1" in (url.query or "") or "refs/pr/" in "/".join(parts[i + 1 :])
+                commit = {"repo": repo_id, "revision": "/".join(parts[i + 1 :]), "create_pr": create_pr, "files": []}
                 for line in body.splitlines():
                     item = json.loads(line)
+                    if item.get("key") == "header":
+                        commit["summary"] = item["value"].get("summary")
+                        commit["description"] = item["value"].get("description")
                     if item.get("key") == "file":
                         value = item["value"]
+                        commit["files"].append(value["path"])
                         target = repo / value["path"]
                         target.parent.mkdir(parents=True, exist_ok=True)
                         target.write_bytes(base64.b64decode(value["content"]))
-                return self._json(
-                    {
-                        "commitUrl": f"{hub.endpoint}/{repo_id}/commit/{_REVISION_SHA}",
-                        "commitOid": _REVISION_SHA,
-                        "success": True,
-                    }
-                )
+                hub.commits.append(commit)
+                answer = {
+                    "commitUrl": f"{hub.endpoint}/{repo_id}/commit/{_REVISION_SHA}",
+                    "commitOid": _REVISION_SHA,
+                    "success": True,
+                }
+                if create_pr:
+                    answer["pullRequestUrl"] = f"{hub.endpoint}/{repo_id}/discussions/{len(hub.commits)}"
+                return self._json(answer)
             self._error(404, "NotFound", f"{path} not served")
 
     return Handler
@@ -278,3 +323,40 @@ def compare_compiled(
             results.append((float((got - ref).abs().max()), float(ref.abs().max())))
     torch.compiler.reset()
     return results
+
+
+def perturb_norms(model: nn.Module, seed: int = 0, scale: float = 0.3) -> nn.Module:
+    """Randomise norms, layer scales and classifiers in place, so that logits-match tests can see them.
+
+    Changes every normalisation layer (affine weights, biases, BatchNorm running statistics), layer-scale parameter
+    (``gamma``, ``layer_scale_parameter``) and classifier (``classifier``, ``conv_seg``).
+    Freshly initialised norms are identities and classifiers near zero: a converter that drops or swaps them would
+    still match. Returns the model.
+    """
+    import torch
+    from torch import nn
+
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(t: torch.Tensor) -> torch.Tensor:
+        return torch.randn(t.shape, generator=g, dtype=torch.float32).to(t.dtype)
+
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+            is_norm = isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)) or (
+                "norm" in type(module).__name__.lower() and isinstance(weight, torch.Tensor) and weight.ndim == 1
+            )
+            if is_norm and isinstance(weight, torch.Tensor):
+                weight.copy_(1 + scale * rand(weight))
+                if isinstance(bias, torch.Tensor):
+                    bias.copy_(scale * rand(bias))
+            if isinstance(module, nn.modules.batchnorm._NormBase) and module.running_mean is not None:
+                module.running_mean.copy_(scale * rand(module.running_mean))
+                module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=g))
+            if name.split(".")[-1] in ("classifier", "conv_seg") and isinstance(weight, torch.Tensor):
+                weight.copy_(rand(weight) / weight[0].numel() ** 0.5)
+        for name, param in model.named_parameters():
+            if name.split(".")[-1] in ("gamma", "layer_scale_parameter"):
+                param.copy_(scale * rand(param))
+    return model

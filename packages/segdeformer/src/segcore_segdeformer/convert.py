@@ -6,6 +6,9 @@ Formats read (``checkpoints.md`` §4):
 * NVlabs ImageNet MiT (B-nv): ``patch_embed{n}``, ``block{n}.{j}.attn.q`` / ``attn.kv`` ...
 * Hugging Face transformers Segformer / MiT (E): ``segformer.encoder.patch_embeddings.{s}`` ...
 * the ``decode_head.`` part of a SegDeformer (``SegDeformerHead3``) mmseg checkpoint (spec §6).
+* transformers ``SegformerForSemanticSegmentation`` (format ``transformers``): MiT as above and the released
+  SegFormer head (``decode_head.linear_c`` ...) onto the ``segformer`` decoder; ``segformer_from_transformers``
+  and ``segformer_head_from_transformers`` read the architecture from its ``config.json``.
 
 An already converted dict passes unchanged. Unknown keys raise :class:`segcore.errors.CheckpointError`.
 """
@@ -28,6 +31,10 @@ __all__ = [
     "mit_from_official",
     "segdeformer_from_official",
     "segformer_from_official",
+    "convert_transformers",
+    "convert_segformer_decode_head",
+    "segformer_from_transformers",
+    "segformer_head_from_transformers",
 ]
 
 _Rules = list[tuple[str, str]]
@@ -248,3 +255,75 @@ def segformer_from_official(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]
     if tuple(cfg.get("in_index", (0, 1, 2, 3))) != (0, 1, 2, 3):
         raise CheckpointError("SegformerHead: only in_index=(0, 1, 2, 3) maps onto core's mlp decoder")
     return "mlp", {"channels": int(cfg.get("channels", 256)), "dropout": float(cfg.get("dropout_ratio", 0.1))}
+
+
+# transformers SegformerDecodeHead -> segcore_segdeformer.segformer.SegFormerHead.
+_SEGFORMER_HF: _Rules = [
+    (r"^linear_c\.(\d+)\.proj\.", r"linear_c.\1."),
+    (r"^linear_fuse\.", "linear_fuse.0."),
+    (r"^batch_norm\.", "linear_fuse.1."),
+    (r"^classifier\.", "conv_seg."),
+]
+_SEGFORMER_OURS = re.compile(r"^(linear_c\.\d+\.(weight|bias)$|linear_fuse\.[01]\.|conv_seg\.)")
+
+
+def convert_segformer_decode_head(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Convert a transformers ``SegformerDecodeHead`` state dict (``decode_head.`` stripped) to ``segformer`` keys."""
+    keys = list(state_dict)
+    if keys and all(_SEGFORMER_OURS.match(k) for k in keys):
+        return dict(state_dict)
+    return _rename(state_dict, _SEGFORMER_HF, "segformer")
+
+
+def convert_transformers(component: str, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Entry point of the ``transformers`` converters: ``mit-*`` encoders and the ``segformer`` decoder."""
+    if component.startswith("mit-"):
+        return convert_mit(state_dict)
+    if component == "segformer":
+        return convert_segformer_decode_head(state_dict)
+    raise CheckpointError(f"segdeformer transformers converter: unknown component {component!r}")
+
+
+def _check_hf(cfg: Mapping[str, Any], key: str, expected: Any) -> None:
+    value = cfg.get(key, expected)
+    if (list(value) if isinstance(value, (list, tuple)) else value) != expected:
+        raise CheckpointError(f"segformer config: {key}={value!r} is not supported (segcore's MiT has {expected!r})")
+
+
+def segformer_from_transformers(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A transformers ``SegformerConfig`` (``model_type: segformer``) -> ``("mit-bX", options)``, all spelled out.
+
+    transformers builds every LayerNorm of the encoder with PyTorch's default epsilon (1e-5), mmseg with 1e-6: the
+    options say 1e-5 so that the outputs match transformers'.
+    """
+    _check_hf(cfg, "num_channels", 3)
+    _check_hf(cfg, "num_encoder_blocks", 4)
+    _check_hf(cfg, "strides", [4, 2, 2, 2])
+    _check_hf(cfg, "hidden_act", "gelu")
+    _check_hf(cfg, "reshape_last_stage", True)
+    ratios = set(cfg.get("mlp_ratios", [4, 4, 4, 4]))
+    if len(ratios) != 1:
+        raise CheckpointError(f"segformer config: mlp_ratios {cfg['mlp_ratios']} differ per stage; MiT has one ratio")
+    dims = tuple(int(d) for d in cfg.get("hidden_sizes", (32, 64, 160, 256)))
+    depths = tuple(int(d) for d in cfg.get("depths", (2, 2, 2, 2)))
+    options = {
+        "embed_dims": dims,
+        "depths": depths,
+        "num_heads": tuple(int(h) for h in cfg.get("num_attention_heads", (1, 2, 5, 8))),
+        "sr_ratios": tuple(int(r) for r in cfg.get("sr_ratios", (8, 4, 2, 1))),
+        "patch_sizes": tuple(int(p) for p in cfg.get("patch_sizes", (7, 3, 3, 3))),
+        "mlp_ratio": int(ratios.pop()),
+        "drop_path_rate": float(cfg.get("drop_path_rate", 0.1)),
+        "drop_rate": float(cfg.get("hidden_dropout_prob", 0.0)),
+        "attn_drop_rate": float(cfg.get("attention_probs_dropout_prob", 0.0)),
+        "norm_eps": 1e-5,
+    }
+    return _mit_variant(dims[0], depths), options
+
+
+def segformer_head_from_transformers(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A transformers ``SegformerConfig`` -> ``("segformer", options)`` of its decode head."""
+    return "segformer", {
+        "channels": int(cfg.get("decoder_hidden_size", 256)),
+        "dropout": float(cfg.get("classifier_dropout_prob", 0.1)),
+    }

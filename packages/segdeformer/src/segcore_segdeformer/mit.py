@@ -261,42 +261,45 @@ VARIANTS = {
 }
 
 
-def _build(variant: str, pretrained: bool, options: dict[str, object]) -> MixVisionTransformer:
+def _build(variant: str, pretrained: bool | str, options: dict[str, object]) -> MixVisionTransformer:
     name = f"mit-{variant}"
     opts = parse_options(MiTOptions, {**VARIANTS[variant], **options}, component=name)
     model = MixVisionTransformer(opts)
     if pretrained:
         from segcore.hub import load_pretrained_encoder_state
 
-        model.load_state_dict(load_pretrained_encoder_state(f"{name}-imagenet"))
+        # True: the registered ImageNet weights; a string: a registered name, a Hub repo (the transformers MiT
+        # encoders nvidia/mit-b0 ... b5 included) or a folder.
+        source = pretrained if isinstance(pretrained, str) else f"{name}-imagenet"
+        model.load_state_dict(load_pretrained_encoder_state(source, encoder=name))
     return model
 
 
-def mit_b0(pretrained: bool = False, **options: object) -> MixVisionTransformer:
+def mit_b0(pretrained: bool | str = False, **options: object) -> MixVisionTransformer:
     """MiT-B0 (3.3 M params): widths 32/64/160/256, depths 2/2/2/2."""
     return _build("b0", pretrained, options)
 
 
-def mit_b1(pretrained: bool = False, **options: object) -> MixVisionTransformer:
+def mit_b1(pretrained: bool | str = False, **options: object) -> MixVisionTransformer:
     """MiT-B1 (13.2 M params): widths 64/128/320/512, depths 2/2/2/2."""
     return _build("b1", pretrained, options)
 
 
-def mit_b2(pretrained: bool = False, **options: object) -> MixVisionTransformer:
+def mit_b2(pretrained: bool | str = False, **options: object) -> MixVisionTransformer:
     """MiT-B2 (24.2 M params): depths 3/4/6/3."""
     return _build("b2", pretrained, options)
 
 
-def mit_b3(pretrained: bool = False, **options: object) -> MixVisionTransformer:
+def mit_b3(pretrained: bool | str = False, **options: object) -> MixVisionTransformer:
     """MiT-B3 (44.1 M params): depths 3/4/18/3."""
     return _build("b3", pretrained, options)
 
 
-def mit_b4(pretrained: bool = False, **options: object) -> MixVisionTransformer:
+def mit_b4(pretrained: bool | str = False, **options: object) -> MixVisionTransformer:
     """MiT-B4 (60.8 M params): depths 3/8/27/3."""
     return _build("b4", pretrained, options)
 
 
-def mit_b5(pretrained: bool = False, **options: object) -> MixVisionTransformer:
+def mit_b5(pretrained: bool | str = False, **options: object) -> MixVisionTransformer:
     """MiT-B5 (81.4 M params): depths 3/6/40/3."""
     return _build("b5", pretrained, options)

@@ -16,6 +16,14 @@ _SD_SRC = "Shi et al., SegDeformer, ECCV 2022; github.com/lygsbw/segdeformer@77f
 _MIT_PARAMS = {"b0": "3.3M", "b1": "13.2M", "b2": "24.2M", "b3": "44.1M", "b4": "60.8M", "b5": "81.4M"}
 _MIT_HASH = {"b0": "7e0fe6dd", "b1": "02e5a6a1", "b2": "66e8bf70", "b3": "13b1141c", "b4": "d588d980", "b5": "658746d9"}
 _MIT_LOG = {"b1": "44.12", "b2": "47.34", "b5": "50.34"}
+# MiT's ImageNet weights (and so every SegDeformer / SegFormer model trained from them) are NVIDIA's
+# (checkpoints.md §3.2, segdeformer.md header).
+_NVIDIA_LICENSE = {
+    "license": "other",
+    "license_name": "nvidia-source-code-license",
+    "license_note": "Non-commercial use only: the MiT weights are under the NVIDIA Source Code License "
+    "(github.com/NVlabs/SegFormer/blob/master/LICENSE).",
+}
 
 
 @hookimpl
@@ -35,8 +43,15 @@ def segcore_encoders() -> dict[str, ComponentSpec]:
 
 @hookimpl
 def segcore_decoders() -> dict[str, ComponentSpec]:
-    """Register the SegDeformer head."""
+    """Register the SegDeformer head and SegFormer's own head."""
     return {
+        "segformer": ComponentSpec(
+            factory=f"{_PKG}.segformer:segformer",
+            options=f"{_PKG}.segformer:SegFormerHeadOptions",
+            description="SegFormer's released head: per-level linear, upsample, fuse (conv+BN+ReLU), classify",
+            source=_MIT_SRC + "; transformers SegformerDecodeHead",
+            in_strides=PYRAMID_STRIDES,
+        ),
         "segdeformer": ComponentSpec(
             factory=f"{_PKG}.head:segdeformer",
             options=f"{_PKG}.head:SegDeformerOptions",
@@ -44,7 +59,7 @@ def segcore_decoders() -> dict[str, ComponentSpec]:
             source=_SD_SRC,
             in_strides=PYRAMID_STRIDES,
             default_loss="segdeformer",
-        )
+        ),
     }
 
 
@@ -114,6 +129,19 @@ def segcore_converters() -> dict[str, ConverterSpec]:
             official_types={"SegformerHead": f"{_PKG}.convert:segformer_from_official"},
             description="mmseg SegformerHead checkpoints onto core's mlp decoder",
         ),
+        # transformers SegFormer repos (``model_type: segformer``): MiT + the released head, and the Hub's MiT
+        # ImageNet encoders (``nvidia/mit-b*``). Keys of ``official_types``: the transformers model type of the
+        # encoder part and the class name of the head (see segcore.transformers_format).
+        "segformer-transformers": ConverterSpec(
+            format="transformers",
+            components=("mit-*", "segformer"),
+            convert=f"{_PKG}.convert:convert_transformers",
+            official_types={
+                "segformer": f"{_PKG}.convert:segformer_from_transformers",
+                "SegformerDecodeHead": f"{_PKG}.convert:segformer_head_from_transformers",
+            },
+            description="transformers SegFormer / MiT repos (config.json + safetensors) onto mit-* + segformer",
+        ),
     }
 
 
@@ -134,6 +162,7 @@ def segcore_checkpoints() -> dict[str, CheckpointSpec]:
             official_filename=fname,
             sha256=h,
             format="mmseg",
+            **_NVIDIA_LICENSE,
         )
     for v, miou in _MIT_LOG.items():
         out[f"segdeformer-mit-{v}-ade20k"] = CheckpointSpec(
@@ -147,6 +176,7 @@ def segcore_checkpoints() -> dict[str, CheckpointSpec]:
             metric=f"mIoU {miou} (ss, official training log log/segdeformer{v}.log.json)",
             eval_protocol=SEGDEFORMER_ADE20K_160K.eval,
             format="mmseg",
+            **_NVIDIA_LICENSE,
             manual_step=(
                 "The SegDeformer authors released configs and logs but no trained weights "
                 "(github.com/lygsbw/segdeformer README). Train with `segcore train --recipe segdeformer-ade20k-160k` "

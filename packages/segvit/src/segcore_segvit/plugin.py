@@ -150,6 +150,11 @@ def _ckpt(
         decoder_options={"img_size": img},
         # The ViT-L configs normalise with mean = std = 127.5 (spec §2.1); the ViT-B one with ImageNet's.
         model_config=_VIT_L_NORM if encoder.startswith("vit-l16") else {},
+        # The licence tag of the Hub repo the weights come from (checkpoints.md §2.1).
+        license="other",
+        license_name="adelaidet-non-commercial",
+        license_note="Non-commercial use only: the official SegViT weights (Akide/SegViTv1) carry the AdelaiDet "
+        "non-commercial licence.",
     )
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from segcore.errors import EvaluationError
+from segcore.hub import save_evaluated
 from segcore.settings import EvalProtocol
 from segcore.train.checkpointing import STATE_FILE, list_checkpoints, replace_folder, save_atomic, storage_error
 from segcore.train.data import Batches, Sampler, Samples, check_splits, loader, train_transform
@@ -398,7 +399,8 @@ class _Loop:
                 accelerator.end_training()
         accelerator.wait_for_everyone()
         if self.main:
-            self._write(self.out, lambda: self._eval_model().save_pretrained(self.out))
+            final = self._eval_model()  # its card and config carry the last validation scores
+            self._write(self.out, lambda: save_evaluated(final, self.out, self.metrics_file, self.parts.protocol))
             if self.metrics_file.exists():
                 plot_curves(self.metrics_file, self.out / "curves.png")
         accelerator.wait_for_everyone()
@@ -510,7 +512,8 @@ class _Loop:
         if summary["mIoU"] > self.best:
             self.best = summary["mIoU"]
             if self.main:  # written aside and swapped in: a failed write keeps the previous best/
-                replace_folder(self.out / "best", model.save_pretrained)
+                scores = {**summary, "iter": iteration}
+                replace_folder(self.out / "best", lambda folder: save_evaluated(model, folder, scores, parts.protocol))
         if self.main:
             plot_curves(self.metrics_file, self.out / "curves.png")
 
