@@ -68,6 +68,7 @@ FIRST_PARTY: dict[str, str] = {
     **{n: "segcore-segvit" for n in ("vit-b16", "vit-l16", "vit-b16-shrunk", "vit-l16-shrunk", "atm", "atm-shrunk")},
     **{f"mit-b{i}": "segcore-segdeformer" for i in range(6)},
     "segdeformer": "segcore-segdeformer",
+    "segformer": "segcore-segdeformer",
     **{
         n: "segcore-datasets"
         for n in (
