@@ -241,7 +241,8 @@ def format_plan(plan: dict) -> str:
         f"  source        {recipe['source']}",
         f"dataset         {data['name']} (root {data['root'] or '-'}), {data.get('num_classes', '?')} classes"
         + (f"  [{data['error']}]" if "error" in data else f", {data['train_samples']} training images"),
-        f"model           {model['encoder']} + {model['decoder']}, {model['num_classes'] or '?'} classes, "
+        f"model           {model['encoder'] or '(M)'} + {model['decoder'] or '(M)'}, "
+        f"{model['num_classes'] or '?'} classes, "
         f"pretrained encoder: {'yes' if model['pretrained_encoder'] else 'no'}",
         f"  encoder       {_kv(model['encoder_options'])}",
         f"  decoder       {_kv(model['decoder_options'])}",

@@ -304,6 +304,7 @@ def _resolve(settings: TrainSettings, fetch: bool, data: bool) -> ResolvedRun:
     s.encoder = s.encoder or model.encoder
     s.decoder = s.decoder or model.decoder
     if s.init_from is not None and init is None:  # a dry run with a Hub model: its config is not fetched
+        s.encoder, s.decoder = settings.encoder, settings.decoder
         s.pretrained_encoder = False
     elif not s.encoder or not s.decoder:
         raise TrainingError("give --encoder and --decoder (the recipe does not name a model)")
