@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import shlex
 import sys
@@ -100,3 +101,59 @@ def test_readme_hub_commands_parse():
         command = line.split("  #")[0].strip()
         args = parser.parse_args(shlex.split(command)[1:])
         assert callable(args.run), command
+
+
+def _tiny_data(root: Path, classes: tuple[str, ...]) -> None:
+    """``pets`` (a folder) and ``pets-parquet`` (parquet shards for ``hf:``) with the same small images."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    (root / "pets").mkdir()
+    (root / "pets" / "classes.txt").write_text("\n".join(classes) + "\n")
+    features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
+    for split, hf_split in (("train", "train"), ("val", "validation")):
+        rows: dict[str, list] = {"image": [], "annotation": []}
+        for i in range(3):
+            rng = np.random.default_rng([len(split), i])
+            label = rng.integers(0, len(classes), (4, 4), dtype=np.uint8).repeat(6, 0).repeat(6, 1)
+            image = (label[..., None] * np.array([70, 20, 120], np.uint8)).astype(np.uint8)
+            for kind, array in (("images", image), ("masks", label)):
+                (root / "pets" / kind / split).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(root / "pets" / kind / split / f"{i}.png")
+            rows["image"].append(Image.fromarray(image))
+            rows["annotation"].append(Image.fromarray(label))
+        (root / "pets-parquet" / "data").mkdir(parents=True, exist_ok=True)
+        table = datasets.Dataset.from_dict(rows, features=features)
+        table.to_parquet(str(root / "pets-parquet" / "data" / f"{hf_split}-0.parquet"))
+    (root / "pets-parquet" / "id2label.json").write_text(json.dumps(dict(enumerate(classes))))
+
+
+def test_readme_finetune_commands_run(tmp_path, monkeypatch, capsys, caplog):
+    # The README's fine-tuning commands as written, on a tiny M (4 classes) and tiny 3-class data in both layouts;
+    # only the training length is cut (--iters 2, batch 2). The Hub model is only planned (--dry-run fetches nothing).
+    import datasets
+    from segcore_cli.main import main
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    classes = ("background", "cat", "dog")
+    _tiny_data(tmp_path, classes)
+    tiny = segcore.build_model("timm:test_convnext", "mlp", 4, decoder_options={"channels": 8})
+    tiny.save_pretrained(tmp_path / "runs" / "shapes")
+    block = _block_starting("bash", "# fine-tune on your data")
+    commands = [shlex.split(line.split("  #", 1)[0]) for line in block.splitlines()[1:] if line.strip()]
+    assert len(commands) == 5 and sum("--init-from" in c for c in commands) == 3
+    for command in commands:
+        argv = command[1:]
+        if "--iters" in argv:
+            argv[argv.index("--iters") + 1] = "2"
+            argv += ["--batch-size", "2", "--eval-every", "2", "--checkpoint-every", "2", "--no-progress"]
+        assert main(argv) == 0, command
+    out = capsys.readouterr()
+    assert caplog.text.count("re-initialised decoder.conv_seg.weight, decoder.conv_seg.bias") == 2
+    assert "fetched when training starts" in out.out
+    for run in ("pets-ft", "pets-hf"):
+        config = json.loads((tmp_path / "runs" / run / "config.json").read_text())
+        assert config["class_names"] == list(classes) and config["decoder_options"]["channels"] == 8

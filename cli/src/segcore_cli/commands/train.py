@@ -40,6 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=Number(float, low=0, low_open=True), help="base learning rate")
     p.add_argument("--weight-decay", type=Number(float, low=0), help="base weight decay")
     p.add_argument("--pretrained-encoder", action="store_true", default=None, help="load pretrained encoder weights")
+    p.add_argument(
+        "--init-from",
+        type=NonEmpty(),
+        metavar="M",
+        help="fine-tune M (a model folder or finished run, a Hub repo id, a registered checkpoint): its encoder, "
+        "decoder, options, normalisation, eval protocol and weights; a new classifier when the classes differ",
+    )
     p.add_argument("--encoder-opt", action="append", default=[], metavar="K=V", help="encoder option (repeat)")
     p.add_argument("--decoder-opt", action="append", default=[], metavar="K=V", help="decoder option (repeat)")
     p.add_argument("--dataset-opt", action="append", default=[], metavar="K=V", help="dataset option (repeat)")
@@ -116,33 +123,14 @@ def parse_kv(items: list[str], component: str | None, kind: str) -> dict:
     return out
 
 
-def _data_crop_size(args: argparse.Namespace, dataset_opt: dict) -> tuple[int, int] | None:
-    """The training crop the dataset proposes when no recipe gives one, or ``None``.
-
-    Without a recipe the trainer's preset crop is 512 for any data; a dataset that knows its own (``folder`` and
-    ``hf:`` from their first image or ``--dataset-opt crop_size=``, the paper datasets from their configs) says so
-    in ``crop_size``. A recipe keeps its paper's crop.
-    """
-    if args.recipe or not args.dataset or args.dataset == "synthetic-shapes":
-        return None
-    import segcore
-
-    try:
-        data = segcore.build_dataset(args.dataset, root=args.data_root, split="train", **dataset_opt)
-    except Exception:  # noqa: BLE001 - the trainer (or --dry-run) reports data it cannot open, in its own words
-        return None
-    crop = getattr(data, "crop_size", None)
-    return (int(crop[0]), int(crop[1])) if crop else None
-
-
 def run(args: argparse.Namespace) -> int:
     """Train and print where the results are."""
     import json
     import os
 
-    from segcore.train import TrainSettings, resolve_recipe, train
+    from segcore.train import TrainSettings, component_names, train
 
-    # The components the options are typed after (on --resume: the run's own).
+    # The components the options are typed after (on --resume: the run's own; with --init-from: M's).
     base = TrainSettings(
         encoder=args.encoder,
         decoder=args.decoder,
@@ -150,10 +138,10 @@ def run(args: argparse.Namespace) -> int:
         recipe=args.recipe,
         output_dir=args.output_dir,
         resume=args.resume,
+        init_from=args.init_from,
     )
-    _, resolved = resolve_recipe(base)
+    encoder, decoder = component_names(base)
     dataset_opt = parse_kv(args.dataset_opt, args.dataset, "datasets") if args.dataset else {}
-    crop_size = args.crop_size or _data_crop_size(args, dataset_opt)
     settings = TrainSettings(
         encoder=args.encoder,
         decoder=args.decoder,
@@ -162,12 +150,12 @@ def run(args: argparse.Namespace) -> int:
         recipe=args.recipe,
         iters=args.iters,
         batch_size=args.batch_size,
-        crop_size=crop_size,
+        crop_size=args.crop_size,
         lr=args.lr,
         weight_decay=args.weight_decay,
         pretrained_encoder=args.pretrained_encoder,
-        encoder_opt=parse_kv(args.encoder_opt, resolved.encoder, "encoders"),
-        decoder_opt=parse_kv(args.decoder_opt, resolved.decoder, "decoders"),
+        encoder_opt=parse_kv(args.encoder_opt, encoder, "encoders"),
+        decoder_opt=parse_kv(args.decoder_opt, decoder, "decoders"),
         dataset_opt=dataset_opt or parse_kv(args.dataset_opt, None, "datasets"),
         mixed_precision=args.mixed_precision,
         output_dir=args.output_dir,
@@ -186,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         max_eval_samples=args.max_eval_samples,
         workers=args.workers,
         progress=not args.no_progress,
+        init_from=args.init_from,
     )
     if args.dry_run:
         from segcore.train import plan
@@ -220,6 +209,23 @@ def _kv(options: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in options.items()) or "(none)"
 
 
+def _init_lines(init: dict | None) -> list[str]:
+    """What ``--init-from`` sets, for the plan (nothing without it)."""
+    if not init:
+        return []
+    if "encoder" not in init:
+        return [f"init from      {init['source']}: {init['config']}"]
+    lines = [
+        f"init from      {init['source']} ({init['config']}): sets encoder {init['encoder']}, decoder "
+        f"{init['decoder']}, their options, normalisation and eval protocol, and every weight",
+        f"  its model     {init['num_classes']} classes, mean {tuple(init['mean'])}, std {tuple(init['std'])}, "
+        f"eval {_kv(init['eval_protocol'] or {})}",
+    ]
+    if init.get("reinitialised"):
+        lines.append(f"  new classes   re-initialised: {', '.join(init['reinitialised'])}")
+    return lines
+
+
 def format_plan(plan: dict) -> str:
     """The ``--dry-run`` plan as text, one setting per line, in the order a paper's appendix lists them."""
     recipe, data, model, opt, sched = (
@@ -235,11 +241,13 @@ def format_plan(plan: dict) -> str:
         f"  source        {recipe['source']}",
         f"dataset         {data['name']} (root {data['root'] or '-'}), {data.get('num_classes', '?')} classes"
         + (f"  [{data['error']}]" if "error" in data else f", {data['train_samples']} training images"),
-        f"model           {model['encoder']} + {model['decoder']}, {model['num_classes'] or '?'} classes, "
+        f"model           {model['encoder'] or '(M)'} + {model['decoder'] or '(M)'}, "
+        f"{model['num_classes'] or '?'} classes, "
         f"pretrained encoder: {'yes' if model['pretrained_encoder'] else 'no'}",
         f"  encoder       {_kv(model['encoder_options'])}",
         f"  decoder       {_kv(model['decoder_options'])}",
         f"  normalise     mean {tuple(model['mean'])}, std {tuple(model['std'])}, ignore index {model['ignore_index']}",
+        *_init_lines(plan.get("init_from")),
         f"optimizer       {opt['type']}, lr {opt['lr']:g}, weight decay {opt['weight_decay']:g}, "
         f"betas {tuple(opt['betas'])}",
     ]

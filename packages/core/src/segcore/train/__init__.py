@@ -12,6 +12,7 @@ __all__ = [
     "evaluate",
     "resolve_recipe",
     "resolve_run",
+    "component_names",
     "plan",
     "core_recipes",
 ]
@@ -21,7 +22,15 @@ from segcore.train.recipes import core_recipes
 
 def __getattr__(name: str) -> Any:
     # The trainer imports torch and accelerate: load it on first use so that ``core_recipes`` stays torch-free.
-    if name in ("TrainSettings", "TrainingError", "TrainingInterrupted", "resolve_recipe", "resolve_run", "plan"):
+    if name in (
+        "TrainSettings",
+        "TrainingError",
+        "TrainingInterrupted",
+        "resolve_recipe",
+        "resolve_run",
+        "plan",
+        "component_names",
+    ):
         from segcore.train import settings
 
         return getattr(settings, name)

@@ -31,6 +31,7 @@ __all__ = [
     "resolve_run",
     "resume_settings",
     "find_recipe",
+    "component_names",
     "plan",
     "RESUME_MAY_CHANGE",
     "DEFAULT_KEEP_CHECKPOINTS",
@@ -122,6 +123,9 @@ class TrainSettings:
         workers: DataLoader worker processes for training samples (``--workers``); ``None``: none on CPU
             (they would compete with the model for the cores), up to 8 on a GPU.
         progress: show the tqdm progress bar.
+        init_from: fine-tune the model this names (``--init-from``): a folder or finished training run, a Hub
+            repo id or a registered checkpoint name. Its encoder, decoder, options, normalisation, eval protocol
+            and weights are the run's; the classifier is re-initialised when the dataset's class count differs.
     """
 
     encoder: str | None = None
@@ -155,6 +159,7 @@ class TrainSettings:
     max_eval_samples: int | None = None
     workers: int | None = None
     progress: bool = True
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         """Reject values that make no sense, naming the flag and the valid range."""
@@ -187,6 +192,12 @@ class TrainSettings:
             raise TrainingError(f"--mixed-precision must be no, bf16 or fp16, not {self.mixed_precision!r}")
         if self.eval_mode not in (None, "whole", "slide"):
             raise TrainingError(f"--eval-mode must be whole or slide, not {self.eval_mode!r}")
+        if self.init_from is not None and not str(self.init_from).strip():
+            raise TrainingError("--init-from must name a model folder, a Hub repo id or a registered checkpoint")
+        if self.init_from is not None and self.pretrained_encoder:
+            raise TrainingError(
+                "--pretrained-encoder and --init-from both say where the encoder's weights come from: give one"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (saved as ``settings.json``)."""
@@ -203,12 +214,16 @@ class ResolvedRun:
     Attributes:
         recipe: the recipe the run follows (its schedule, rules, pipeline and protocol).
         settings: the flags with every ``None`` filled in (encoder and decoder options in full).
-        eval_protocol: the recipe's protocol with ``--eval-mode`` applied; ``None``: the dataset's own.
+        eval_protocol: the recipe's protocol (or ``init_from``'s) with ``--eval-mode`` applied; ``None``: the
+            dataset's own.
+        init: the config of the ``init_from`` model; ``None`` without one, or in a dry run for a Hub repo id (not
+            fetched).
     """
 
     recipe: RecipeSpec
     settings: TrainSettings
     eval_protocol: EvalProtocol | None
+    init: Any = None
 
 
 def _recipes() -> dict[str, RecipeSpec]:
@@ -262,27 +277,50 @@ def resolve_run(settings: TrainSettings) -> ResolvedRun:
             folder holds no run or a flag contradicts it.
         OptionsError: for an option the component does not have.
     """
+    return _resolve(settings, fetch=True, data=True)
+
+
+def component_names(settings: TrainSettings) -> tuple[str | None, str | None]:
+    """The encoder and decoder a run of ``settings`` uses (what ``--encoder-opt`` is typed after), read cheaply.
+
+    No data is opened and nothing is downloaded: with ``init_from`` a Hub repo id gives ``(None, None)`` unless
+    the flags name the model.
+    """
+    run = _resolve(settings, fetch=False, data=False)
+    return run.settings.encoder, run.settings.decoder
+
+
+def _resolve(settings: TrainSettings, fetch: bool, data: bool) -> ResolvedRun:
+    """:func:`resolve_run`; ``fetch``: download a Hub ``init_from`` for its config; ``data``: open the dataset."""
     if settings.resume:
         from segcore.train.run_folder import read_run_settings
 
         settings = resume_settings(settings, read_run_settings(settings.output_dir))
     recipe = find_recipe(settings)
-    model = _recipe_model(recipe, settings.encoder)
+    init = _init_config(settings, fetch)
+    model = _init_model(settings, init) if init is not None else _recipe_model(recipe, settings.encoder)
     s = dataclasses.replace(settings)
     s.dataset = s.dataset or recipe.dataset
     s.encoder = s.encoder or model.encoder
     s.decoder = s.decoder or model.decoder
-    if not s.encoder or not s.decoder:
+    if s.init_from is not None and init is None:  # a dry run with a Hub model: its config is not fetched
+        s.encoder, s.decoder = settings.encoder, settings.decoder
+        s.pretrained_encoder = False
+    elif not s.encoder or not s.decoder:
         raise TrainingError("give --encoder and --decoder (the recipe does not name a model)")
-    encoder_opt = {**(model.encoder_options if s.encoder == model.encoder else {}), **s.encoder_opt}
-    decoder_opt = {**(model.decoder_options if s.decoder == model.decoder else {}), **s.decoder_opt}
-    encoder_opt, decoder_opt = with_pair_defaults(s.encoder, s.decoder, encoder_opt, decoder_opt)
-    s.encoder_opt = resolved_options("encoders", s.encoder, encoder_opt)
-    s.decoder_opt = resolved_options("decoders", s.decoder, decoder_opt)
+    else:
+        encoder_opt = {**(model.encoder_options if s.encoder == model.encoder else {}), **s.encoder_opt}
+        decoder_opt = {**(model.decoder_options if s.decoder == model.decoder else {}), **s.decoder_opt}
+        if init is None:  # the paper pair's options; a model to fine-tune already records all of its own
+            encoder_opt, decoder_opt = with_pair_defaults(s.encoder, s.decoder, encoder_opt, decoder_opt)
+        s.encoder_opt = resolved_options("encoders", s.encoder, encoder_opt)
+        s.decoder_opt = resolved_options("decoders", s.decoder, decoder_opt)
     if s.pretrained_encoder is None:  # the recipe trains from a pretrained encoder, whichever one the run uses
         s.pretrained_encoder = model.pretrained_encoder
     s.iters = s.iters if s.iters is not None else recipe.iters
     s.batch_size = s.batch_size if s.batch_size is not None else recipe.batch_size
+    if s.crop_size is None and data:
+        s.crop_size = _data_crop_size(s)
     s.crop_size = tuple(s.crop_size) if s.crop_size is not None else tuple(recipe.crop_size)  # type: ignore[assignment]
     s.lr = s.lr if s.lr is not None else recipe.lr
     s.weight_decay = s.weight_decay if s.weight_decay is not None else recipe.weight_decay
@@ -295,9 +333,70 @@ def resolve_run(settings: TrainSettings) -> ResolvedRun:
     s.keep_checkpoints = s.keep_checkpoints if s.keep_checkpoints is not None else DEFAULT_KEEP_CHECKPOINTS
     s.checkpoint_every = s.checkpoint_every if s.checkpoint_every is not None else min(recipe.checkpoint_every, s.iters)
     protocol = recipe.eval
+    if init is not None:
+        # The weights were trained on inputs normalised this way: a recipe's schedule applies, not its mean/std.
+        pipe = recipe.train_pipeline.replace(mean=tuple(init.mean), std=tuple(init.std))
+        recipe = dataclasses.replace(recipe, train_pipeline=pipe)
+        data_protocol = any(key.startswith("eval") for key in s.dataset_opt)  # --dataset-opt eval_mode=... etc.
+        if not s.recipe and init.eval and not data_protocol:
+            protocol = EvalProtocol.from_dict(init.eval)
     if s.eval_mode and protocol is not None and s.eval_mode != protocol.mode:
         protocol = _with_mode(protocol, s.eval_mode, s.crop_size)  # type: ignore[arg-type]
-    return ResolvedRun(recipe, s, protocol)
+    return ResolvedRun(recipe, s, protocol, init)
+
+
+def _init_config(settings: TrainSettings, fetch: bool) -> Any:
+    """The config of ``settings.init_from`` (``None`` without one, or when it is on the Hub and not ``fetch``)."""
+    if settings.init_from is None:
+        return None
+    from segcore.errors import SegcoreError
+    from segcore.train.init_from import init_config
+
+    try:
+        return init_config(settings.init_from, fetch=fetch)
+    except TrainingError:
+        raise
+    except SegcoreError as err:
+        raise TrainingError(f"--init-from {settings.init_from}: {err}") from err
+
+
+def _init_model(settings: TrainSettings, init: Any) -> ModelSettings:
+    """The run's model is the ``init_from`` model's: an ``--encoder``/``--decoder`` that names another is refused."""
+    for flag, given, theirs in (
+        ("--encoder", settings.encoder, init.encoder),
+        ("--decoder", settings.decoder, init.decoder),
+    ):
+        if given and given != theirs:
+            raise TrainingError(
+                f"{flag} {given} contradicts --init-from {settings.init_from}, whose {flag[2:]} is {theirs}: the "
+                f"model and its options come from --init-from, so leave {flag} out (or give {theirs})"
+            )
+    return ModelSettings(
+        encoder=init.encoder,
+        decoder=init.decoder,
+        encoder_options=dict(init.encoder_options),
+        decoder_options=dict(init.decoder_options),
+        pretrained_encoder=False,  # every weight comes from the model
+    )
+
+
+def _data_crop_size(s: TrainSettings) -> tuple[int, int] | None:
+    """The training crop the dataset proposes when no recipe gives one, or ``None``.
+
+    Without a recipe the preset crop is 512 for any data; a dataset that knows its own (``folder`` and ``hf:``
+    from their first image or ``--dataset-opt crop_size=``, the paper datasets from their configs) says so in
+    ``crop_size``. A recipe keeps its paper's crop, and ``synthetic-shapes`` its CPU preset's.
+    """
+    if s.recipe or not s.dataset or s.dataset == "synthetic-shapes":
+        return None
+    from segcore.components import build_dataset
+
+    try:
+        dataset = build_dataset(s.dataset, root=s.data_root, split="train", **s.dataset_opt)
+    except Exception:  # noqa: BLE001 - the trainer (or --dry-run) reports data it cannot open, in its own words
+        return None
+    crop = getattr(dataset, "crop_size", None)
+    return (int(crop[0]), int(crop[1])) if crop else None
 
 
 def _flag(name: str) -> str:
@@ -384,14 +483,16 @@ def plan(settings: TrainSettings) -> dict[str, Any]:
     """The fully resolved run as a JSON-ready dict: model, parameter groups, schedule, pipelines, batch split.
 
     Nothing is downloaded, no weights are created and nothing is written: the model is built on the meta device
-    to count the parameters each rule applies to (when the dataset's classes are known).
+    to count the parameters each rule applies to (when the dataset's classes are known). With ``init_from`` only a
+    local config is read (a folder's ``config.json``, a registered checkpoint's spec); a Hub model is said to be
+    fetched when training starts.
 
     Example:
         >>> run = plan(TrainSettings(recipe="segnext-ade20k-160k", encoder="mscan-b"))  # doctest: +SKIP
         >>> run["model"]["decoder_options"]["channels"]  # doctest: +SKIP
         512
     """
-    run = resolve_run(settings)
+    run = _resolve(settings, fetch=False, data=True)
     s, recipe = run.settings, run.recipe
     assert s.batch_size is not None and s.crop_size is not None and s.lr is not None and s.weight_decay is not None
     processes = int(os.environ.get("WORLD_SIZE", "1"))
@@ -413,6 +514,7 @@ def plan(settings: TrainSettings) -> dict[str, Any]:
         "recipe": {"name": s.recipe, "description": recipe.description, "source": recipe.source},
         "dataset": dataset,
         "model": model,
+        "init_from": _init_summary(s, run.init, dataset.get("num_classes")),
         "optimizer": {
             "type": "AdamW",
             "lr": s.lr,
@@ -444,7 +546,7 @@ def plan(settings: TrainSettings) -> dict[str, Any]:
         "clip_grad": s.clip_grad,
         "train_pipeline": {"crop_size": list(s.crop_size), **pipe.to_dict()},
         "eval_protocol": protocol.to_dict() if protocol is not None else dataset.get("eval_protocol"),
-        "eval_protocol_source": "recipe" if protocol is not None else "dataset",
+        "eval_protocol_source": _protocol_source(run, protocol),
         "batch": {
             "total": s.batch_size,
             "processes": processes,
@@ -459,6 +561,44 @@ def plan(settings: TrainSettings) -> dict[str, Any]:
         "ema_decay": s.ema_decay,
         "output_dir": s.output_dir,
     }
+
+
+def _protocol_source(run: ResolvedRun, protocol: EvalProtocol | None) -> str:
+    if protocol is None:
+        return "dataset"
+    if run.init is not None and not run.settings.recipe and protocol.to_dict() == _plain_protocol(run.init.eval):
+        return "init-from"
+    return "recipe"
+
+
+def _plain_protocol(data: dict[str, Any]) -> dict[str, Any] | None:
+    return EvalProtocol.from_dict(data).to_dict() if data else None
+
+
+def _init_summary(s: TrainSettings, init: Any, num_classes: int | None) -> dict[str, Any] | None:
+    """What ``init_from`` sets in the run, from its config (not fetched in a dry run when it is on the Hub)."""
+    if s.init_from is None:
+        return None
+    if init is None:
+        return {"source": s.init_from, "config": "on the Hub: fetched when training starts (not in a dry run)"}
+    summary: dict[str, Any] = {
+        "source": s.init_from,
+        "config": "read (no weights loaded)",
+        "encoder": init.encoder,
+        "decoder": init.decoder,
+        "encoder_options": dict(init.encoder_options),
+        "decoder_options": dict(init.decoder_options),
+        "mean": list(init.mean),
+        "std": list(init.std),
+        "eval_protocol": _plain_protocol(init.eval),
+        "num_classes": init.num_classes,
+        "class_names": list(init.class_names),
+    }
+    if num_classes is not None and num_classes != init.num_classes:
+        from segcore.train.init_from import class_dependent_tensors
+
+        summary["reinitialised"] = class_dependent_tensors(init)
+    return summary
 
 
 def _dataset_summary(s: TrainSettings) -> dict[str, Any]:
@@ -489,7 +629,7 @@ def _dataset_summary(s: TrainSettings) -> dict[str, Any]:
 
 def _param_groups(s: TrainSettings, recipe: RecipeSpec, num_classes: int | None) -> list[dict[str, Any]] | None:
     """Tensors and values per ``(lr, weight decay)`` group of the model built on the meta device."""
-    if num_classes is None:
+    if num_classes is None or s.encoder is None:
         return None
     import torch
 

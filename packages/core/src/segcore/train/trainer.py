@@ -290,7 +290,8 @@ def _build(run: ResolvedRun, accelerator: Any) -> _Parts:
     classes = list(train_ds.classes)
     check_splits(train_ds, val_ds, len(classes))
     protocol = run.eval_protocol or EvalProtocol.from_dict(getattr(val_ds, "eval_protocol", None))
-    pipe = recipe.train_pipeline
+    pipe = recipe.train_pipeline  # with init_from: its mean/std (resolve_run)
+    init = run.init
     set_seed(s.seed)
     model = segcore.build_model(
         s.encoder,
@@ -305,8 +306,16 @@ def _build(run: ResolvedRun, accelerator: Any) -> _Parts:
         mean=pipe.mean,
         std=pipe.std,
         eval=protocol.to_dict(),
-        extra={"dataset": s.dataset, "recipe": s.recipe or recipe.description},
+        loss=init.loss if init is not None else "",
+        loss_options=dict(init.loss_options) if init is not None else {},
+        extra={
+            "dataset": s.dataset,
+            "recipe": s.recipe or recipe.description,
+            **({"init_from": s.init_from} if s.init_from else {}),
+        },
     )
+    if s.init_from and not s.resume:  # on resume the checkpoint holds the weights
+        _init_weights(model, s.init_from, classes, main)
     if world > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     elif world > 1 and main:  # torch's SyncBatchNorm runs on CUDA only
@@ -319,6 +328,38 @@ def _build(run: ResolvedRun, accelerator: Any) -> _Parts:
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
     return _Parts(train_ds, val_ds, classes, protocol, wrapped, raw, optimizer, ema, per_device)
+
+
+def _init_weights(model: torch.nn.Module, source: str, classes: list[str], main: bool) -> None:
+    """Load ``source``'s weights into ``model`` and say what the class change re-initialised."""
+    from segcore.data import compare_classes
+    from segcore.errors import SegcoreError
+    from segcore.train.init_from import load_init_weights
+
+    try:
+        fresh, config = load_init_weights(model, source)  # type: ignore[arg-type]
+    except SegcoreError as err:
+        raise TrainingError(f"--init-from {source}: {err}") from err
+    if not main:
+        return
+    comparison = compare_classes(config.class_names or config.num_classes, classes)
+    if not comparison.same_count:
+        logger.warning(
+            "--init-from %s predicts %d classes, the dataset has %d: re-initialised %s; every other tensor is %s's",
+            source,
+            comparison.model_count,
+            comparison.dataset_count,
+            ", ".join(fresh),
+            source,
+        )
+    elif comparison.renamed:
+        logger.warning(
+            "--init-from %s has the dataset's %d classes under other names (%s): its classifier is kept and the "
+            "run's config takes the dataset's names",
+            source,
+            comparison.model_count,
+            comparison.describe_renamed(),
+        )
 
 
 def _resume(accelerator: Any, out: Path, s: TrainSettings, classes: list[str]) -> tuple[int, float]:

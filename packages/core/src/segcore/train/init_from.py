@@ -1,0 +1,103 @@
+"""Fine-tuning (``--init-from M``): the model, options, normalisation and weights of a trained model.
+
+``M`` is anything :func:`segcore.from_pretrained` takes. Its config decides the run's encoder, decoder and
+options, the normalisation and (unless the recipe or the data says otherwise) the eval protocol; all its weights
+load, except the tensors whose shape depends on the number of classes when the dataset's count differs. Which
+tensors those are is found by building the model on the meta device with two class counts, not by decoder name,
+so any decoder (and any plugin's) is handled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from segcore.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from segcore.model import SegModel, SegModelConfig
+
+__all__ = ["init_config", "class_dependent_tensors", "load_init_weights"]
+
+logger = logging.getLogger("segcore.train")
+
+
+def init_config(source: str, fetch: bool = True) -> SegModelConfig | None:
+    """The config of the model ``source`` names, reading as little as possible.
+
+    A local folder (a saved model or a finished training run, segcore or transformers format) and a registered
+    checkpoint name are read without loading weights. A Hub repo id is downloaded only when ``fetch`` (a dry run
+    passes ``False`` and gets ``None``).
+
+    Raises:
+        CheckpointError: ``source`` is no model folder, registered checkpoint or Hub repo id.
+    """
+    from segcore.hub import CONFIG_NAME, _read_json, checkpoint_config, from_pretrained
+    from segcore.model import SegModelConfig
+    from segcore.registry import components
+    from segcore.transformers_format import PREPROCESSOR_NAME, is_transformers_config, model_config_from_transformers
+
+    local = Path(source).expanduser()
+    if local.is_dir():
+        if not (local / CONFIG_NAME).is_file():
+            raise CheckpointError(
+                f"--init-from {source}: {local} has no config.json (a training run has one once it has finished; "
+                "use its best/ folder or a finished run)"
+            )
+        data = _read_json(local / CONFIG_NAME)
+        if is_transformers_config(data):
+            pre = local / PREPROCESSOR_NAME
+            fields = model_config_from_transformers(data, _read_json(pre) if pre.is_file() else None)
+            return SegModelConfig(**fields)
+        return SegModelConfig.from_dict(data)
+    registered = components("checkpoints")
+    spec = registered.get(source)
+    if spec is not None and spec.kind == "model":
+        fields = checkpoint_config(source, spec)
+        return SegModelConfig(spec.encoder, spec.decoder, spec.num_classes, **fields)  # type: ignore[arg-type]
+    if not fetch:
+        return None
+    return from_pretrained(source).config
+
+
+def class_dependent_tensors(config: SegModelConfig) -> list[str]:
+    """Names of the tensors whose shape depends on the number of classes (the classifier), in state-dict order.
+
+    The model is built on the meta device (no memory, no init) with ``K`` and ``K + 1`` classes and the shapes are
+    compared, so this holds for any decoder.
+    """
+    from segcore.model import SegModel
+
+    shapes = []
+    for k in (config.num_classes, config.num_classes + 1):
+        with torch.device("meta"):
+            model = SegModel(dataclasses.replace(config, num_classes=k), check=False)
+        shapes.append({name: tuple(t.shape) for name, t in model.state_dict().items()})
+    return [name for name, shape in shapes[0].items() if shapes[1].get(name) != shape]
+
+
+def load_init_weights(model: SegModel, source: str) -> tuple[list[str], Any]:
+    """Load every weight of ``source`` into ``model``; ``(re-initialised tensor names, source's config)``.
+
+    When the class counts differ, the tensors of :func:`class_dependent_tensors` keep ``model``'s fresh
+    initialisation and are listed; every other tensor must match by name and shape.
+
+    Raises:
+        CheckpointError: naming the tensors that do not match (e.g. options changed by ``--encoder-opt``).
+    """
+    from segcore.convert import load_strict
+    from segcore.hub import from_pretrained
+
+    init = from_pretrained(source)
+    state = init.state_dict()
+    fresh: list[str] = []
+    if init.config.num_classes != model.config.num_classes:
+        fresh = class_dependent_tensors(init.config)
+        own = model.state_dict()
+        state = {k: (own[k] if k in fresh else v) for k, v in state.items()}
+    load_strict(model, state, source=f"--init-from {source}")
+    return fresh, init.config
