@@ -119,3 +119,15 @@ def test_unsupported_transformers_models_are_named(tmp_path):
         segcore.CheckpointError, match="'beit' .*has no segcore converter; supported: segformer, upernet"
     ):
         segcore.SegModel.from_pretrained(tmp_path)
+
+
+def test_upernet_swin_is_refused_with_the_reason(tmp_path):
+    # timm's Swin rolls before it pads to the window, transformers pads then rolls: no exact mapping (issue #17).
+    backbone = transformers.SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1])
+    config = transformers.UperNetConfig(backbone_config=backbone, hidden_size=16, num_labels=2)
+    config.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"")  # refused before the weights are read
+    with pytest.raises(segcore.CheckpointError, match="upernet with a swin backbone is not supported") as err:
+        segcore.SegModel.from_pretrained(tmp_path)
+    assert "pads each stage's map to a multiple of window_size and then rolls it" in str(err.value)
+    assert "timm rolls the unpadded map and then pads" in str(err.value)

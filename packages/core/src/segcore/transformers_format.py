@@ -10,6 +10,8 @@ into an encoder part and a head, each converted by the converter a plugin regist
 * ``upernet`` (``UperNetForSemanticSegmentation``): the encoder part is ``backbone_config`` (model type
   ``convnext`` -> ``timm:convnext_*``, registered by core) under ``backbone.``, the head ``UperNetHead``
   (-> ``upernet``) under ``decode_head.``. The training-only ``auxiliary_head.`` is left out and reported.
+  A Swin backbone is refused: timm's Swin orders the window padding and the cyclic shift differently, so it
+  does not reproduce transformers' outputs at sizes off the window grid (see ``_NOT_REPRODUCIBLE``).
 
 The keys of a converter's ``official_types`` are those transformers model types (encoder parts) and head class
 names. Class names come from ``id2label``; mean and std from ``preprocessor_config.json`` when the repo has one.
@@ -105,6 +107,21 @@ def _builder(key: str) -> tuple[Callable[[Mapping[str, Any]], tuple[str, dict[st
     )
 
 
+# Backbones whose timm counterpart computes something else, so that no converter maps them: the reason is the
+# refusal's message. Swin: measured with transformers 5.24 and timm 1.0.31 (swin-tiny, random weights; issue #17).
+_NOT_REPRODUCIBLE = {
+    "swin": (
+        "timm's Swin cannot reproduce transformers' (mmseg's) Swin backbone at every input size. In the shifted "
+        "window blocks transformers pads each stage's map to a multiple of window_size and then rolls it by "
+        "shift_size; timm rolls the unpadded map and then pads (no option changes that order). The two agree only "
+        "when every stage's height and width are multiples of the window (inputs that are multiples of 4 * 8 * "
+        "window_size, e.g. 224 for window 7: max diff 3e-6 with timm's always_partition=True); elsewhere, even at "
+        "multiples of 32 such as 256 or 512, the stage outputs differ by 5e-2 (stage 1) to 1.0 (stage 4). timm's "
+        "Swin patch embedding also floors sizes that are not multiples of the patch instead of padding"
+    ),
+}
+
+
 def _encoder_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
     layout = _layout(config)
     if layout.backbone_key is None:
@@ -114,6 +131,12 @@ def _encoder_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
         raise CheckpointError(
             f"{config.get('model_type')} config: no {layout.backbone_key} with a model_type (a timm or "
             "AutoBackbone checkpoint name is not supported; segcore reads the backbone's own config)"
+        )
+    reason = _NOT_REPRODUCIBLE.get(str(backbone["model_type"]))
+    if reason is not None:
+        raise CheckpointError(
+            f"{config.get('model_type')} with a {backbone['model_type']} backbone is not supported: {reason}. "
+            "segcore does not load it approximately; supported upernet backbones: convnext"
         )
     return backbone
 
