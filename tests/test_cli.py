@@ -239,3 +239,12 @@ def test_hub_push_takes_branch_message_and_pr(tmp_path: Path):
     assert "/commit/" in out.stdout and "/discussions/" in pr.stdout
     assert hub.branches == [("me/m", "dev")] and hub.commits[0]["summary"] == "hello"
     assert hub.commits[1]["create_pr"] and "Bearer hf_x" in hub.authorizations
+
+
+def test_pretrained_encoder_takes_a_source():
+    """`--pretrained-encoder` alone: the registered ImageNet weights; with a value: that checkpoint, repo or folder."""
+    base = ("train", "--encoder", "mit-b0", "--decoder", "mlp", "--iters", "2", "--dry-run", "--json")
+    assert json.loads(run(*base, "--pretrained-encoder").stdout)["model"]["pretrained_encoder"] is True
+    plan = json.loads(run(*base, "--pretrained-encoder", "nvidia/mit-b0").stdout)
+    assert plan["model"]["pretrained_encoder"] == "nvidia/mit-b0"
+    assert json.loads(run(*base).stdout)["model"]["pretrained_encoder"] is False

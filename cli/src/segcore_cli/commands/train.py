@@ -39,7 +39,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop-size", type=SizePair(), help="training crop S or H,W")
     p.add_argument("--lr", type=Number(float, low=0, low_open=True), help="base learning rate")
     p.add_argument("--weight-decay", type=Number(float, low=0), help="base weight decay")
-    p.add_argument("--pretrained-encoder", action="store_true", default=None, help="load pretrained encoder weights")
+    p.add_argument(
+        "--pretrained-encoder",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="SOURCE",
+        help="start from the encoder's pretrained weights: its registered ImageNet weights, or SOURCE (a registered "
+        "encoder checkpoint name, a Hub repo id such as nvidia/mit-b2, or a folder)",
+    )
     p.add_argument(
         "--init-from",
         type=NonEmpty(),

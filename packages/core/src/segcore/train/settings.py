@@ -97,7 +97,8 @@ class TrainSettings:
         crop_size: training crop ``(H, W)`` (``--crop-size``).
         lr: base learning rate (``--lr``).
         weight_decay: base weight decay (``--weight-decay``).
-        pretrained_encoder: load the encoder's pretrained weights (``--pretrained-encoder``).
+        pretrained_encoder: load the encoder's pretrained weights (``--pretrained-encoder``): ``True`` for its
+            registered ImageNet weights, or where from (a registered encoder checkpoint, a Hub repo id, a folder).
         encoder_opt: encoder options (``--encoder-opt k=v``), over the recipe's and the paper pair's.
         decoder_opt: decoder options (``--decoder-opt k=v``), over the recipe's and the paper pair's.
         dataset_opt: dataset options (``--dataset-opt k=v``).
@@ -138,7 +139,7 @@ class TrainSettings:
     crop_size: tuple[int, int] | None = None
     lr: float | None = None
     weight_decay: float | None = None
-    pretrained_encoder: bool | None = None
+    pretrained_encoder: bool | str | None = None
     encoder_opt: dict[str, Any] = field(default_factory=dict)
     decoder_opt: dict[str, Any] = field(default_factory=dict)
     dataset_opt: dict[str, Any] = field(default_factory=dict)
@@ -194,6 +195,8 @@ class TrainSettings:
             raise TrainingError(f"--eval-mode must be whole or slide, not {self.eval_mode!r}")
         if self.init_from is not None and not str(self.init_from).strip():
             raise TrainingError("--init-from must name a model folder, a Hub repo id or a registered checkpoint")
+        if isinstance(self.pretrained_encoder, str) and not self.pretrained_encoder.strip():
+            raise TrainingError("--pretrained-encoder SOURCE must name a checkpoint, a Hub repo id or a folder")
         if self.init_from is not None and self.pretrained_encoder:
             raise TrainingError(
                 "--pretrained-encoder and --init-from both say where the encoder's weights come from: give one"

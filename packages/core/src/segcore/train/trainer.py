@@ -299,7 +299,7 @@ def _build(run: ResolvedRun, accelerator: Any) -> _Parts:
         num_classes=len(classes),
         encoder_options=s.encoder_opt,
         decoder_options=s.decoder_opt,
-        pretrained_encoder=bool(s.pretrained_encoder),
+        pretrained_encoder=s.pretrained_encoder or False,
         class_names=classes,
         palette=[list(map(int, c)) for c in train_ds.palette],
         ignore_index=ignore_index,
