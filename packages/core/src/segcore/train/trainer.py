@@ -23,15 +23,14 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 
-from segcore.errors import EvaluationError
+from segcore.evaluate import evaluate
 from segcore.hub import save_evaluated
 from segcore.settings import EvalProtocol
 from segcore.train.checkpointing import STATE_FILE, list_checkpoints, replace_folder, save_atomic, storage_error
@@ -60,65 +59,6 @@ from segcore.train.settings import (
 __all__ = ["TrainSettings", "TrainingError", "TrainingInterrupted", "train", "resolve_recipe", "evaluate"]
 
 logger = logging.getLogger("segcore.train")
-
-
-# ------------------------------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def evaluate(
-    model: torch.nn.Module,
-    dataset: Any,
-    protocol: EvalProtocol | Mapping[str, Any] | None = None,
-    device: torch.device | str = "cpu",
-    rank: int = 0,
-    world: int = 1,
-    max_samples: int | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """mIoU/mAcc/aAcc/per class (percent) of ``model`` on ``dataset``, one image at a time at its own size.
-
-    Images are split over processes (``rank::world``) and the confusion matrices are summed across them.
-
-    Raises:
-        EvaluationError: when nothing would be scored (no samples, or no pixel outside the ignore index): such
-            metrics are nan, which is no result.
-    """
-    from segcore.inference import infer_logits
-    from segcore.metrics import SegMetric
-
-    was_training = model.training
-    model.eval()
-    cfg = model.config  # type: ignore[union-attr]
-    ignore_index = getattr(dataset, "ignore_index", cfg.ignore_index)
-    metric = SegMetric(
-        cfg.num_classes,
-        ignore_index,
-        list(getattr(dataset, "classes", cfg.class_names) or []) or None,
-        device=device,
-    )
-    total = len(dataset) if max_samples is None else min(len(dataset), max_samples)
-    if total < 1:
-        raise EvaluationError(
-            f"nothing to evaluate: the dataset has {len(dataset)} samples (max_samples {max_samples})"
-        )
-    indices = range(rank, total, world)
-    if progress:
-        from tqdm.auto import tqdm
-
-        indices = tqdm(indices, desc="eval", leave=False)
-    for i in indices:
-        sample = dataset[i]
-        image = torch.as_tensor(np.asarray(sample["image"]))[None].to(device)
-        label = torch.as_tensor(np.asarray(sample["label"])).long().to(device)
-        pred = infer_logits(model, image, protocol, cfg.num_classes).argmax(1)[0]
-        metric.update(pred, label)
-    model.train(was_training)
-    result = metric.compute()
-    if math.isnan(result["mIoU"]):
-        raise EvaluationError(
-            f"nothing was scored in {total} samples: every label pixel is the ignore index ({ignore_index}) or "
-            "outside the model's classes, so mIoU is undefined"
-        )
-    return result
 
 
 # ------------------------------------------------------------------------------------------------------ train
