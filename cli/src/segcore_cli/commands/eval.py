@@ -89,13 +89,13 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     import segcore
-    from segcore.evaluate import evaluate
+    from segcore.evaluate import evaluate, processes
     from segcore.inference import precision
     from segcore.settings import EvalProtocol
 
     from segcore_cli.commands.train import parse_kv
 
-    device, rank, world = _processes(args.device)
+    device, rank, world = processes(args.device)
     main = rank == 0
     model = segcore.SegModel.from_pretrained(args.model).to(device).eval()
     dataset_name = args.dataset or model.config.extra.get("dataset")
@@ -169,21 +169,6 @@ def run(args: argparse.Namespace) -> int:
         f"{args.precision})"
     )
     return 0
-
-
-def _processes(device: str | None) -> tuple[str, int, int]:
-    """``(device, rank, world)``: under ``accelerate launch`` (``WORLD_SIZE`` > 1) this process's share of the work."""
-    import os
-
-    import torch
-
-    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
-        return device or ("cuda" if torch.cuda.is_available() else "cpu"), 0, 1
-    from accelerate import Accelerator
-
-    # As the trainer does: without CUDA, Accelerate sets up the gloo process group only when told to use the CPU.
-    accelerator = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available())
-    return str(accelerator.device), accelerator.process_index, accelerator.num_processes
 
 
 def _write_report(

@@ -16,7 +16,7 @@ import torch
 from segcore.errors import EvaluationError
 from segcore.settings import EvalProtocol
 
-__all__ = ["evaluate", "image_miou"]
+__all__ = ["evaluate", "image_miou", "processes"]
 
 
 def image_miou(confusion: torch.Tensor) -> float:
@@ -106,6 +106,27 @@ def evaluate(
     result["confusion"] = confusion.cpu().tolist()
     result["images"] = sorted(_gathered(images))
     return result
+
+
+def processes(device: str | None = None) -> tuple[str, int, int]:
+    """``(device, rank, world)`` of this process: under ``accelerate launch`` (``WORLD_SIZE`` > 1) its share.
+
+    Args:
+        device: ``cpu`` or ``cuda``; ``None``: CUDA when available. Under several processes each takes its own GPU.
+
+    Example:
+        >>> device, rank, world = processes()  # doctest: +SKIP
+        >>> evaluate(model, dataset, protocol, device, rank, world)  # doctest: +SKIP
+    """
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return device or ("cuda" if torch.cuda.is_available() else "cpu"), 0, 1
+    from accelerate import Accelerator
+
+    # As the trainer does: without CUDA, Accelerate sets up the gloo process group only when told to use the CPU.
+    accelerator = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available())
+    return str(accelerator.device), accelerator.process_index, accelerator.num_processes
 
 
 def _gathered(items: list[Any]) -> list[Any]:
