@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 # Every member of the workspace; pip resolves their dependencies (torch with torchvision, for timm) together.
 MEMBERS := packages/core packages/datasets ./cli $(filter-out packages/core/ packages/datasets/,$(sort $(dir $(wildcard packages/*/pyproject.toml))))
 # The dev install adds optional extras the tests use: segcore[onnx] for the ONNX export checks, and transformers,
-# which only the tests import (to make reference logits for the transformers converters; loading never needs it).
+# which only the tests import (to make reference logits for the transformers converters; loading never needs it),
+# and the tensorboard and wandb trackers, which the tracker tests write offline runs of.
 DEV_MEMBERS := $(patsubst packages/core,'packages/core[onnx]',$(MEMBERS))
 STAMP := $(VENV)/.segcore-installed
 DEMO_DIR ?= runs/demo
@@ -18,7 +19,7 @@ DEMO_DIR ?= runs/demo
 $(STAMP): $(wildcard packages/*/pyproject.toml) cli/pyproject.toml pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install $(addprefix -e ,$(DEV_MEMBERS)) pytest pytest-xdist ruff hatchling transformers
+	$(PY) -m pip install $(addprefix -e ,$(DEV_MEMBERS)) pytest pytest-xdist ruff hatchling transformers tensorboard wandb
 	touch $@
 
 install: $(STAMP)

@@ -192,6 +192,20 @@ class NonEmpty:
         return text
 
 
+class NameList:
+    """``type=`` of a comma-separated list of names (``--log-with tensorboard,wandb``), returned as a list."""
+
+    __name__ = "names"
+    bad_examples = ("", ",", "tensorboard,,wandb")
+
+    def __call__(self, text: str) -> list[str]:
+        """Parse ``text`` into a list of non-empty names."""
+        names = [p.strip() for p in text.split(",")]
+        if not all(names):
+            raise argparse.ArgumentTypeError(f"must be one or more names separated by commas, got {text!r}")
+        return names
+
+
 # The ranges shared by several commands.
 POSITIVE_INT = Number(int, low=1)
 COUNT = Number(int, low=0)

@@ -1,11 +1,15 @@
-"""``segcore eval``: mIoU/mAcc/aAcc/per class of a model on a dataset split, with the model's own protocol."""
+"""``segcore eval``: mIoU/mAcc/aAcc/per class of a model on a dataset split, with the model's own protocol.
+
+Under ``accelerate launch --num_processes N`` the images are split over the processes and their confusion matrices
+summed, which gives exactly the single-process numbers; only the main process prints and writes.
+"""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from segcore_cli._common import POSITIVE_INT, PositiveList, SizePair, add_precision_option
+from segcore_cli._common import POSITIVE_INT, NonEmpty, PositiveList, SizePair, add_precision_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_precision_option(p)
     p.add_argument("--dataset-opt", action="append", default=[], metavar="K=V", help="dataset option (repeat)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument(
+        "--report",
+        type=NonEmpty(),
+        metavar="DIR",
+        help="write DIR/report.html (protocol, scores, sorted per-class IoU, confusion matrix, worst images, a run's "
+        "training curves) with the per-class table (per_class.json/.csv) and the confusion matrix "
+        "(confusion.csv/.png)",
+    )
     p.add_argument(
         "--write-card",
         action="store_true",
@@ -77,14 +89,14 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     import segcore
-    import torch
+    from segcore.evaluate import evaluate, processes
     from segcore.inference import precision
     from segcore.settings import EvalProtocol
-    from segcore.train.trainer import evaluate
 
     from segcore_cli.commands.train import parse_kv
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device, rank, world = processes(args.device)
+    main = rank == 0
     model = segcore.SegModel.from_pretrained(args.model).to(device).eval()
     dataset_name = args.dataset or model.config.extra.get("dataset")
     if not dataset_name:
@@ -93,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         dataset_name, root=args.data_root, split=args.split, **parse_kv(args.dataset_opt, dataset_name, "datasets")
     )
     notes = _check_data(model, args.model, dataset, dataset_name, args.split)
-    for note in notes:
+    for note in notes if main else ():
         print(f"segcore eval: warning: {note}", file=sys.stderr)
     # The model's own protocol (a paper checkpoint's test pipeline, or the one it was trained with), else the
     # dataset's reference protocol; flags override single fields and the result is validated as a whole.
@@ -110,11 +122,16 @@ def run(args: argparse.Namespace) -> int:
     if args.flip:
         changes["flip"] = True
     protocol = protocol.replace(**changes)
-    if not args.json:
+    if main and not args.json:
         print(f"protocol: {protocol.describe()}")
     with precision(device, args.precision):
-        result = evaluate(model, dataset, protocol, device=device, max_samples=args.max_samples, progress=not args.json)
-
+        result = evaluate(
+            model, dataset, protocol, device, rank, world, max_samples=args.max_samples, progress=main and not args.json
+        )
+    if not main:  # every process holds the reduced result: one of them reports
+        return 0
+    if args.report:
+        _write_report(args, model, dataset, dataset_name, protocol, result, device)
     if args.write_card:
         _write_card(args.model, model, result, protocol, dataset_name, args.split, quiet=args.json)
 
@@ -152,6 +169,33 @@ def run(args: argparse.Namespace) -> int:
         f"{args.precision})"
     )
     return 0
+
+
+def _write_report(
+    args: argparse.Namespace, model: Any, dataset: Any, dataset_name: str, protocol: Any, result: dict, device: str
+) -> None:
+    """The tables and ``report.html`` in ``--report``; a training run's folder adds its curves."""
+    from pathlib import Path
+
+    from segcore.report import write_report
+
+    run_metrics = Path(args.model).expanduser() / "metrics.jsonl"
+    facts = {"model": args.model, "dataset": f"{dataset_name} ({args.split})", "precision": args.precision}
+    if args.max_samples:
+        facts["images"] = f"the first {min(args.max_samples, len(dataset))} of {len(dataset)}"
+    page = write_report(
+        args.report,
+        result,
+        model,
+        dataset,
+        protocol,
+        title=f"segcore eval: {args.model} on {dataset_name} {args.split}",
+        facts=facts,
+        metrics_file=run_metrics if run_metrics.is_file() else None,
+        device=device,
+    )
+    if not args.json:
+        print(f"report: {page}")
 
 
 def _write_card(

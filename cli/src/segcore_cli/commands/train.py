@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from segcore_cli._common import COUNT, POSITIVE_INT, SEED, NonEmpty, Number, SizePair
+from segcore_cli._common import COUNT, POSITIVE_INT, SEED, NameList, NonEmpty, Number, SizePair
 
 RESUME_HELP = """--resume continues the run in --output-dir from its newest checkpoint that loads, with the run's own
 settings (its settings.json): leave the other flags out. A flag that contradicts the run is an error; only
 --iters (to extend or shorten the run; the schedule follows the new length), --eval-every, --checkpoint-every,
---keep-checkpoints, --log-every, --eval-mode, --max-eval-samples, --workers, --data-root, --tensorboard and
---no-progress may change. If no checkpoint loads, nothing is written and the error names each one and why.
+--keep-checkpoints, --log-every, --eval-mode, --max-eval-samples, --workers, --data-root, --tensorboard,
+--log-with, --tracker-project, --run-name and --no-progress may change. If no checkpoint loads, nothing is
+written and the error names each one and why.
 
 --output-dir must be missing, empty, or a run folder segcore made: a folder holding anything else is refused
 unless --overwrite, which first removes an earlier run's files there (settings.json, config.json,
-model.safetensors, README.md, metrics.jsonl, curves.png, best/, checkpoints/, tb/) and leaves others alone. A
+model.safetensors, README.md, metrics.jsonl, curves.png, best/, checkpoints/, eval/, logs/, tb/) and leaves others
+alone. A
 running run locks its folder (.segcore-run.lock holds its PID). SIGTERM saves a checkpoint, says where, and exits
 143."""
 
@@ -89,7 +91,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         dest="ema_decay",
         help="keep an EMA of the weights with this decay",
     )
-    p.add_argument("--tensorboard", action="store_true", help="log to TensorBoard under OUTPUT_DIR/tb")
+    p.add_argument(
+        "--log-with",
+        type=NameList(),
+        help="Accelerate trackers, comma-separated: tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, ... "
+        "(the settings, loss, lr, throughput, every validation score per class, confusion matrix and prediction "
+        "images; local files under OUTPUT_DIR/logs)",
+    )
+    p.add_argument("--tensorboard", action="store_true", help="the same as --log-with tensorboard")
+    p.add_argument("--tracker-project", help="the trackers' project name (default segcore)")
+    p.add_argument("--run-name", help="the run's name in the trackers (default: the output folder's name)")
     p.add_argument("--log-every", type=POSITIVE_INT, help="metrics.jsonl row every N iterations (default 10)")
     p.add_argument("--eval-mode", choices=("whole", "slide"), help="override the recipe's eval mode")
     p.add_argument("--max-eval-samples", type=POSITIVE_INT, help="validate on the first N images only")
@@ -177,6 +188,9 @@ def run(args: argparse.Namespace) -> int:
         clip_grad=args.clip_grad,
         ema_decay=args.ema_decay,
         tensorboard=args.tensorboard,
+        log_with=args.log_with,
+        tracker_project=args.tracker_project,
+        run_name=args.run_name,
         log_every=args.log_every,
         eval_mode=args.eval_mode,
         max_eval_samples=args.max_eval_samples,

@@ -46,8 +46,9 @@ def metrics_from_confusion(confusion: Tensor, class_names: Sequence[str] | None 
     """Turn a ``[K, K]`` confusion matrix into metrics in percent.
 
     Returns:
-        ``{"mIoU", "mAcc", "aAcc", "mDice", "fwIoU", "per_class": [{"name", "IoU", "Acc", "Dice"}]}``; a class
-        with no ground-truth and no predicted pixel has ``nan`` entries and is left out of the means.
+        ``{"mIoU", "mAcc", "aAcc", "mDice", "fwIoU", "per_class": [{"name", "IoU", "Acc", "Dice", "pixels"}]}``
+        (``pixels``: the class's ground-truth pixel count); a class with no ground-truth and no predicted pixel has
+        ``nan`` entries and is left out of the means.
     """
     cm = confusion.double().cpu()
     k = cm.shape[0]
@@ -69,7 +70,13 @@ def metrics_from_confusion(confusion: Tensor, class_names: Sequence[str] | None 
         "mDice": 100 * _nanmean(dice),
         "fwIoU": 100 * float((freq * torch.nan_to_num(iou)).sum()),
         "per_class": [
-            {"name": names[i], "IoU": 100 * float(iou[i]), "Acc": 100 * float(acc[i]), "Dice": 100 * float(dice[i])}
+            {
+                "name": names[i],
+                "IoU": 100 * float(iou[i]),
+                "Acc": 100 * float(acc[i]),
+                "Dice": 100 * float(dice[i]),
+                "pixels": int(gt[i]),
+            }
             for i in range(k)
         ],
     }

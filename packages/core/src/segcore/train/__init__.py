@@ -34,7 +34,11 @@ def __getattr__(name: str) -> Any:
         from segcore.train import settings
 
         return getattr(settings, name)
-    if name in ("train", "evaluate"):
+    if name == "evaluate":  # its home is segcore.evaluate (the trainer and `segcore eval` share it)
+        from segcore.evaluate import evaluate
+
+        return evaluate
+    if name == "train":
         from segcore.train import trainer
 
         return getattr(trainer, name)

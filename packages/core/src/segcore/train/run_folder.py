@@ -67,7 +67,9 @@ RUN_FILES = (
     "curves.png",
     "best",
     "checkpoints",
-    "tb",
+    "eval",
+    "logs",
+    "tb",  # TensorBoard's folder before trackers moved under logs/
 )
 # What makes a folder hold results: a new run there would destroy them.
 _RESULTS = ("model.safetensors", "metrics.jsonl", "best", "checkpoints")

@@ -59,6 +59,9 @@ RESUME_MAY_CHANGE = (
     "workers",
     "data_root",
     "tensorboard",
+    "log_with",
+    "tracker_project",
+    "run_name",
 )
 # Flags about this invocation, not the run: never compared, never taken from settings.json.
 _PER_INVOCATION = ("output_dir", "resume", "overwrite", "progress")
@@ -117,7 +120,13 @@ class TrainSettings:
         grad_accum: gradient accumulation steps (``--grad-accum``); ``None``: 1.
         clip_grad: max gradient norm (``--clip-grad``); ``None`` takes the recipe's.
         ema_decay: keep an EMA of the weights with this decay; used for eval and the saved model (``--ema``).
-        tensorboard: log to TensorBoard under ``output_dir/tb`` (``--tensorboard``).
+        tensorboard: log to TensorBoard (``--tensorboard``): the same as ``tensorboard`` in ``log_with``.
+        log_with: Accelerate trackers to log to (``--log-with tensorboard,wandb,...``): the resolved settings as the
+            run config, loss, lr, throughput, every validation score (per class too) and, where the tracker takes
+            images, the confusion matrix and prediction panels. Local files go under ``output_dir/logs``.
+        tracker_project: the trackers' project name (``--tracker-project``; a TensorBoard sub-folder of ``logs``);
+            ``None``: ``segcore``.
+        run_name: the run's name in the trackers that name runs (``--run-name``); ``None``: the folder's name.
         log_every: write a ``metrics.jsonl`` row every this many iterations (``--log-every``); ``None``: 10.
         eval_mode: ``whole`` or ``slide`` (``--eval-mode``); ``None`` takes the recipe's protocol.
         max_eval_samples: evaluate on the first N validation images only (``--max-eval-samples``).
@@ -155,6 +164,9 @@ class TrainSettings:
     clip_grad: float | None = None
     ema_decay: float | None = None
     tensorboard: bool = False
+    log_with: list[str] | None = None
+    tracker_project: str | None = None
+    run_name: str | None = None
     log_every: int | None = None
     eval_mode: Literal["whole", "slide"] | None = None
     max_eval_samples: int | None = None
@@ -191,6 +203,8 @@ class TrainSettings:
             raise TrainingError(f"--crop-size must be one or two positive integers, got {self.crop_size}")
         if self.mixed_precision not in (None, "no", "bf16", "fp16"):
             raise TrainingError(f"--mixed-precision must be no, bf16 or fp16, not {self.mixed_precision!r}")
+        if self.log_with is not None and (not self.log_with or not all(str(n).strip() for n in self.log_with)):
+            raise TrainingError(f"--log-with must name one or more trackers, got {self.log_with}")
         if self.eval_mode not in (None, "whole", "slide"):
             raise TrainingError(f"--eval-mode must be whole or slide, not {self.eval_mode!r}")
         if self.init_from is not None and not str(self.init_from).strip():

@@ -16,22 +16,20 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 import json
 import logging
 import math
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 
-from segcore.errors import EvaluationError
+from segcore.evaluate import evaluate
 from segcore.hub import save_evaluated
 from segcore.settings import EvalProtocol
 from segcore.train.checkpointing import STATE_FILE, list_checkpoints, replace_folder, save_atomic, storage_error
@@ -56,69 +54,19 @@ from segcore.train.settings import (
     resolve_recipe,
     resolve_run,
 )
+from segcore.train.tracking import (
+    LOGS,
+    init_kwargs,
+    log_images,
+    run_config,
+    takes_images,
+    tracker_names,
+    validation_scalars,
+)
 
 __all__ = ["TrainSettings", "TrainingError", "TrainingInterrupted", "train", "resolve_recipe", "evaluate"]
 
 logger = logging.getLogger("segcore.train")
-
-
-# ------------------------------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def evaluate(
-    model: torch.nn.Module,
-    dataset: Any,
-    protocol: EvalProtocol | Mapping[str, Any] | None = None,
-    device: torch.device | str = "cpu",
-    rank: int = 0,
-    world: int = 1,
-    max_samples: int | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """mIoU/mAcc/aAcc/per class (percent) of ``model`` on ``dataset``, one image at a time at its own size.
-
-    Images are split over processes (``rank::world``) and the confusion matrices are summed across them.
-
-    Raises:
-        EvaluationError: when nothing would be scored (no samples, or no pixel outside the ignore index): such
-            metrics are nan, which is no result.
-    """
-    from segcore.inference import infer_logits
-    from segcore.metrics import SegMetric
-
-    was_training = model.training
-    model.eval()
-    cfg = model.config  # type: ignore[union-attr]
-    ignore_index = getattr(dataset, "ignore_index", cfg.ignore_index)
-    metric = SegMetric(
-        cfg.num_classes,
-        ignore_index,
-        list(getattr(dataset, "classes", cfg.class_names) or []) or None,
-        device=device,
-    )
-    total = len(dataset) if max_samples is None else min(len(dataset), max_samples)
-    if total < 1:
-        raise EvaluationError(
-            f"nothing to evaluate: the dataset has {len(dataset)} samples (max_samples {max_samples})"
-        )
-    indices = range(rank, total, world)
-    if progress:
-        from tqdm.auto import tqdm
-
-        indices = tqdm(indices, desc="eval", leave=False)
-    for i in indices:
-        sample = dataset[i]
-        image = torch.as_tensor(np.asarray(sample["image"]))[None].to(device)
-        label = torch.as_tensor(np.asarray(sample["label"])).long().to(device)
-        pred = infer_logits(model, image, protocol, cfg.num_classes).argmax(1)[0]
-        metric.update(pred, label)
-    model.train(was_training)
-    result = metric.compute()
-    if math.isnan(result["mIoU"]):
-        raise EvaluationError(
-            f"nothing was scored in {total} samples: every label pixel is the ignore index ({ignore_index}) or "
-            "outside the model's classes, so mIoU is undefined"
-        )
-    return result
 
 
 # ------------------------------------------------------------------------------------------------------ train
@@ -180,9 +128,7 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
     """The body of :func:`train`; ``stop["signal"]`` is set by the SIGTERM handler."""
     run = resolve_run(settings)  # on resume: the run's settings.json, contradicting flags refused
     s, out = run.settings, Path(run.settings.output_dir)
-    if s.tensorboard and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
-        raise TrainingError("--tensorboard needs the tensorboard package: pip install tensorboard")
-    accelerator = _accelerator(s, out)
+    accelerator = _accelerator(s, out, tracker_names(s))  # a tracker that is not installed stops here
     seen = _on_main(accelerator, lambda: _check_folder(out, s))  # read-only
     parts = _build(run, accelerator)  # data, model, optimiser: nothing is written
     start, best = _resume(accelerator, out, s, parts.classes) if s.resume else (0, -math.inf)
@@ -217,9 +163,10 @@ def _on_main(accelerator: Any, work: Callable[[], T]) -> T | None:
     return result
 
 
-def _accelerator(s: TrainSettings, out: Path) -> Any:
+def _accelerator(s: TrainSettings, out: Path, trackers: list[str]) -> Any:
     """The Accelerator of the run (writes nothing); fp16 where it would silently be fp32 is refused."""
     from accelerate import Accelerator, PartialState
+    from accelerate.utils import ProjectConfiguration
 
     # Launched as several processes on a machine without CUDA (accelerate launch / torchrun): Accelerate only
     # sets up a gloo process group when told to use the CPU, otherwise every process would train alone.
@@ -235,8 +182,8 @@ def _accelerator(s: TrainSettings, out: Path) -> Any:
         cpu=multi_cpu,
         mixed_precision=s.mixed_precision,
         gradient_accumulation_steps=s.grad_accum,
-        log_with="tensorboard" if s.tensorboard else None,
-        project_dir=str(out),
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / LOGS)),
     )
 
 
@@ -410,6 +357,7 @@ class _Loop:
         self.metrics_file = self.out / "metrics.jsonl"
         self.main = accelerator.is_main_process
         self.best = -math.inf
+        self.last_log = (0, time.time())  # (iteration, time) of the previous log row: the throughput since then
 
     def run(self, start: int, best: float) -> Path:
         """Train from iteration ``start`` to the end and write the final model."""
@@ -418,9 +366,11 @@ class _Loop:
         s, accelerator = self.s, self.accelerator
         assert s.iters is not None
         self.best = best
-        if s.tensorboard:
-            accelerator.init_trackers("tb", config={k: str(v) for k, v in s.to_dict().items()})
+        if accelerator.log_with:
+            project = s.tracker_project or "segcore"
+            accelerator.init_trackers(project, config=run_config(s), init_kwargs=init_kwargs(s, self.out))
         batches = self._batches(start)
+        self.last_log = (start, time.time())
         bar = tqdm(
             total=s.iters, initial=start, disable=not (self.main and s.progress), desc="train", dynamic_ncols=True
         )
@@ -436,7 +386,7 @@ class _Loop:
                     self._interrupted(iteration)
         finally:
             bar.close()
-            if s.tensorboard:
+            if accelerator.log_with:
                 accelerator.end_training()
         accelerator.wait_for_everyone()
         if self.main:
@@ -516,8 +466,14 @@ class _Loop:
             row = {"iter": iteration, "loss": loss, "lr": lr, "time": round(elapsed, 3)}
             row.update({k: float(v.detach()) for k, v in losses.items() if k != "loss"})
             self._log(row)
-            if s.tensorboard:
-                self.accelerator.log({"loss": loss, "lr": lr}, step=iteration)
+            # Images per second over the iterations since the previous row, all processes together.
+            since, then = self.last_log
+            now = time.time()
+            self.last_log = (iteration, now)
+            speed = (iteration - since) * s.batch_size / max(now - then, 1e-9)  # type: ignore[operator]
+            scalars = {"train/loss": loss, "train/lr": lr, "train/images_per_s": speed}
+            scalars.update({f"train/{k}": v for k, v in row.items() if k not in ("iter", "loss", "lr", "time")})
+            self.accelerator.log(scalars, step=iteration)
         if (s.eval_every and iteration % s.eval_every == 0) or last:
             self._validate(iteration, bar)
         if (s.checkpoint_every and iteration % s.checkpoint_every == 0) or last:
@@ -544,8 +500,9 @@ class _Loop:
         )
         summary = {k: result[k] for k in ("mIoU", "mAcc", "aAcc", "mDice", "fwIoU")}
         self._log({"iter": iteration, **summary, "per_class": result["per_class"]})
-        if self.s.tensorboard:
-            accelerator.log(summary, step=iteration)
+        accelerator.log(validation_scalars(result), step=iteration)
+        if self.main:
+            self._record(iteration, model, result)
         if self.main:
             bar.write(
                 f"iter {iteration}: mIoU {summary['mIoU']:.2f}  mAcc {summary['mAcc']:.2f}  aAcc {summary['aAcc']:.2f}"
@@ -557,6 +514,30 @@ class _Loop:
                 replace_folder(self.out / "best", lambda folder: save_evaluated(model, folder, scores, parts.protocol))
         if self.main:
             plot_curves(self.metrics_file, self.out / "curves.png")
+
+    def _record(self, iteration: int, model: torch.nn.Module, result: dict[str, Any]) -> None:
+        """Save this evaluation under ``eval/iter_<N>/`` (the final one with ``report.html``); images to trackers."""
+        from segcore import report
+
+        s, parts, device = self.s, self.parts, self.accelerator.device
+        folder = self.out / "eval" / f"iter_{iteration}"
+        if iteration == s.iters:  # the final evaluation: the page, with the curves up to here
+            facts = {"model": f"{s.encoder} + {s.decoder}", "dataset": f"{s.dataset} (val)", "run": str(self.out)}
+            title = f"segcore run {self.out.name}: evaluation at iteration {iteration}"
+            self._write(
+                folder,
+                lambda: report.write_report(
+                    folder, result, model, parts.val_ds, parts.protocol, title, facts, 6, self.metrics_file, device
+                ),
+            )
+        else:
+            self._write(folder, lambda: report.save_tables(result, folder))
+        if takes_images(self.accelerator):
+            images = {"val/confusion": report.figure_array(report.confusion_figure(result["confusion"], parts.classes))}
+            # The same first few validation images every time, so that a tracker shows them improving.
+            for i in range(min(3, len(parts.val_ds))):
+                images[f"val/prediction_{i}"] = report.panel(model, parts.val_ds[i], parts.protocol, device)
+            log_images(self.accelerator, images, iteration)
 
     def _checkpoint(self, iteration: int) -> None:
         state = {"iter": iteration, "best_mIoU": self.best, "seed": self.s.seed}

@@ -1,0 +1,266 @@
+"""Evaluation reports: per-class tables, confusion matrices, prediction panels and one HTML page.
+
+:func:`save_tables` is what every evaluation leaves behind (``per_class.json``/``.csv``, ``confusion.csv``,
+``confusion.png``); :func:`write_report` adds ``report.html``, one self-contained page (its pictures are inlined)
+with the protocol and headline scores, a sorted per-class IoU bar chart, the confusion matrix, the worst images as
+image | ground truth | prediction, and for a training run its curves. Drawing uses matplotlib's Agg backend, so no
+display is needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["save_tables", "write_report", "confusion_figure", "iou_figure", "panel", "figure_array", "SCORES"]
+
+# The headline scores, in the order the page and the tables show them.
+SCORES = ("mIoU", "mAcc", "aAcc", "mDice", "fwIoU")
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _names(result: Mapping[str, Any]) -> list[str]:
+    return [c["name"] for c in result["per_class"]]
+
+
+def confusion_figure(confusion: Sequence[Sequence[int]], names: Sequence[str]) -> Any:
+    """Heat-map of the confusion matrix normalised per ground-truth row (recall), class names on both axes."""
+    plt = _plt()
+    cm = np.asarray(confusion, dtype=np.float64)
+    rows = cm.sum(1, keepdims=True)
+    # A class with no ground-truth pixel has an empty row: shown as zeros rather than 0/0.
+    normalised = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    k = len(names)
+    side = min(3 + 0.35 * k, 40)  # readable labels up to ~100 classes, bounded for ADE20K's 150
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), labels=names, rotation=90, fontsize=8)
+    ax.set_yticks(range(k), labels=names, fontsize=8)
+    ax.set(xlabel="prediction", ylabel="ground truth", title="confusion matrix (rows normalised)")
+    if k <= 20:  # the fractions fit in the cells
+        for r in range(k):
+            for c in range(k):
+                value = normalised[r, c]
+                ax.text(
+                    c, r, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value > 0.5 else "k"
+                )
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return fig
+
+
+def iou_figure(per_class: Sequence[Mapping[str, Any]]) -> Any:
+    """Horizontal bars of per-class IoU, best at the top; classes never seen or predicted (nan) are left out."""
+    plt = _plt()
+    rows = sorted((c for c in per_class if not math.isnan(c["IoU"])), key=lambda c: c["IoU"])
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.25 * len(rows) + 1)))
+    ax.barh([c["name"] for c in rows], [c["IoU"] for c in rows], color="tab:blue")
+    ax.set(xlim=(0, 100), xlabel="IoU (%)", title="per-class IoU")
+    ax.tick_params(axis="y", labelsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    _plt().close(fig)
+    return buffer.getvalue()
+
+
+def figure_array(fig: Any) -> np.ndarray:
+    """The figure as an ``[H, W, 3]`` uint8 array (what trackers take as an image); closes the figure."""
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(_png(fig))).convert("RGB"))
+
+
+def _colour(labels: np.ndarray, palette: Sequence[Sequence[int]], ignore_index: int) -> np.ndarray:
+    table = np.zeros((256, 3), dtype=np.uint8)
+    for i, colour in enumerate(palette[:255]):
+        table[i] = colour
+    table[ignore_index % 256] = (0, 0, 0)  # ignored pixels are black
+    return table[np.clip(labels, 0, 255).astype(np.int64)]
+
+
+@torch.no_grad()
+def panel(model: torch.nn.Module, sample: Mapping[str, Any], protocol: Any = None, device: Any = "cpu") -> np.ndarray:
+    """``image | ground truth | prediction`` side by side, ``[H, 3W, 3]`` uint8, in the model's palette."""
+    from segcore.inference import infer_logits
+
+    cfg = model.config  # type: ignore[union-attr]
+    image = np.asarray(sample["image"])
+    was_training = model.training
+    model.eval()
+    logits = infer_logits(model, torch.as_tensor(image)[None].to(device), protocol, cfg.num_classes)
+    model.train(was_training)
+    pred = logits.argmax(1)[0].cpu().numpy()
+    palette = cfg.palette or [[(37 * i) % 256, (17 * i + 80) % 256, (91 * i + 160) % 256] for i in range(256)]
+    ignore = int(cfg.ignore_index)
+    gt = _colour(np.asarray(sample["label"]), palette, ignore)
+    return np.concatenate([image.transpose(1, 2, 0), gt, _colour(pred, palette, ignore)], axis=1).astype(np.uint8)
+
+
+def _fmt(value: float) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+def save_tables(result: Mapping[str, Any], folder: str | Path) -> list[Path]:
+    """Write ``per_class.json``, ``per_class.csv``, ``confusion.csv`` and ``confusion.png`` into ``folder``.
+
+    Args:
+        result: what :func:`segcore.evaluate.evaluate` returns (``per_class`` and ``confusion`` are used).
+        folder: created if missing.
+
+    Returns:
+        The four paths.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = _names(result)
+    summary = {k: _plain(result[k]) for k in SCORES if k in result}
+    table = [{k: _plain(v) for k, v in c.items()} for c in result["per_class"]]
+    (folder / "per_class.json").write_text(json.dumps({**summary, "per_class": table}, indent=2) + "\n")
+    with open(folder / "per_class.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["class", "IoU", "Acc", "Dice", "pixels"])
+        for c in result["per_class"]:
+            writer.writerow([c["name"], _fmt(c["IoU"]), _fmt(c["Acc"]), _fmt(c["Dice"]), c.get("pixels", "")])
+    with open(folder / "confusion.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["ground truth \\ prediction", *names])
+        for name, row in zip(names, result["confusion"]):
+            writer.writerow([name, *row])
+    (folder / "confusion.png").write_bytes(_png(confusion_figure(result["confusion"], names)))
+    return [folder / n for n in ("per_class.json", "per_class.csv", "confusion.csv", "confusion.png")]
+
+
+def _plain(value: Any) -> Any:
+    """JSON has no nan: a class never seen is ``null``."""
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _img(data: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def _array_png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_report(
+    folder: str | Path,
+    result: Mapping[str, Any],
+    model: torch.nn.Module,
+    dataset: Any,
+    protocol: Any = None,
+    title: str = "segcore evaluation",
+    facts: Mapping[str, Any] | None = None,
+    worst: int = 6,
+    metrics_file: str | Path | None = None,
+    device: Any = "cpu",
+) -> Path:
+    """Write the tables (:func:`save_tables`) and ``report.html`` into ``folder``; return the page's path.
+
+    Args:
+        folder: created if missing.
+        result: what :func:`segcore.evaluate.evaluate` returns.
+        model: the evaluated model (the worst images are predicted again, on this process only).
+        dataset: the evaluated dataset.
+        protocol: the evaluation protocol (described on the page).
+        title: the page's heading.
+        facts: more lines for the protocol table (model, dataset, split, precision...).
+        worst: how many of the lowest-scoring images to show.
+        metrics_file: a run's ``metrics.jsonl``: its training curves are drawn on the page.
+        device: where the model runs.
+
+    Example:
+        >>> write_report("report", evaluate(model, ds), model, ds)  # doctest: +SKIP
+    """
+    folder = Path(folder)
+    save_tables(result, folder)
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in _facts(protocol, facts)
+    )
+    scores = (
+        "".join(f"<th>{k}</th>" for k in SCORES) + "</tr><tr>" + "".join(f"<td>{_fmt(result[k])}</td>" for k in SCORES)
+    )
+    table = "".join(
+        f"<tr><td>{html.escape(c['name'])}</td><td>{_fmt(c['IoU'])}</td><td>{_fmt(c['Acc'])}</td>"
+        f"<td>{_fmt(c['Dice'])}</td><td>{c.get('pixels', '')}</td></tr>"
+        for c in result["per_class"]
+    )
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<h2>Protocol</h2><table>{rows}</table>",
+        f"<h2>Scores (%)</h2><table><tr>{scores}</tr></table>",
+        "<h2>Per-class IoU</h2>",
+        _img(_png(iou_figure(result["per_class"])), "per-class IoU, sorted"),
+        "<h2>Confusion matrix</h2>",
+        _img((folder / "confusion.png").read_bytes(), "confusion matrix"),
+        "<details><summary>per-class table</summary><table><tr><th>class</th><th>IoU</th><th>Acc</th><th>Dice</th>"
+        f"<th>pixels</th></tr>{table}</table></details>",
+    ]
+    scored = [(s, i) for i, s in result.get("images", []) if not math.isnan(s)]
+    if scored and worst > 0:
+        parts.append("<h2>Worst images</h2><p>image | ground truth | prediction</p>")
+        for score, index in sorted(scored)[:worst]:
+            sample = dataset[index]
+            label = f"#{index} {Path(str(sample.get('path', ''))).name} mIoU {score:.2f}"
+            parts.append(f"<figure>{_img(_array_png(panel(model, sample, protocol, device)), label)}")
+            parts.append(f"<figcaption>{html.escape(label)}</figcaption></figure>")
+    if metrics_file is not None and Path(metrics_file).is_file():
+        from segcore.train.plots import plot_curves
+
+        curves = plot_curves(metrics_file, folder / "curves.png")
+        parts += ["<h2>Training curves</h2>", _img(curves.read_bytes(), "training curves")]
+    page = folder / "report.html"
+    page.write_text(_PAGE.format(title=html.escape(title), body="\n".join(parts)))
+    return page
+
+
+def _facts(protocol: Any, facts: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+    out = list((facts or {}).items())
+    if protocol is not None:
+        from segcore.settings import EvalProtocol
+
+        out.append(
+            (
+                "protocol",
+                EvalProtocol.from_dict(protocol).describe() if isinstance(protocol, Mapping) else protocol.describe(),
+            )
+        )
+    return out
+
+
+_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}img{{max-width:100%}}figure{{margin:1em 0}}</style>
+</head><body>
+{body}
+</body></html>
+"""
