@@ -48,6 +48,16 @@ def test_eval_report_writes_tables_and_a_page_with_pictures(model_dir, tmp_path,
     assert page.count('src="data:image/png;base64,') == 1 + 1 + 5  # bars, confusion, the 5 images (worst first)
 
 
+def test_eval_of_a_local_model_keeps_its_tables_in_the_folder(model_dir, capsys):
+    """Every evaluation saves its per-class table and confusion matrix: without --report, in MODEL/eval/."""
+    assert main([*_eval(model_dir)]) == 0
+    out = capsys.readouterr().out
+    tables = model_dir / "eval" / "synthetic-shapes-val"
+    assert f"tables: {tables}" in out
+    assert {p.name for p in tables.iterdir()} == {"per_class.json", "per_class.csv", "confusion.csv", "confusion.png"}
+    assert json.loads((tables / "per_class.json").read_text())["per_class"][0]["name"] == "background"
+
+
 def test_two_processes_give_the_single_process_numbers_and_print_once(model_dir, tmp_path, capsys):
     assert main([*_eval(model_dir, "--json")]) == 0
     single = json.loads(capsys.readouterr().out)

@@ -38,19 +38,24 @@ def add_precision_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_component_options(kind: str, name: str, pairs: Sequence[str]) -> dict[str, Any]:
-    """Turn ``["k=v", ...]`` into typed options of component ``name``, rejecting unknown keys."""
+def parse_component_options(kind: str, name: str | None, pairs: Sequence[str]) -> dict[str, Any]:
+    """Turn ``["k=v", ...]`` (``--encoder-opt``, ``--decoder-opt``, ``--dataset-opt``) into typed options.
+
+    Keys may be spelled with ``-`` or ``_``. With a component ``name`` the values are typed after its options
+    dataclass and an unknown key is an error naming the valid ones; without one they are typed by their look.
+    """
     from segcore.errors import OptionsError
     from segcore.options import coerce_option
     from segcore.registry import get_spec
 
-    options_cls = get_spec(kind, name).load_options()
+    options_cls = get_spec(kind, name).load_options() if name else None
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
         if not sep or not key:
             raise OptionsError(f"--{kind[:-1]}-opt expects key=value, got {pair!r}")
-        out[key.strip()] = coerce_option(options_cls, key.strip(), value.strip(), component=name)
+        out[key] = coerce_option(options_cls, key, value.strip(), component=name or "")
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from segcore_cli._common import POSITIVE_INT
+from segcore_cli._common import POSITIVE_INT, parse_component_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,9 +69,7 @@ def _check(args: argparse.Namespace) -> int:
     import segcore
     from segcore_datasets.check import EXPECTED_COUNTS, check_dataset
 
-    from segcore_cli.commands.train import parse_kv
-
-    options = parse_kv(args.dataset_opt, args.dataset, "datasets")
+    options = parse_component_options("datasets", args.dataset, args.dataset_opt)
     splits = [args.split] if args.split else ["train", "val"]
     reports = []
     for split in splits:

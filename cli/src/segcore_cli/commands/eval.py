@@ -9,7 +9,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from segcore_cli._common import POSITIVE_INT, NonEmpty, PositiveList, SizePair, add_precision_option
+from segcore_cli._common import (
+    POSITIVE_INT,
+    NonEmpty,
+    PositiveList,
+    SizePair,
+    add_precision_option,
+    parse_component_options,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="write DIR/report.html (protocol, scores, sorted per-class IoU, confusion matrix, worst images, a run's "
         "training curves) with the per-class table (per_class.json/.csv) and the confusion matrix "
-        "(confusion.csv/.png)",
+        "(confusion.csv/.png); without it a local model folder keeps the tables in MODEL/eval/DATASET-SPLIT/",
     )
     p.add_argument(
         "--write-card",
@@ -93,8 +100,6 @@ def run(args: argparse.Namespace) -> int:
     from segcore.inference import precision
     from segcore.settings import EvalProtocol
 
-    from segcore_cli.commands.train import parse_kv
-
     device, rank, world = processes(args.device)
     main = rank == 0
     model = segcore.SegModel.from_pretrained(args.model).to(device).eval()
@@ -102,7 +107,10 @@ def run(args: argparse.Namespace) -> int:
     if not dataset_name:
         raise ValueError("give --dataset (the model does not record the dataset it was trained on)")
     dataset = segcore.build_dataset(
-        dataset_name, root=args.data_root, split=args.split, **parse_kv(args.dataset_opt, dataset_name, "datasets")
+        dataset_name,
+        root=args.data_root,
+        split=args.split,
+        **parse_component_options("datasets", dataset_name, args.dataset_opt),
     )
     notes = _check_data(model, args.model, dataset, dataset_name, args.split)
     for note in notes if main else ():
@@ -132,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.report:
         _write_report(args, model, dataset, dataset_name, protocol, result, device)
+    else:
+        _save_tables(args, result, dataset_name)
     if args.write_card:
         _write_card(args.model, model, result, protocol, dataset_name, args.split, quiet=args.json)
 
@@ -169,6 +179,24 @@ def run(args: argparse.Namespace) -> int:
         f"{args.precision})"
     )
     return 0
+
+
+def _save_tables(args: argparse.Namespace, result: dict, dataset_name: str) -> None:
+    """Without ``--report``: a local model folder keeps the tables under ``eval/<dataset>-<split>/`` (its own)."""
+    import re
+    from pathlib import Path
+
+    from segcore.report import save_tables
+
+    folder = Path(args.model).expanduser()
+    if not (folder / "config.json").is_file():
+        if not args.json:
+            print("tables not saved (the model is not a local folder): --report DIR saves them with a report page")
+        return
+    target = folder / "eval" / re.sub(r"[^A-Za-z0-9._-]+", "_", f"{dataset_name}-{args.split}")
+    save_tables(result, target)
+    if not args.json:
+        print(f"tables: {target} (per_class.json/.csv, confusion.csv/.png)")
 
 
 def _write_report(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from segcore_cli._common import COUNT, POSITIVE_INT, SEED, NameList, NonEmpty, Number, SizePair
+from segcore_cli._common import COUNT, POSITIVE_INT, SEED, NameList, NonEmpty, Number, SizePair, parse_component_options
 
 RESUME_HELP = """--resume continues the run in --output-dir from its newest checkpoint that loads, with the run's own
 settings (its settings.json): leave the other flags out. A flag that contradicts the run is an error; only
@@ -116,32 +116,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def parse_kv(items: list[str], component: str | None, kind: str) -> dict:
-    """``["k=v", ...]`` -> options typed after the component's options dataclass."""
-    from segcore.options import coerce_option
-
-    options_cls = None
-    if component:
-        from segcore.registry import get_spec
-
-        spec = get_spec(kind, component)
-        options_cls = spec.options
-        if isinstance(options_cls, str):
-            import importlib
-
-            module, _, attr = options_cls.partition(":")
-            options_cls = getattr(importlib.import_module(module), attr)
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"expected K=V, got {item!r}")
-        out[key.strip().replace("-", "_")] = coerce_option(
-            options_cls, key.strip().replace("-", "_"), value, component or ""
-        )
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     """Train and print where the results are."""
     import json
@@ -160,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         init_from=args.init_from,
     )
     encoder, decoder = component_names(base)
-    dataset_opt = parse_kv(args.dataset_opt, args.dataset, "datasets") if args.dataset else {}
+    dataset_opt = parse_component_options("datasets", args.dataset, args.dataset_opt) if args.dataset else {}
     settings = TrainSettings(
         encoder=args.encoder,
         decoder=args.decoder,
@@ -173,9 +147,9 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         weight_decay=args.weight_decay,
         pretrained_encoder=args.pretrained_encoder,
-        encoder_opt=parse_kv(args.encoder_opt, encoder, "encoders"),
-        decoder_opt=parse_kv(args.decoder_opt, decoder, "decoders"),
-        dataset_opt=dataset_opt or parse_kv(args.dataset_opt, None, "datasets"),
+        encoder_opt=parse_component_options("encoders", encoder, args.encoder_opt),
+        decoder_opt=parse_component_options("decoders", decoder, args.decoder_opt),
+        dataset_opt=dataset_opt or parse_component_options("datasets", None, args.dataset_opt),
         mixed_precision=args.mixed_precision,
         output_dir=args.output_dir,
         resume=args.resume,
