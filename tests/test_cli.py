@@ -248,3 +248,16 @@ def test_pretrained_encoder_takes_a_source():
     plan = json.loads(run(*base, "--pretrained-encoder", "nvidia/mit-b0").stdout)
     assert plan["model"]["pretrained_encoder"] == "nvidia/mit-b0"
     assert json.loads(run(*base).stdout)["model"]["pretrained_encoder"] is False
+
+
+def test_a_reader_that_leaves_early_is_no_error():
+    """`segcore ... | head`: the closed pipe ends the command quietly (exit 141, as SIGPIPE would), no traceback."""
+    proc = subprocess.Popen(
+        [*SEGCORE, "train", "--recipe", "segnext-ade20k-160k", "--dry-run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+    )
+    proc.stdout.close()  # the only reader is gone before the command writes: its first write meets a closed pipe
+    assert proc.wait(timeout=120) == 141
+    assert b"Error" not in proc.stderr.read()

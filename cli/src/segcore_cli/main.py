@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -89,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("segcore: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`segcore list | head`): stop quietly, as a tool killed by SIGPIPE
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout at exit: do not fail again there
+        return 141
     except Exception as err:  # noqa: BLE001 - the one place that turns errors into exit codes
         if debug:
             raise
