@@ -118,23 +118,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train and print where the results are."""
+    import dataclasses
     import json
     import os
 
     from segcore.train import TrainSettings, component_names, train
 
-    # The components the options are typed after (on --resume: the run's own; with --init-from: M's).
-    base = TrainSettings(
-        encoder=args.encoder,
-        decoder=args.decoder,
-        dataset=args.dataset,
-        recipe=args.recipe,
-        output_dir=args.output_dir,
-        resume=args.resume,
-        init_from=args.init_from,
-    )
-    encoder, decoder = component_names(base)
-    dataset_opt = parse_component_options("datasets", args.dataset, args.dataset_opt) if args.dataset else {}
     settings = TrainSettings(
         encoder=args.encoder,
         decoder=args.decoder,
@@ -147,9 +136,6 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         weight_decay=args.weight_decay,
         pretrained_encoder=args.pretrained_encoder,
-        encoder_opt=parse_component_options("encoders", encoder, args.encoder_opt),
-        decoder_opt=parse_component_options("decoders", decoder, args.decoder_opt),
-        dataset_opt=dataset_opt or parse_component_options("datasets", None, args.dataset_opt),
         mixed_precision=args.mixed_precision,
         output_dir=args.output_dir,
         resume=args.resume,
@@ -171,6 +157,15 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=not args.no_progress,
         init_from=args.init_from,
+    )
+    # The --*-opt values are typed after the components the run will use (on --resume: the run's own; with
+    # --init-from: M's), which the settings without them already decide.
+    encoder, decoder = component_names(settings)
+    settings = dataclasses.replace(
+        settings,
+        encoder_opt=parse_component_options("encoders", encoder, args.encoder_opt),
+        decoder_opt=parse_component_options("decoders", decoder, args.decoder_opt),
+        dataset_opt=parse_component_options("datasets", args.dataset, args.dataset_opt),
     )
     if args.dry_run:
         from segcore.train import plan

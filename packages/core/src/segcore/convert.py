@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ __all__ = [
     "mismatch_report",
     "identity",
     "split_prefix",
+    "rename_keys",
 ]
 
 _WRAPPERS = ("state_dict", "model", "module", "model_state", "params")
@@ -47,6 +49,26 @@ _WRAPPERS = ("state_dict", "model", "module", "model_state", "params")
 def identity(name: str, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """The converter of segcore's own format: returns the dict unchanged."""
     return dict(state_dict)
+
+
+def rename_keys(state_dict: Mapping[str, Tensor], rules: Sequence[tuple[str, str]], what: str) -> dict[str, Tensor]:
+    """Rename every key with the first ``(pattern, replacement)`` rule that matches it (``re.subn``).
+
+    A key no rule matches is an error naming a few of them, so an unexpected layout never loads half-converted.
+    """
+    out: dict[str, Tensor] = {}
+    unknown = []
+    for key, value in state_dict.items():
+        for pattern, repl in rules:
+            new, n = re.subn(pattern, repl, key)
+            if n:
+                out[new] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise CheckpointError(f"{what}: {len(unknown)} keys not understood, e.g. {unknown[:5]}")
+    return out
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:

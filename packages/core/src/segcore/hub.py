@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import urllib.request
 from collections.abc import Mapping
@@ -736,11 +735,3 @@ def push_to_hub(
         )
     url = getattr(info, "pr_url", None) if create_pr else None
     return str(url or getattr(info, "commit_url", info))
-
-
-def copy_folder(src: Path, dst: Path) -> None:
-    """Copy a ``from_pretrained`` folder (config, weights, card)."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
-        if (src / name).is_file():
-            shutil.copyfile(src / name, dst / name)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from segcore.convert import convert_component, load_state_dict_file, load_strict, split_prefix
+from segcore.convert import convert_component, load_state_dict_file, load_strict, rename_keys, split_prefix
 from segcore.errors import CheckpointError
 from segcore.registry import components
 from segcore.settings import IMAGENET_MEAN, IMAGENET_STD
@@ -377,21 +377,6 @@ _CONVNEXT_RULES = [
 _CONV_MODULE = [(r"\.conv\.", ".0."), (r"\.batch_norm\.", ".1.")]
 
 
-def _rename(state_dict: Mapping[str, Tensor], rules: list[tuple[str, str]], what: str) -> dict[str, Tensor]:
-    out, unknown = {}, []
-    for key, value in state_dict.items():
-        for pattern, repl in rules:
-            new, n = re.subn(pattern, repl, key)
-            if n:
-                out[new] = value
-                break
-        else:
-            unknown.append(key)
-    if unknown:
-        raise CheckpointError(f"{what}: {len(unknown)} keys not understood, e.g. {unknown[:5]}")
-    return out
-
-
 def convert_convnext(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Map transformers ``ConvNextBackbone`` keys (``backbone.`` stripped) -> ``timm:convnext_*`` encoder keys."""
     if all(k.startswith(("model.", "out_norms.")) for k in state_dict):
@@ -403,7 +388,7 @@ def convert_convnext(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
             norms[f"out_norms.{int(m[1]) - 1}.{m[2]}"] = value
         else:
             rest[key] = value
-    return {**_rename(rest, _CONVNEXT_RULES, "convnext (transformers)"), **norms}
+    return {**rename_keys(rest, _CONVNEXT_RULES, "convnext (transformers)"), **norms}
 
 
 def convert_upernet_head(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+from segcore.convert import rename_keys
 from segcore.errors import CheckpointError
 from torch import Tensor
 
@@ -69,22 +70,6 @@ _HEAD_MMSEG: _Rules = [
 
 _MIT_OURS = re.compile(r"^stages\.\d+\.(patch_embed\.(proj|norm)|blocks\.\d+\.(norm1|norm2|attn|ffn)|norm)\.")
 _HEAD_OURS = re.compile(r"^(convs\.\d+\.[01]|fusion_conv\.[01]|uper|mid|internal|external|conv_seg)\.")
-
-
-def _rename(state_dict: Mapping[str, Tensor], rules: _Rules, what: str) -> dict[str, Tensor]:
-    out: dict[str, Tensor] = {}
-    unknown = []
-    for key, value in state_dict.items():
-        for pattern, repl in rules:
-            new, n = re.subn(pattern, repl, key)
-            if n:
-                out[new] = value
-                break
-        else:
-            unknown.append(key)
-    if unknown:
-        raise CheckpointError(f"{what}: {len(unknown)} keys not understood, e.g. {unknown[:5]}")
-    return out
 
 
 def _nvlabs_to_mmseg(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -173,7 +158,7 @@ def convert_mit(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
         state_dict = _nvlabs_to_mmseg(state_dict)
     elif any("patch_embeddings." in k for k in keys):
         state_dict = _hf_to_mmseg(state_dict)
-    return _rename(state_dict, _MIT_MMSEG, "mit")
+    return rename_keys(state_dict, _MIT_MMSEG, "mit")
 
 
 def convert_segdeformer_head(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -181,7 +166,7 @@ def convert_segdeformer_head(state_dict: Mapping[str, Tensor]) -> dict[str, Tens
     keys = list(state_dict)
     if keys and all(_HEAD_OURS.match(k) for k in keys) and not any(k.startswith("class_token") for k in keys):
         return dict(state_dict)
-    return _rename(state_dict, _HEAD_MMSEG, "segdeformer")
+    return rename_keys(state_dict, _HEAD_MMSEG, "segdeformer")
 
 
 def convert_segformer_head(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -189,7 +174,7 @@ def convert_segformer_head(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor
     keys = list(state_dict)
     if keys and all(re.match(r"^(convs\.\d+\.[01]|fusion_conv\.[01]|conv_seg)\.", k) for k in keys):
         return dict(state_dict)
-    out = _rename(state_dict, _HEAD_MMSEG, "mlp")
+    out = rename_keys(state_dict, _HEAD_MMSEG, "mlp")
     extra = [k for k in out if not k.startswith(("convs.", "fusion_conv.", "conv_seg."))]
     if extra:
         raise CheckpointError(f"mlp: keys of another head in a SegformerHead checkpoint, e.g. {extra[:5]}")
@@ -272,7 +257,7 @@ def convert_segformer_decode_head(state_dict: Mapping[str, Tensor]) -> dict[str,
     keys = list(state_dict)
     if keys and all(_SEGFORMER_OURS.match(k) for k in keys):
         return dict(state_dict)
-    return _rename(state_dict, _SEGFORMER_HF, "segformer")
+    return rename_keys(state_dict, _SEGFORMER_HF, "segformer")
 
 
 def convert_transformers(component: str, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
