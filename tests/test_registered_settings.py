@@ -349,7 +349,7 @@ def _data_plugin(num_classes: int, size: tuple[int, int]) -> types.ModuleType:
 @pytest.mark.parametrize("name", MODEL_CHECKPOINTS, ids=MODEL_CHECKPOINTS)
 def test_checkpoint_protocol_reaches_segcore_eval(name, tmp_path, monkeypatch, capsys) -> None:
     """The converted model's config carries the paper's protocol; `segcore eval` runs it with no flags."""
-    from segcore.hub import checkpoint_config
+    from segcore.checkpoints import checkpoint_config
 
     spec = registry.components("checkpoints")[name]
     config = checkpoint_config(name, spec)

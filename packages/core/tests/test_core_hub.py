@@ -225,16 +225,16 @@ def test_revision_token_force_download_and_local_files_only(saved):
 
 
 def test_cache_dir_is_huggingface_home_or_segcore_cache(monkeypatch, tmp_path):
-    from segcore.hub import cache_dir
+    from segcore.hub import segcore_cache_dir
 
     monkeypatch.delenv("SEGCORE_CACHE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    assert cache_dir() == tmp_path / "hf" / "segcore"
+    assert segcore_cache_dir() == tmp_path / "hf" / "segcore"
     monkeypatch.delenv("HF_HOME")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cache_dir() == tmp_path / "xdg" / "huggingface" / "segcore"
+    assert segcore_cache_dir() == tmp_path / "xdg" / "huggingface" / "segcore"
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "mine"))
-    assert cache_dir() == tmp_path / "mine"
+    assert segcore_cache_dir() == tmp_path / "mine"
 
 
 def test_offline_uses_the_cache_and_says_how_to_get_what_is_missing(saved, monkeypatch):

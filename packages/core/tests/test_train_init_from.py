@@ -169,12 +169,12 @@ def test_a_recipe_gives_the_schedule_and_m_the_model_normalisation_and_weights(t
 
 
 def test_dry_run_reads_only_the_config_and_never_fetches(trained, tmp_path, monkeypatch):
-    import segcore.hub
+    import segcore.checkpoints
 
     def no_download(*args, **kwargs):
         raise AssertionError("a dry run downloaded")
 
-    monkeypatch.setattr(segcore.hub, "from_pretrained", no_download)
+    monkeypatch.setattr(segcore.checkpoints, "from_pretrained", no_download)
     resolved = plan(_settings(tmp_path / "p", dataset="tiny-merged", init_from=str(trained)))
     init = resolved["init_from"]
     assert init["encoder"] == "timm:test_convnext" and init["num_classes"] == 4

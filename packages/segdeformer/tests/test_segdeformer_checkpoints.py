@@ -12,9 +12,9 @@ import pytest
 import segcore
 import torch
 from segcore import registry
+from segcore.checkpoints import load_pretrained_encoder_state
 from segcore.convert import convert_component
 from segcore.errors import CheckpointError
-from segcore.hub import load_pretrained_encoder_state
 from segcore.registry import components
 from segcore.testing import serve_hub
 from segcore_segdeformer.convert import convert_mit

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import segcore
 import torch
-from segcore.convert import convert_component, load_state_dict_file, load_strict
+from segcore.convert import convert_component
 from segcore.errors import CheckpointError
 from segcore.registry import components
+from segcore.state_dict import load_state_dict_file, load_strict
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared"
 FIXTURE = SHARED / "fixtures" / "segnext" / "mscan_t_ham"

@@ -78,9 +78,9 @@ def run_mirror(args: argparse.Namespace) -> int:
         raise segcore.SegcoreError(f"no registered checkpoint {args.name!r}; see `segcore list --kind checkpoints`")
     if spec.kind != "model":
         raise segcore.SegcoreError(f"{args.name!r} is an encoder checkpoint; mirror full models only")
-    from segcore.hub import convert_registered
+    from segcore.checkpoints import convert_registered
 
-    model = convert_registered(args.name, spec, args.file)
+    model = convert_registered(segcore.SegModel, args.name, spec, args.file)
     message = f"Mirror {args.name} from {spec.official_filename or 'official file'}"
     print(model.push_to_hub(args.repo, **_push_kwargs(args, message)))
     return 0

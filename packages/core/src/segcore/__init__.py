@@ -44,8 +44,8 @@ _LAZY = {
     "list_components": "segcore.registry",
     "ComponentInfo": "segcore.registry",
     "parse_options": "segcore.options",
-    "convert_checkpoint": "segcore.convert",
-    "load_state_dict_file": "segcore.convert",
+    "convert_checkpoint": "segcore.model",
+    "load_state_dict_file": "segcore.state_dict",
     "export_onnx": "segcore.export",
 }
 
@@ -86,8 +86,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # the names of _LAZY, for type checkers (they are in __all__ through *_LAZY)
     from segcore.components import build_dataset, build_decoder, build_encoder, build_loss  # noqa: F401
     from segcore.contracts import Decoder, DecoderOutput, Encoder, Loss  # noqa: F401
-    from segcore.convert import convert_checkpoint, load_state_dict_file  # noqa: F401
     from segcore.export import export_onnx  # noqa: F401
-    from segcore.model import SegModel, SegModelConfig, build_model  # noqa: F401
+    from segcore.model import SegModel, SegModelConfig, build_model, convert_checkpoint  # noqa: F401
     from segcore.options import parse_options  # noqa: F401
     from segcore.registry import ComponentInfo, list_components  # noqa: F401
+    from segcore.state_dict import load_state_dict_file  # noqa: F401

@@ -14,6 +14,8 @@ __all__ = [
     "EvaluationError",
     "HubNetworkError",
     "NotCachedError",
+    "TrainingError",
+    "TrainingInterrupted",
 ]
 
 
@@ -62,3 +64,17 @@ class HubNetworkError(CheckpointError):
 
 class NotCachedError(CheckpointError):
     """Offline (``HF_HUB_OFFLINE=1`` or ``local_files_only=True``) and the model is not in the local cache."""
+
+
+class TrainingError(SegcoreError):
+    """Training stopped (non-finite loss, bad settings, no usable checkpoint)."""
+
+
+class TrainingInterrupted(TrainingError):
+    """SIGTERM stopped the run after it saved a checkpoint; the message says where.
+
+    ``exit_code`` is what the shell reports for a process killed by SIGTERM (128 + 15): a job scheduler sees the
+    run as stopped, not finished.
+    """
+
+    exit_code = 143

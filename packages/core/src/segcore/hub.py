@@ -1,27 +1,25 @@
-"""Weights on disk and on the Hugging Face Hub: ``config.json`` + ``model.safetensors`` + a model card.
+"""Model folders on disk and on the Hugging Face Hub: ``config.json`` + ``model.safetensors`` + a model card.
 
 No pickle is ever loaded from the Hub and no remote code runs: a model is rebuilt from ``config.json``
 through the registry, then filled strictly from safetensors. A transformers segmentation repo (SegFormer,
 UperNet + ConvNeXt) is converted on the fly by :mod:`segcore.transformers_format`, without transformers.
-A registered checkpoint name resolves to its Hub repo; when that repo does not exist, the official file is
-downloaded, verified, converted with the plugin's converter and cached as a normal ``from_pretrained`` folder
-under :func:`cache_dir`.
+Registered checkpoint names are :mod:`segcore.checkpoints`' business; this module knows folders and repos only,
+and builds models through the class it is given (:meth:`SegModel.from_pretrained <segcore.model.SegModel>` passes
+itself, as huggingface_hub's ``ModelHubMixin`` does), so it never imports the model.
 
 Hub access follows huggingface_hub: ``revision``, ``token``, ``cache_dir``, ``local_files_only`` and
-``force_download`` mean what they mean there, and ``HF_HUB_OFFLINE=1`` forbids every download (the Hub's and
-the official files'). A network failure is reported after one attempt, within ``SEGCORE_HUB_TIMEOUT`` seconds
-(default 5), instead of huggingface_hub's five retries.
+``force_download`` mean what they mean there (:class:`Fetch`), and ``HF_HUB_OFFLINE=1`` forbids every download.
+A network failure is reported after one attempt, within ``SEGCORE_HUB_TIMEOUT`` seconds (default 5), instead of
+huggingface_hub's five retries.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import tempfile
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,35 +29,40 @@ from torch import Tensor
 
 from segcore import cards
 from segcore.cards import CARD_NAME, eval_result, is_segcore_card, scores_from_metrics, with_eval_results
-from segcore.convert import load_strict
 from segcore.errors import CheckpointError, HubNetworkError, NotCachedError
-from segcore.registry import components
+from segcore.model_config import SegModelConfig
+from segcore.state_dict import load_strict
 from segcore.transformers_format import (
     PREPROCESSOR_NAME,
     WEIGHT_FILES,
     build_from_transformers,
-    encoder_state_from_transformers,
     is_transformers_config,
     model_config_from_transformers,
     read_weights,
 )
 
 if TYPE_CHECKING:
-    from segcore.model import SegModel, SegModelConfig
+    from segcore.model import SegModel
     from segcore.settings import EvalProtocol
-    from segcore.specs import CheckpointSpec
 
 __all__ = [
     "CONFIG_NAME",
     "WEIGHTS_NAME",
     "CARD_NAME",
+    "Fetch",
     "save_pretrained",
     "save_evaluated",
-    "from_pretrained",
+    "load_folder",
+    "download_repo",
+    "hub_file",
+    "probe",
     "push_to_hub",
-    "load_pretrained_encoder_state",
-    "cache_dir",
+    "read_json",
+    "replace_file",
+    "segcore_cache_dir",
     "offline",
+    "network_timeout",
+    "is_network_error",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,7 +72,7 @@ WEIGHTS_NAME = "model.safetensors"
 _SEGCORE_KEYS = ("encoder", "decoder", "num_classes")
 
 
-def cache_dir() -> Path:
+def segcore_cache_dir() -> Path:
     """Where converted official checkpoints (and their downloads) are cached.
 
     ``$SEGCORE_CACHE`` when set, else ``$HF_HOME/segcore`` (huggingface_hub's home: ``$HF_HOME``, else
@@ -92,7 +95,8 @@ def offline() -> bool:
     return value in ("1", "ON", "YES", "TRUE") or bool(constants.HF_HUB_OFFLINE)
 
 
-def _network_timeout() -> float:
+def network_timeout() -> float:
+    """Seconds one network attempt may take: ``$SEGCORE_HUB_TIMEOUT``, default 5."""
     return float(os.environ.get("SEGCORE_HUB_TIMEOUT") or 5)
 
 
@@ -109,8 +113,11 @@ def _umask() -> int:
     return mask
 
 
-def _replace(tmp: Path, target: Path) -> None:
-    # Temporary files may be created 0600 (safetensors does): give the result the mode a plain open() would.
+def replace_file(tmp: Path, target: Path) -> None:
+    """Move ``tmp`` onto ``target`` atomically, with the permissions a plain ``open()`` gives (the umask's).
+
+    Temporary files may be created 0600 (safetensors does); the result gets the mode a plain ``open()`` would.
+    """
     os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, target)
 
@@ -198,11 +205,11 @@ def save_pretrained(
         files[CARD_NAME] = str(card).encode()
     tmp = out / f".{WEIGHTS_NAME}.tmp"
     save_file(_tensors_for_saving(model), str(tmp), metadata={"format": "pt", "library": "segcore"})
-    _replace(tmp, out / WEIGHTS_NAME)
+    replace_file(tmp, out / WEIGHTS_NAME)
     for name, data in files.items():
         tmp = out / f".{name}.tmp"
         tmp.write_bytes(data)
-        _replace(tmp, out / name)
+        replace_file(tmp, out / name)
     return out
 
 
@@ -237,7 +244,8 @@ def save_evaluated(
 
 
 # ------------------------------------------------------------------------------------------------------------ load
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON object; an unreadable file or another JSON value is a :class:`CheckpointError`."""
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -260,11 +268,13 @@ def _card_license(readme: Path) -> dict[str, str]:
     return {k: str(data[k]) for k in ("license", "license_name", "license_link") if data.get(k)}
 
 
-def _load_transformers(folder: Path, data: dict[str, Any], map_location: str | torch.device, source: str) -> SegModel:
+def _load_transformers(
+    model_cls: type[SegModel], folder: Path, data: dict[str, Any], map_location: str | torch.device, source: str
+) -> SegModel:
     pre = folder / PREPROCESSOR_NAME
-    preprocessor = _read_json(pre) if pre.is_file() else None
+    preprocessor = read_json(pre) if pre.is_file() else None
     model_config_from_transformers(data, preprocessor)  # an unsupported model is said before reading its weights
-    model = build_from_transformers(data, read_weights(folder), preprocessor, source)
+    model = build_from_transformers(model_cls, data, read_weights(folder), preprocessor, source)
     extra = model.config.extra
     is_folder = Path(source).expanduser().exists()
     extra.setdefault("name", Path(source).name if is_folder else source)
@@ -274,10 +284,22 @@ def _load_transformers(folder: Path, data: dict[str, Any], map_location: str | t
     return model.to(map_location)
 
 
-def _load_folder(folder: Path, map_location: str | torch.device = "cpu", source: str | None = None) -> SegModel:
-    from safetensors.torch import load_file
+def load_folder(
+    model_cls: type[SegModel], folder: Path, map_location: str | torch.device = "cpu", source: str | None = None
+) -> SegModel:
+    """Load the model of a local folder: segcore's (``config.json`` + ``model.safetensors``) or transformers'.
 
-    from segcore.model import SegModel, SegModelConfig
+    Args:
+        model_cls: the model class to build (:class:`~segcore.model.SegModel`; its ``from_pretrained`` passes
+            itself).
+        folder: the folder.
+        map_location: device of the returned model.
+        source: what to name as the model's source (a Hub repo id; default the folder).
+
+    Raises:
+        CheckpointError: no model folder, an invalid config or weights that do not match, said in words.
+    """
+    from safetensors.torch import load_file
 
     config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not config_path.is_file():
@@ -285,9 +307,9 @@ def _load_folder(folder: Path, map_location: str | torch.device = "cpu", source:
             f"{folder} is not a segcore model folder: config.json is missing (a folder written by "
             "save_pretrained or segcore train holds config.json and model.safetensors)"
         )
-    data = _read_json(config_path)
+    data = read_json(config_path)
     if is_transformers_config(data):
-        return _load_transformers(folder, data, map_location, source or str(folder))
+        return _load_transformers(model_cls, folder, data, map_location, source or str(folder))
     if not weights_path.is_file():
         raise CheckpointError(
             f"{folder} is not a segcore model folder: model.safetensors is missing (a folder written by "
@@ -303,14 +325,14 @@ def _load_folder(folder: Path, map_location: str | torch.device = "cpu", source:
         raise CheckpointError(
             f"cannot read {weights_path}: {err} (the file is truncated or not safetensors; download it again)"
         ) from err
-    model = SegModel(config, check=False)
+    model = model_cls(config, check=False)
     load_strict(model, state, source=str(weights_path))
     return model.to(map_location).eval()
 
 
 @dataclasses.dataclass(frozen=True)
-class _Fetch:
-    """huggingface_hub's download keywords, as ``from_pretrained`` got them."""
+class Fetch:
+    """huggingface_hub's download keywords, as ``from_pretrained`` got them (they mean what they mean there)."""
 
     revision: str | None = None
     cache_dir: str | Path | None = None
@@ -319,7 +341,8 @@ class _Fetch:
     force_download: bool = False
 
 
-def _is_network_error(err: BaseException) -> bool:
+def is_network_error(err: BaseException) -> bool:
+    """True when ``err`` is a network failure (not a missing repo, file or revision)."""
     # huggingface_hub raises its HTTP client's transport errors (httpx or its fork) unwrapped.
     names = {c.__name__ for c in type(err).__mro__}
     return bool(names & {"TransportError", "ConnectionError", "TimeoutError", "Timeout", "URLError"}) or isinstance(
@@ -336,7 +359,7 @@ def _not_cached(repo_id: str, revision: str | None) -> NotCachedError:
     )
 
 
-def _hub_file(repo_id: str, filename: str, f: _Fetch, optional: bool = False) -> Path | None:
+def hub_file(repo_id: str, filename: str, f: Fetch, optional: bool = False) -> Path | None:
     """Download (or find in the cache) one file of a Hub repo; errors are said in words."""
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (
@@ -387,7 +410,7 @@ def _hub_file(repo_id: str, filename: str, f: _Fetch, optional: bool = False) ->
         ) from err
 
 
-def _probe(repo_id: str, filename: str, f: _Fetch) -> _Fetch:
+def probe(repo_id: str, filename: str, f: Fetch) -> Fetch:
     """Ask the Hub once, without retries, whether ``filename`` of ``repo_id`` is there.
 
     huggingface_hub retries a network failure five times with back-off (about half a minute, several minutes when
@@ -400,12 +423,12 @@ def _probe(repo_id: str, filename: str, f: _Fetch) -> _Fetch:
         return f
     try:
         get_hf_file_metadata(
-            hf_hub_url(repo_id, filename, revision=f.revision), token=f.token, timeout=_network_timeout()
+            hf_hub_url(repo_id, filename, revision=f.revision), token=f.token, timeout=network_timeout()
         )
     except Exception as err:
-        if not _is_network_error(err):
+        if not is_network_error(err):
             return f  # a missing repo, file or revision: the download says it in words
-        cached = _hub_file(repo_id, filename, dataclasses.replace(f, local_files_only=True), optional=True)
+        cached = hub_file(repo_id, filename, dataclasses.replace(f, local_files_only=True), optional=True)
         if cached is not None and not f.force_download:
             logger.warning("segcore: network failure (%s); using the cached copy of %s", err, repo_id)
             return dataclasses.replace(f, local_files_only=True)
@@ -419,274 +442,28 @@ def _probe(repo_id: str, filename: str, f: _Fetch) -> _Fetch:
     return f
 
 
-def _download_repo(repo_id: str, f: _Fetch) -> Path:
+def download_repo(repo_id: str, f: Fetch) -> Path:
     """Download what a Hub repo's model needs (segcore or transformers format) and return the local folder."""
-    f = _probe(repo_id, CONFIG_NAME, f)
-    config_path = _hub_file(repo_id, CONFIG_NAME, f)
+    f = probe(repo_id, CONFIG_NAME, f)
+    config_path = hub_file(repo_id, CONFIG_NAME, f)
     assert config_path is not None
-    if not is_transformers_config(_read_json(config_path)):
-        _hub_file(repo_id, WEIGHTS_NAME, f)
-        _hub_file(repo_id, CARD_NAME, f, optional=True)
+    if not is_transformers_config(read_json(config_path)):
+        hub_file(repo_id, WEIGHTS_NAME, f)
+        hub_file(repo_id, CARD_NAME, f, optional=True)
         return config_path.parent
     for name in WEIGHT_FILES:
-        path = _hub_file(repo_id, name, f, optional=True)
+        path = hub_file(repo_id, name, f, optional=True)
         if path is None:
             continue
         if name.endswith(".index.json"):
-            for shard in sorted(set(_read_json(path)["weight_map"].values())):
-                _hub_file(repo_id, shard, f)
+            for shard in sorted(set(read_json(path)["weight_map"].values())):
+                hub_file(repo_id, shard, f)
         break
     else:
         raise CheckpointError(f"Hub repo {repo_id!r} holds a transformers config.json but none of {WEIGHT_FILES}")
-    _hub_file(repo_id, PREPROCESSOR_NAME, f, optional=True)
-    _hub_file(repo_id, CARD_NAME, f, optional=True)
+    hub_file(repo_id, PREPROCESSOR_NAME, f, optional=True)
+    hub_file(repo_id, CARD_NAME, f, optional=True)
     return config_path.parent
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fetch_official(spec: CheckpointSpec, name: str, root: Path | None = None) -> Path:
-    """Download the official file of ``spec`` into the cache (with progress) and verify its checksum."""
-    if spec.manual_step:
-        raise CheckpointError(f"{name}: the official file cannot be downloaded automatically. {spec.manual_step}")
-    if not spec.official_url:
-        raise CheckpointError(f"{name}: no Hub copy could be reached and no official URL is registered")
-    target = (root or cache_dir()) / "downloads" / (spec.official_filename or spec.official_url.rsplit("/", 1)[-1])
-    if not target.is_file():
-        if offline():
-            raise NotCachedError(
-                f"{name} is not cached and HF_HUB_OFFLINE=1 forbids downloading it: neither its Hub copy "
-                f"{spec.repo_id} nor the official file is here. Get it once with network access (unset "
-                f"HF_HUB_OFFLINE and load it again), or download {spec.official_url} by hand and run "
-                f"`segcore convert --format {spec.format} FILE --out DIR` (then load DIR)."
-            )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        from tqdm.auto import tqdm
-
-        tmp = target.with_suffix(target.suffix + ".part")
-        try:
-            # One attempt; the timeout bounds connecting and each read (a stalled server fails, a slow one does not).
-            with urllib.request.urlopen(spec.official_url, timeout=max(_network_timeout(), 30)) as response:  # noqa: S310
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with (
-                    tmp.open("wb") as fh,
-                    tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {target.name}") as bar,
-                ):
-                    for block in iter(lambda: response.read(1 << 20), b""):
-                        fh.write(block)
-                        bar.update(len(block))
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            error = HubNetworkError if _is_network_error(err) else CheckpointError
-            raise error(
-                f"{name}: cannot download {spec.official_url}: {err}. Download it by hand and run "
-                f"`segcore convert --format {spec.format} ...`"
-            ) from err
-        _replace(tmp, target)
-    if spec.sha256:
-        digest = _sha256(target)
-        if not digest.startswith(spec.sha256.lower()):
-            bad = target.with_suffix(target.suffix + ".corrupt")
-            os.replace(target, bad)
-            raise CheckpointError(
-                f"{name}: {target.name} has SHA-256 {digest[:16]}..., expected {spec.sha256}...; moved it to {bad}. "
-                "Download again."
-            )
-    return target
-
-
-def _license_of(spec: CheckpointSpec) -> dict[str, str]:
-    fields = {"license": spec.license, "license_name": spec.license_name, "license_note": spec.license_note}
-    return {k: v for k, v in fields.items() if v}
-
-
-def checkpoint_config(name: str, spec: CheckpointSpec) -> dict[str, Any]:
-    """The :class:`SegModelConfig` fields a registered model checkpoint's converted model gets.
-
-    Besides the architecture, the config records the paper's eval protocol (``eval``, typed), so that ``segcore
-    eval`` runs the paper's test pipeline by default, and where the weights come from and under which licence
-    (``extra``), which the model card states.
-    """
-    return {
-        "encoder_options": dict(spec.encoder_options),
-        "decoder_options": dict(spec.decoder_options),
-        "eval": spec.eval_protocol.to_dict() if spec.eval_protocol is not None else {},
-        **dict(spec.model_config),
-        "extra": {
-            "name": name,
-            "source": spec.official_url or spec.official_filename,
-            "converter": f"segcore convert --format {spec.format}",
-            "metric": spec.metric,
-            "eval_protocol": spec.eval_protocol.describe() if spec.eval_protocol is not None else "",
-            "dataset": spec.dataset,
-            **_license_of(spec),
-        },
-    }
-
-
-def convert_registered(name: str, spec: CheckpointSpec, official_file: str | Path | None = None) -> SegModel:
-    """Convert the official file of the registered model checkpoint ``name`` (downloaded and verified if not given).
-
-    The model's config is :func:`checkpoint_config`'s: the paper's eval protocol and the weights' provenance.
-    """
-    from segcore.convert import convert_checkpoint
-
-    official = Path(official_file) if official_file is not None else _fetch_official(spec, name)
-    config = checkpoint_config(name, spec)
-    extra = config.pop("extra")
-    model = convert_checkpoint(
-        official, format=spec.format, encoder=spec.encoder, decoder=spec.decoder, num_classes=spec.num_classes, **config
-    )
-    model.config.extra.update(extra)
-    return model
-
-
-def _converted_dir(name: str, f: _Fetch) -> Path:
-    root = Path(f.cache_dir).expanduser() / "segcore" if f.cache_dir is not None else cache_dir()
-    return root / "converted" / name
-
-
-def _from_registered(name: str, spec: CheckpointSpec, f: _Fetch, map_location: str | torch.device) -> SegModel:
-    if spec.kind != "model":
-        raise CheckpointError(f"{name!r} holds encoder weights only; use it with build_model(pretrained_encoder=True)")
-    converted = _converted_dir(name, f)
-    if converted.is_dir() and not f.force_download:
-        return _load_folder(converted, map_location)
-    hub = dataclasses.replace(f, revision=f.revision or spec.revision)
-    try:
-        return _load_folder(_download_repo(spec.repo_id, hub), map_location, source=spec.repo_id)
-    except NotCachedError as err:
-        if not (spec.official_url or spec.manual_step):
-            raise
-        raise NotCachedError(
-            f"{name} is not cached ({converted} does not exist and the Hub copy {spec.repo_id} is not in the Hub "
-            f"cache) and {'HF_HUB_OFFLINE=1' if offline() else 'local_files_only=True'} forbids downloading it. Get "
-            "it once with network access (load it again without HF_HUB_OFFLINE / local_files_only), or download "
-            f"{spec.official_url or 'the official file'} by hand and run `segcore convert --format {spec.format} "
-            f"FILE --out {converted}`."
-        ) from err
-    except HubNetworkError:
-        raise  # the network is down: trying the official URL would only wait longer
-    except CheckpointError:
-        if not (spec.official_url or spec.manual_step):
-            raise
-    logger.warning("segcore: converting the official %s checkpoint (no Hub copy at %s)", name, spec.repo_id)
-    model = convert_registered(name, spec, _fetch_official(spec, name, converted.parent.parent))
-    save_pretrained(model, converted)
-    logger.warning("segcore: cached converted %s at %s", name, converted)
-    return model.eval().to(map_location)
-
-
-def from_pretrained(
-    name_or_path: str | Path,
-    revision: str | None = None,
-    cache_dir: str | Path | None = None,
-    map_location: str | torch.device = "cpu",
-    *,
-    token: str | bool | None = None,
-    local_files_only: bool = False,
-    force_download: bool = False,
-) -> SegModel:
-    """Load a :class:`SegModel` from a local folder, a registered checkpoint name or a Hub repo id.
-
-    Folders and repos may be segcore's (``config.json`` + ``model.safetensors``) or transformers' (SegFormer,
-    UperNet + ConvNeXt), which are converted on the fly.
-
-    Args:
-        name_or_path: folder, registered name (``segcore list --kind checkpoints``) or Hub repo id.
-        revision: Hub branch, tag or commit (a registered name's pinned revision otherwise).
-        cache_dir: huggingface_hub cache folder; converted official checkpoints go to ``<cache_dir>/segcore``.
-        map_location: device of the returned model.
-        token: Hub token (``None``: the logged-in one; ``False``: none).
-        local_files_only: use the caches only (as ``HF_HUB_OFFLINE=1``).
-        force_download: download again (and, for registered names, convert again).
-
-    Raises:
-        NotCachedError: offline and not cached; the message says how to get it.
-        HubNetworkError: the Hub could not be reached (one attempt, ``SEGCORE_HUB_TIMEOUT`` seconds at most).
-        CheckpointError: the source does not exist or does not match, said in words.
-    """
-    f = _Fetch(revision, cache_dir, token, local_files_only, force_download)
-    text = str(name_or_path)
-    local = Path(text).expanduser()
-    if local.is_dir():
-        return _load_folder(local, map_location)
-    registered = components("checkpoints")
-    if text in registered:
-        return _from_registered(text, registered[text], f, map_location)
-    looks_local = text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1) or local.exists()
-    if looks_local or text.count("/") != 1:
-        models = ", ".join(sorted(n for n, s in registered.items() if s.kind == "model")) or "(none)"
-        raise CheckpointError(
-            f"{text!r} is not a model folder, a registered checkpoint or a Hub repo id (org/name); "
-            f"registered checkpoints: {models}"
-        )
-    source = text + (f"@{revision}" if revision else "")
-    return _load_folder(_download_repo(text, f), map_location, source=source)
-
-
-def load_pretrained_encoder_state(
-    name: str, encoder: str | None = None, *, revision: str | None = None, token: str | bool | None = None
-) -> dict[str, Tensor]:
-    """Encoder weights (segcore keys) from a registered ``kind="encoder"`` checkpoint, a Hub repo or a folder.
-
-    A Hub repo or folder may hold segcore encoder weights (``model.safetensors``) or a transformers model whose
-    encoder segcore has (the Hub's MiT ImageNet encoders ``nvidia/mit-b0`` ... ``nvidia/mit-b5``).
-
-    Args:
-        name: registered name (``mit-b0-imagenet``), Hub repo id or folder.
-        encoder: the encoder the weights are for (needed for transformers repos and folders).
-        revision: Hub revision of a repo id.
-        token: Hub token.
-    """
-    from safetensors.torch import load_file
-
-    f = _Fetch(revision=revision, token=token)
-    registered = components("checkpoints")
-    if name not in registered:
-        local = Path(name).expanduser()
-        folder = local if local.is_dir() else None
-        if folder is None:
-            if name.count("/") != 1:
-                raise CheckpointError(f"no registered checkpoint {name!r}; see `segcore list --kind checkpoints`")
-            folder = _download_repo(name, f)
-        data = _read_json(folder / CONFIG_NAME) if (folder / CONFIG_NAME).is_file() else {}
-        if is_transformers_config(data):
-            if encoder is None:
-                raise CheckpointError(f"{name}: say which encoder the transformers weights are for (encoder=...)")
-            return encoder_state_from_transformers(data, read_weights(folder), encoder)
-        return load_file(str(folder / WEIGHTS_NAME))
-    spec: CheckpointSpec = registered[name]
-    cached = cache_dir() / "converted" / name / WEIGHTS_NAME
-    if cached.is_file():
-        return load_file(str(cached))
-    hub = dataclasses.replace(f, revision=revision or spec.revision)
-    try:
-        path = _hub_file(spec.repo_id, WEIGHTS_NAME, _probe(spec.repo_id, WEIGHTS_NAME, hub))
-        assert path is not None
-        return load_file(str(path))
-    except (NotCachedError, HubNetworkError):
-        raise
-    except CheckpointError as err:
-        if not (spec.official_url or spec.manual_step):
-            raise CheckpointError(f"{name}: cannot fetch {spec.repo_id}@{spec.revision}: {err}") from err
-    from safetensors.torch import save_file
-
-    from segcore.convert import convert_component, load_state_dict_file
-
-    official = _fetch_official(spec, name)
-    state = convert_component(spec.format, spec.encoder, load_state_dict_file(official))
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_name(f".{WEIGHTS_NAME}.tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt", "library": "segcore"})
-    _replace(tmp, cached)
-    return state
 
 
 # ------------------------------------------------------------------------------------------------------------ push

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,84 +11,19 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from segcore import checkpoints, convert, hub
 from segcore.adapters import build_adapter
-from segcore.components import build_decoder, build_encoder, build_loss, validate_options, with_pair_defaults
+from segcore.components import build_decoder, build_encoder, build_loss, validate_options
 from segcore.contracts import Decoder, DecoderOutput, Encoder, Loss
 from segcore.errors import SegcoreError, WiringError
+from segcore.model_config import SegModelConfig
 from segcore.ops import is_tracing
 from segcore.registry import components, get_spec
-from segcore.settings import IMAGENET_MEAN, IMAGENET_STD, EvalProtocol
+from segcore.settings import IMAGENET_MEAN, IMAGENET_STD
 from segcore.specs import ComponentSpec, FeatureInfo
+from segcore.state_dict import load_state_dict_file
 
-__all__ = ["SegModelConfig", "SegModel", "build_model", "IMAGENET_MEAN", "IMAGENET_STD"]
-
-
-@dataclass
-class SegModelConfig:
-    """Everything needed to rebuild a :class:`SegModel`; saved as ``config.json``.
-
-    Attributes:
-        encoder: registered encoder name.
-        decoder: registered decoder name.
-        num_classes: number of classes ``K``.
-        encoder_options: options of the encoder.
-        decoder_options: options of the decoder.
-        loss: loss name; empty means the decoder's default loss.
-        loss_options: options of the loss (merged over the decoder's defaults when ``loss`` is empty).
-        class_names: one name per class.
-        palette: one RGB colour per class.
-        mean: per-channel mean subtracted from 0-255 images.
-        std: per-channel std dividing 0-255 images.
-        ignore_index: label value that marks unlabelled pixels.
-        eval: the evaluation protocol (:class:`~segcore.settings.EvalProtocol` as a dict: resize rule, mode,
-            crop/stride, scales, flip) used by ``segcore eval``; empty means the dataset's.
-        extra: free-form metadata (dataset, recipe, provenance).
-    """
-
-    encoder: str
-    decoder: str
-    num_classes: int
-    encoder_options: dict[str, Any] = field(default_factory=dict)
-    decoder_options: dict[str, Any] = field(default_factory=dict)
-    loss: str = ""
-    loss_options: dict[str, Any] = field(default_factory=dict)
-    class_names: list[str] = field(default_factory=list)
-    palette: list[list[int]] = field(default_factory=list)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    ignore_index: int = 255
-    eval: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        """Check the eval protocol strictly (an unknown key names the valid ones) and store it in full."""
-        if self.eval:
-            self.eval = EvalProtocol.from_dict(self.eval, "config.json eval").to_dict()
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict (tuples become lists)."""
-        return _jsonable(dataclasses.asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SegModelConfig:
-        """Rebuild from :meth:`to_dict` output; unknown keys are an error that names them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise SegcoreError(f"config.json has unknown keys {unknown}; valid keys are {sorted(names)}")
-        kwargs = dict(data)
-        for key in ("mean", "std"):
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
-        return cls(**kwargs)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+__all__ = ["SegModelConfig", "SegModel", "build_model", "convert_checkpoint", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 
 class SegModel(nn.Module):
@@ -303,9 +236,7 @@ class SegModel(nn.Module):
 
         Files segcore did not write are never replaced (see :func:`segcore.hub.save_pretrained`).
         """
-        from segcore.hub import save_pretrained
-
-        return save_pretrained(self, save_directory, model_card=model_card)
+        return hub.save_pretrained(self, save_directory, model_card=model_card)
 
     @classmethod
     def from_pretrained(
@@ -323,15 +254,15 @@ class SegModel(nn.Module):
 
         segcore folders and repos load strictly (missing, unexpected or mis-shaped tensors raise a report grouped
         by module); transformers SegFormer and UperNet + ConvNeXt repos are converted on the fly. The keywords
-        behave as in huggingface_hub, and ``HF_HUB_OFFLINE=1`` is honoured (see :func:`segcore.hub.from_pretrained`).
+        behave as in huggingface_hub, and ``HF_HUB_OFFLINE=1`` is honoured (see
+        :func:`segcore.checkpoints.from_pretrained`).
 
         Example:
             >>> model = segcore.SegModel.from_pretrained("segnext-b-ade20k")  # doctest: +SKIP
             >>> model = segcore.SegModel.from_pretrained("nvidia/segformer-b0-finetuned-ade-512-512")  # doctest: +SKIP
         """
-        from segcore.hub import from_pretrained
-
-        return from_pretrained(
+        return checkpoints.from_pretrained(
+            cls,
             name_or_path,
             revision=revision,
             cache_dir=cache_dir,
@@ -355,9 +286,7 @@ class SegModel(nn.Module):
 
         Returns the commit URL (the pull request's with ``create_pr``); see :func:`segcore.hub.push_to_hub`.
         """
-        from segcore.hub import push_to_hub
-
-        return push_to_hub(
+        return hub.push_to_hub(
             self,
             repo_id,
             private=private,
@@ -422,18 +351,59 @@ def build_model(
     Example:
         >>> model = segcore.build_model(encoder="mscan-b", decoder="segdeformer", num_classes=150)  # doctest: +SKIP
     """
-    encoder_options, decoder_options = dict(encoder_options or {}), dict(decoder_options or {})
-    if pair_defaults:
-        encoder_options, decoder_options = with_pair_defaults(encoder, decoder, encoder_options, decoder_options)
-    cfg = SegModelConfig(
-        encoder=encoder,
-        decoder=decoder,
-        num_classes=num_classes,
-        encoder_options=encoder_options,
-        decoder_options=decoder_options,
-        **config,
+    cfg = SegModelConfig.from_names(
+        encoder, decoder, num_classes, encoder_options, decoder_options, pair_defaults, **config
     )
     return SegModel(cfg, pretrained_encoder=pretrained_encoder)
+
+
+def convert_checkpoint(
+    checkpoint: str | Path | Mapping[str, Tensor],
+    format: str = "mmseg",  # noqa: A002 - the public name of DESIGN.md
+    encoder: str | None = None,
+    decoder: str | None = None,
+    num_classes: int | None = None,
+    official_config: Mapping[str, Any] | None = None,
+    encoder_options: Mapping[str, Any] | None = None,
+    decoder_options: Mapping[str, Any] | None = None,
+    **config: Any,
+) -> SegModel:
+    """Build a :class:`SegModel` and load an official full-model checkpoint into it.
+
+    The checkpoint is converted by the plugins' converters (:func:`segcore.convert.load_official`) and loaded
+    strictly; any mismatch is reported grouped by module.
+
+    Args:
+        checkpoint: a file path or an already loaded state dict.
+        format: the official format (``"mmseg"``: ``backbone.`` / ``decode_head.`` keys).
+        encoder: encoder name, unless ``official_config`` gives it.
+        decoder: decoder name, unless ``official_config`` gives it.
+        num_classes: classes of the head, unless ``official_config`` gives it.
+        official_config: the ``model`` part of an official config (its ``backbone`` and ``decode_head``
+            dicts); builds the matching model.
+        encoder_options: options overriding those derived from ``official_config``.
+        decoder_options: options overriding those derived from ``official_config``.
+        **config: further :class:`SegModelConfig` fields (``class_names``, ``palette``, ...).
+
+    Raises:
+        CheckpointError: missing, unexpected or mis-shaped keys, listed by module.
+
+    Example:
+        >>> model = segcore.convert_checkpoint("segnext_tiny_512x512_ade_160k.pth", format="mmseg",
+        ...                                    encoder="mscan-t", decoder="ham", num_classes=150)  # doctest: +SKIP
+    """
+    built = convert.official_model_fields(official_config) if official_config is not None else {}
+    encoder = encoder or built.get("encoder")
+    decoder = decoder or built.get("decoder")
+    num_classes = num_classes or built.get("num_classes")
+    if not (encoder and decoder and num_classes):
+        raise SegcoreError("give encoder, decoder and num_classes, or official_config")
+    enc_opts = {**built.get("encoder_options", {}), **(encoder_options or {})}
+    dec_opts = {**built.get("decoder_options", {}), **(decoder_options or {})}
+    path = checkpoint if isinstance(checkpoint, (str, Path)) else None
+    state = load_state_dict_file(path) if path is not None else dict(checkpoint)  # type: ignore[arg-type]
+    model = build_model(encoder, decoder, int(num_classes), enc_opts, dec_opts, **config)
+    return convert.load_official(model, state, format, path)
 
 
 def describe(infos: Sequence[FeatureInfo]) -> str:

@@ -31,11 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from segcore.convert import convert_component, load_state_dict_file, load_strict, rename_keys, split_prefix
+from segcore.convert import convert_component
 from segcore.errors import CheckpointError
+from segcore.model_config import SegModelConfig
 from segcore.registry import components
 from segcore.settings import IMAGENET_MEAN, IMAGENET_STD
 from segcore.specs import resolve
+from segcore.state_dict import load_state_dict_file, load_strict, rename_keys, split_prefix
 
 if TYPE_CHECKING:
     from segcore.model import SegModel
@@ -239,6 +241,7 @@ def convert_transformers_state(
 
 
 def build_from_transformers(
+    model_cls: type[SegModel],
     config: Mapping[str, Any],
     state: Mapping[str, Tensor],
     preprocessor: Mapping[str, Any] | None = None,
@@ -249,13 +252,18 @@ def build_from_transformers(
     Training-only tensors (UperNet's ``auxiliary_head``) are left out: a warning says how many, and the model's
     ``config.extra["converted_from"]`` records it.
 
+    Args:
+        model_cls: the model class to build (:class:`~segcore.model.SegModel`).
+        config: the repo's ``config.json``.
+        state: its weights.
+        preprocessor: its ``preprocessor_config.json``, if any (mean and std).
+        source: where it comes from (named in errors and in ``config.extra["converted_from"]``).
+
     Raises:
         CheckpointError: an unsupported architecture, or tensors that do not match, listed by module.
     """
-    from segcore.model import build_model
-
     kwargs = model_config_from_transformers(config, preprocessor)
-    model = build_model(pair_defaults=False, **kwargs)
+    model = model_cls(SegModelConfig.from_names(pair_defaults=False, **kwargs))
     converted, dropped = convert_transformers_state(config, state, kwargs["encoder"], kwargs["decoder"])
     converted = _fit_linear_to_conv(converted, model.state_dict())
     load_strict(model, converted, source=source)

@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from segcore.convert import rename_keys
 from segcore.errors import CheckpointError
+from segcore.state_dict import rename_keys
 from torch import Tensor
 
 __all__ = [

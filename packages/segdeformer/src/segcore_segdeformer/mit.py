@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from segcore.checkpoints import load_pretrained_encoder
 from segcore.contracts import Encoder
 from segcore.layers import packed_attention
 from segcore.options import parse_options
@@ -266,12 +267,9 @@ def _build(variant: str, pretrained: bool | str, options: dict[str, object]) -> 
     opts = parse_options(MiTOptions, {**VARIANTS[variant], **options}, component=name)
     model = MixVisionTransformer(opts)
     if pretrained:
-        from segcore.hub import load_pretrained_encoder_state
-
         # True: the registered ImageNet weights; a string: a registered name, a Hub repo (the transformers MiT
         # encoders nvidia/mit-b0 ... b5 included) or a folder.
-        source = pretrained if isinstance(pretrained, str) else f"{name}-imagenet"
-        model.load_state_dict(load_pretrained_encoder_state(source, encoder=name))
+        load_pretrained_encoder(model, name, pretrained)
     return model
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from segcore.checkpoints import load_pretrained_encoder
 from segcore.contracts import Encoder
 from segcore.errors import OptionsError
 from segcore.options import parse_options
@@ -256,12 +257,7 @@ def _create(variant: str, pretrained: bool, options: dict[str, Any]) -> MSCAN:
     opts = parse_options(MSCANOptions, {**VARIANTS[variant], **options}, component=f"mscan-{variant}")
     model = MSCAN(opts)
     if pretrained:
-        from segcore.convert import load_strict
-        from segcore.hub import load_pretrained_encoder_state
-
-        load_strict(
-            model, load_pretrained_encoder_state(f"mscan-{variant}-imagenet"), source=f"mscan-{variant}-imagenet"
-        )
+        load_pretrained_encoder(model, f"mscan-{variant}")  # the registered mscan-<variant>-imagenet weights
     return model
 
 

@@ -24,8 +24,6 @@ def __getattr__(name: str) -> Any:
     # The trainer imports torch and accelerate: load it on first use so that ``core_recipes`` stays torch-free.
     if name in (
         "TrainSettings",
-        "TrainingError",
-        "TrainingInterrupted",
         "resolve_recipe",
         "resolve_run",
         "plan",
@@ -34,6 +32,10 @@ def __getattr__(name: str) -> Any:
         from segcore.train import settings
 
         return getattr(settings, name)
+    if name in ("TrainingError", "TrainingInterrupted"):  # defined with segcore's other errors
+        from segcore import errors
+
+        return getattr(errors, name)
     if name == "evaluate":  # its home is segcore.evaluate (the trainer and `segcore eval` share it)
         from segcore.evaluate import evaluate
 

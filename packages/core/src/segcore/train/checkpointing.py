@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from segcore.train.settings import TrainingError
+from segcore.errors import TrainingError
 
 __all__ = ["save_atomic", "list_checkpoints", "prune", "replace_folder", "storage_error", "STATE_FILE"]
 

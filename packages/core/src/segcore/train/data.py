@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from segcore.data import TrainTransform, preflight
+from segcore.errors import TrainingError
 from segcore.specs import RecipeSpec
-from segcore.train.settings import TrainingError
 
 __all__ = ["Sampler", "Samples", "Batches", "loader", "train_transform", "check_splits"]
 

@@ -36,8 +36,9 @@ def init_config(source: str, fetch: bool = True) -> SegModelConfig | None:
     Raises:
         CheckpointError: ``source`` is no model folder, registered checkpoint or Hub repo id.
     """
-    from segcore.hub import CONFIG_NAME, _read_json, checkpoint_config, from_pretrained
-    from segcore.model import SegModelConfig
+    from segcore.checkpoints import checkpoint_config
+    from segcore.hub import CONFIG_NAME, read_json
+    from segcore.model import SegModel, SegModelConfig
     from segcore.registry import components
     from segcore.transformers_format import PREPROCESSOR_NAME, is_transformers_config, model_config_from_transformers
 
@@ -48,10 +49,10 @@ def init_config(source: str, fetch: bool = True) -> SegModelConfig | None:
                 f"--init-from {source}: {local} has no config.json (a training run has one once it has finished; "
                 "use its best/ folder or a finished run)"
             )
-        data = _read_json(local / CONFIG_NAME)
+        data = read_json(local / CONFIG_NAME)
         if is_transformers_config(data):
             pre = local / PREPROCESSOR_NAME
-            fields = model_config_from_transformers(data, _read_json(pre) if pre.is_file() else None)
+            fields = model_config_from_transformers(data, read_json(pre) if pre.is_file() else None)
             return SegModelConfig(**fields)
         return SegModelConfig.from_dict(data)
     registered = components("checkpoints")
@@ -61,7 +62,7 @@ def init_config(source: str, fetch: bool = True) -> SegModelConfig | None:
         return SegModelConfig(spec.encoder, spec.decoder, spec.num_classes, **fields)  # type: ignore[arg-type]
     if not fetch:
         return None
-    return from_pretrained(source).config
+    return SegModel.from_pretrained(source).config
 
 
 def class_dependent_tensors(config: SegModelConfig) -> list[str]:
@@ -89,10 +90,10 @@ def load_init_weights(model: SegModel, source: str) -> tuple[list[str], Any]:
     Raises:
         CheckpointError: naming the tensors that do not match (e.g. options changed by ``--encoder-opt``).
     """
-    from segcore.convert import load_strict
-    from segcore.hub import from_pretrained
+    from segcore.model import SegModel
+    from segcore.state_dict import load_strict
 
-    init = from_pretrained(source)
+    init = SegModel.from_pretrained(source)
     state = init.state_dict()
     fresh: list[str] = []
     if init.config.num_classes != model.config.num_classes:

@@ -26,8 +26,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from segcore.errors import TrainingError
 from segcore.train.checkpointing import list_checkpoints, storage_error
-from segcore.train.settings import TrainingError
 
 try:  # POSIX; elsewhere runs are not locked (a warning says so)
     import fcntl

@@ -18,14 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from segcore.components import resolved_options, with_pair_defaults
-from segcore.errors import SegcoreError
+from segcore.errors import SegcoreError, TrainingError
 from segcore.settings import EvalProtocol, ModelSettings, TrainPipeline
 from segcore.specs import RecipeSpec
 
 __all__ = [
     "TrainSettings",
-    "TrainingError",
-    "TrainingInterrupted",
     "ResolvedRun",
     "resolve_recipe",
     "resolve_run",
@@ -67,20 +65,6 @@ RESUME_MAY_CHANGE = (
 _PER_INVOCATION = ("output_dir", "resume", "overwrite", "progress")
 # Fields whose flag is not --<field with dashes>.
 _FLAGS = {"ema_decay": "--ema"}
-
-
-class TrainingError(SegcoreError):
-    """Training stopped (non-finite loss, bad settings, no usable checkpoint)."""
-
-
-class TrainingInterrupted(TrainingError):
-    """SIGTERM stopped the run after it saved a checkpoint; the message says where.
-
-    ``exit_code`` is what the shell reports for a process killed by SIGTERM (128 + 15): a job scheduler sees the
-    run as stopped, not finished.
-    """
-
-    exit_code = 143
 
 
 @dataclass
@@ -366,7 +350,6 @@ def _init_config(settings: TrainSettings, fetch: bool) -> Any:
     """The config of ``settings.init_from`` (``None`` without one, or when it is on the Hub and not ``fetch``)."""
     if settings.init_from is None:
         return None
-    from segcore.errors import SegcoreError
     from segcore.train.init_from import init_config
 
     try:

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from segcore.train.settings import TrainingError, TrainSettings
+from segcore.errors import TrainingError
+from segcore.train.settings import TrainSettings
 
 __all__ = ["tracker_names", "init_kwargs", "run_config", "validation_scalars", "log_images", "LOGS"]
 

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from segcore.errors import TrainingError, TrainingInterrupted
 from segcore.evaluate import evaluate
 from segcore.hub import save_evaluated
 from segcore.settings import EvalProtocol
@@ -47,8 +48,6 @@ from segcore.train.run_folder import (
 )
 from segcore.train.settings import (
     ResolvedRun,
-    TrainingError,
-    TrainingInterrupted,
     TrainSettings,
     batch_split,
     resolve_recipe,

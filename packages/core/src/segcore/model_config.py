@@ -1,0 +1,121 @@
+"""The config of a :class:`~segcore.model.SegModel`: what ``config.json`` holds and what rebuilds the model.
+
+It sits below the model, so that the weight I/O (:mod:`segcore.hub`, :mod:`segcore.checkpoints`) reads and writes
+configs without importing the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from segcore.components import with_pair_defaults
+from segcore.errors import SegcoreError
+from segcore.settings import IMAGENET_MEAN, IMAGENET_STD, EvalProtocol
+
+__all__ = ["SegModelConfig"]
+
+
+@dataclass
+class SegModelConfig:
+    """Everything needed to rebuild a :class:`SegModel`; saved as ``config.json``.
+
+    Attributes:
+        encoder: registered encoder name.
+        decoder: registered decoder name.
+        num_classes: number of classes ``K``.
+        encoder_options: options of the encoder.
+        decoder_options: options of the decoder.
+        loss: loss name; empty means the decoder's default loss.
+        loss_options: options of the loss (merged over the decoder's defaults when ``loss`` is empty).
+        class_names: one name per class.
+        palette: one RGB colour per class.
+        mean: per-channel mean subtracted from 0-255 images.
+        std: per-channel std dividing 0-255 images.
+        ignore_index: label value that marks unlabelled pixels.
+        eval: the evaluation protocol (:class:`~segcore.settings.EvalProtocol` as a dict: resize rule, mode,
+            crop/stride, scales, flip) used by ``segcore eval``; empty means the dataset's.
+        extra: free-form metadata (dataset, recipe, provenance).
+    """
+
+    encoder: str
+    decoder: str
+    num_classes: int
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    decoder_options: dict[str, Any] = field(default_factory=dict)
+    loss: str = ""
+    loss_options: dict[str, Any] = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=list)
+    palette: list[list[int]] = field(default_factory=list)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    ignore_index: int = 255
+    eval: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Check the eval protocol strictly (an unknown key names the valid ones) and store it in full."""
+        if self.eval:
+            self.eval = EvalProtocol.from_dict(self.eval, "config.json eval").to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (tuples become lists)."""
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SegModelConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error that names them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise SegcoreError(f"config.json has unknown keys {unknown}; valid keys are {sorted(names)}")
+        kwargs = dict(data)
+        for key in ("mean", "std"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
+
+    @classmethod
+    def from_names(
+        cls,
+        encoder: str,
+        decoder: str,
+        num_classes: int,
+        encoder_options: Mapping[str, Any] | None = None,
+        decoder_options: Mapping[str, Any] | None = None,
+        pair_defaults: bool = True,
+        **fields: Any,
+    ) -> SegModelConfig:
+        """The config of registered ``encoder`` + ``decoder`` with these options (what :func:`build_model` builds).
+
+        Args:
+            encoder: encoder name.
+            decoder: decoder name.
+            num_classes: number of classes.
+            encoder_options: encoder options.
+            decoder_options: decoder options.
+            pair_defaults: apply the options of the registered paper pair of ``encoder`` + ``decoder``, if any,
+                under the ones given.
+            **fields: other fields (``class_names``, ``mean``, ``loss``, ...).
+        """
+        encoder_options, decoder_options = dict(encoder_options or {}), dict(decoder_options or {})
+        if pair_defaults:
+            encoder_options, decoder_options = with_pair_defaults(encoder, decoder, encoder_options, decoder_options)
+        return cls(
+            encoder=encoder,
+            decoder=decoder,
+            num_classes=num_classes,
+            encoder_options=encoder_options,
+            decoder_options=decoder_options,
+            **fields,
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
