@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -328,7 +329,9 @@ def load_pretrained_encoder_state(
     return _encoder_state_from_folder(name, encoder, f)
 
 
-def load_pretrained_encoder(module: nn.Module, encoder: str, source: bool | str = True) -> nn.Module:
+def load_pretrained_encoder(
+    module: nn.Module, encoder: str, source: bool | str | Mapping[str, Tensor] = True
+) -> nn.Module:
     """Fill an encoder with pretrained weights, strictly: the one way encoder factories get them.
 
     What ``build_model(..., pretrained_encoder=...)``, ``segcore train --pretrained-encoder [SOURCE]`` and a
@@ -339,7 +342,7 @@ def load_pretrained_encoder(module: nn.Module, encoder: str, source: bool | str 
         encoder: its registered name (``mit-b0``); a transformers source is converted for it.
         source: ``True`` for its registered ImageNet weights (``<encoder>-imagenet``); a string names a
             registered checkpoint, a Hub repo (the transformers MiT encoders ``nvidia/mit-b0`` ... ``b5``
-            included) or a folder.
+            included) or a folder; a state dict is weights the factory got elsewhere (timm's), in segcore keys.
 
     Returns:
         ``module``, loaded.
@@ -350,6 +353,9 @@ def load_pretrained_encoder(module: nn.Module, encoder: str, source: bool | str 
     Example:
         >>> encoder = load_pretrained_encoder(mit_b0(), "mit-b0", "nvidia/mit-b0")  # doctest: +SKIP
     """
+    if isinstance(source, Mapping):
+        load_strict(module, source, source=f"{encoder} pretrained weights")
+        return module
     name = source if isinstance(source, str) else f"{encoder}-imagenet"
     load_strict(module, load_pretrained_encoder_state(name, encoder=encoder), source=name)
     return module

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch.nn.functional as F
+from segcore.checkpoints import load_pretrained_encoder
 from segcore.contracts import Encoder
 from segcore.layers import packed_attention
 from segcore.ops import is_tracing
@@ -190,7 +191,7 @@ def _load_augreg(model: SegViTEncoder) -> None:
             g = model.options.img_size // 16
             value = resize_pos_embed(value[:, 1:], (g, g))
         state[key] = value
-    model.load_state_dict(state, strict=True)
+    load_pretrained_encoder(model, f"timm:{tag}", state)  # strict, with a mismatch report
 
 
 def _build(defaults: ViTOptions, pretrained: bool, options: dict) -> SegViTEncoder:

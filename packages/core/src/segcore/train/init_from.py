@@ -1,6 +1,6 @@
 """Fine-tuning (``--init-from M``): the model, options, normalisation and weights of a trained model.
 
-``M`` is anything :func:`segcore.from_pretrained` takes. Its config decides the run's encoder, decoder and
+``M`` is anything :meth:`segcore.SegModel.from_pretrained` takes. Its config decides the run's encoder, decoder and
 options, the normalisation and (unless the recipe or the data says otherwise) the eval protocol; all its weights
 load, except the tensors whose shape depends on the number of classes when the dataset's count differs. Which
 tensors those are is found by building the model on the meta device with two class counts, not by decoder name,
@@ -12,14 +12,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from segcore.checkpoints import checkpoint_config
 from segcore.errors import CheckpointError
-
-if TYPE_CHECKING:
-    from segcore.model import SegModel, SegModelConfig
+from segcore.hub import CONFIG_NAME, read_json
+from segcore.model import SegModel, SegModelConfig
+from segcore.registry import components
+from segcore.state_dict import load_strict
+from segcore.transformers_format import PREPROCESSOR_NAME, is_transformers_config, model_config_from_transformers
 
 __all__ = ["init_config", "class_dependent_tensors", "load_init_weights"]
 
@@ -36,12 +39,6 @@ def init_config(source: str, fetch: bool = True) -> SegModelConfig | None:
     Raises:
         CheckpointError: ``source`` is no model folder, registered checkpoint or Hub repo id.
     """
-    from segcore.checkpoints import checkpoint_config
-    from segcore.hub import CONFIG_NAME, read_json
-    from segcore.model import SegModel, SegModelConfig
-    from segcore.registry import components
-    from segcore.transformers_format import PREPROCESSOR_NAME, is_transformers_config, model_config_from_transformers
-
     local = Path(source).expanduser()
     if local.is_dir():
         if not (local / CONFIG_NAME).is_file():
@@ -71,8 +68,6 @@ def class_dependent_tensors(config: SegModelConfig) -> list[str]:
     The model is built on the meta device (no memory, no init) with ``K`` and ``K + 1`` classes and the shapes are
     compared, so this holds for any decoder.
     """
-    from segcore.model import SegModel
-
     shapes = []
     for k in (config.num_classes, config.num_classes + 1):
         with torch.device("meta"):
@@ -90,9 +85,6 @@ def load_init_weights(model: SegModel, source: str) -> tuple[list[str], Any]:
     Raises:
         CheckpointError: naming the tensors that do not match (e.g. options changed by ``--encoder-opt``).
     """
-    from segcore.model import SegModel
-    from segcore.state_dict import load_strict
-
     init = SegModel.from_pretrained(source)
     state = init.state_dict()
     fresh: list[str] = []

@@ -21,6 +21,7 @@ from segcore.components import resolved_options, with_pair_defaults
 from segcore.errors import SegcoreError, TrainingError
 from segcore.settings import EvalProtocol, ModelSettings, TrainPipeline
 from segcore.specs import RecipeSpec
+from segcore.train.run_folder import read_run_settings
 
 __all__ = [
     "TrainSettings",
@@ -294,8 +295,6 @@ def component_names(settings: TrainSettings) -> tuple[str | None, str | None]:
 def _resolve(settings: TrainSettings, fetch: bool, data: bool) -> ResolvedRun:
     """:func:`resolve_run`; ``fetch``: download a Hub ``init_from`` for its config; ``data``: open the dataset."""
     if settings.resume:
-        from segcore.train.run_folder import read_run_settings
-
         settings = resume_settings(settings, read_run_settings(settings.output_dir))
     recipe = find_recipe(settings)
     init = _init_config(settings, fetch)
