@@ -72,15 +72,52 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _download(url: str, target: Path, name: str, fmt: str) -> None:
+    """Download ``url`` to ``target`` in one attempt, with a progress bar; a failure leaves nothing behind."""
+    from tqdm.auto import tqdm
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".part")
+    try:
+        # One attempt; the timeout bounds connecting and each read (a stalled server fails, a slow one does not).
+        with urllib.request.urlopen(url, timeout=max(network_timeout(), 30)) as response:  # noqa: S310
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with (
+                tmp.open("wb") as fh,
+                tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {target.name}") as bar,
+            ):
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    fh.write(block)
+                    bar.update(len(block))
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        error = HubNetworkError if is_network_error(err) else CheckpointError
+        raise error(
+            f"{name}: cannot download {url}: {err}. Download it by hand and run `segcore convert --format {fmt} ...`"
+        ) from err
+    replace_file(tmp, target)
+
+
+def _verify(target: Path, sha256: str, name: str) -> None:
+    """Check the SHA-256 (or its prefix) of ``target``; a mismatch moves the file aside as ``.corrupt``."""
+    digest = _sha256(target)
+    if not digest.startswith(sha256.lower()):
+        bad = target.with_suffix(target.suffix + ".corrupt")
+        os.replace(target, bad)
+        raise CheckpointError(
+            f"{name}: {target.name} has SHA-256 {digest[:16]}..., expected {sha256}...; moved it to {bad}. "
+            "Download again."
+        )
+
+
 def _fetch_official(spec: CheckpointSpec, name: str, root: Path | None = None) -> Path:
     """Download the official file of ``spec`` into the cache (with progress) and verify its checksum."""
     if spec.manual_step:
         raise CheckpointError(f"{name}: the official file cannot be downloaded automatically. {spec.manual_step}")
     if not spec.official_url:
         raise CheckpointError(f"{name}: no Hub copy could be reached and no official URL is registered")
-    target = (
-        (root or segcore_cache_dir()) / "downloads" / (spec.official_filename or spec.official_url.rsplit("/", 1)[-1])
-    )
+    filename = spec.official_filename or spec.official_url.rsplit("/", 1)[-1]
+    target = (root or segcore_cache_dir()) / "downloads" / filename
     if not target.is_file():
         if offline():
             raise NotCachedError(
@@ -89,38 +126,9 @@ def _fetch_official(spec: CheckpointSpec, name: str, root: Path | None = None) -
                 f"HF_HUB_OFFLINE and load it again), or download {spec.official_url} by hand and run "
                 f"`segcore convert --format {spec.format} FILE --out DIR` (then load DIR)."
             )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        from tqdm.auto import tqdm
-
-        tmp = target.with_suffix(target.suffix + ".part")
-        try:
-            # One attempt; the timeout bounds connecting and each read (a stalled server fails, a slow one does not).
-            with urllib.request.urlopen(spec.official_url, timeout=max(network_timeout(), 30)) as response:  # noqa: S310
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with (
-                    tmp.open("wb") as fh,
-                    tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {target.name}") as bar,
-                ):
-                    for block in iter(lambda: response.read(1 << 20), b""):
-                        fh.write(block)
-                        bar.update(len(block))
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            error = HubNetworkError if is_network_error(err) else CheckpointError
-            raise error(
-                f"{name}: cannot download {spec.official_url}: {err}. Download it by hand and run "
-                f"`segcore convert --format {spec.format} ...`"
-            ) from err
-        replace_file(tmp, target)
+        _download(spec.official_url, target, name, spec.format)
     if spec.sha256:
-        digest = _sha256(target)
-        if not digest.startswith(spec.sha256.lower()):
-            bad = target.with_suffix(target.suffix + ".corrupt")
-            os.replace(target, bad)
-            raise CheckpointError(
-                f"{name}: {target.name} has SHA-256 {digest[:16]}..., expected {spec.sha256}...; moved it to {bad}. "
-                "Download again."
-            )
+        _verify(target, spec.sha256, name)
     return target
 
 
