@@ -11,7 +11,6 @@ import ast
 from pathlib import Path
 
 import pytest
-
 import segcore
 
 ROOT = Path(segcore.__file__).resolve().parent

@@ -1,4 +1,9 @@
-"""Model assembly: any registered encoder + any registered decoder = a :class:`SegModel`."""
+"""Model assembly: any registered encoder + any registered decoder = a :class:`SegModel`.
+
+The model sits on top of the weight I/O (:mod:`segcore.state_dict` < :mod:`segcore.convert` <
+:mod:`segcore.transformers_format` < :mod:`segcore.hub` < :mod:`segcore.checkpoints`), which never imports it:
+:meth:`SegModel.from_pretrained` passes its class down, as huggingface_hub's ``ModelHubMixin`` does.
+"""
 
 from __future__ import annotations
 
