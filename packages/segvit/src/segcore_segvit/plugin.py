@@ -101,8 +101,9 @@ def _ckpt(
     metric: str,
     protocol: EvalProtocol,
     source: str,
-    drop_path_rate: float = 0.3,
 ) -> CheckpointSpec:
+    # The encoder's own stochastic depth (its variant table entry): the official configs train with it.
+    drop_path_rate = VIT.variants[encoder.removeprefix(f"{VIT.family}-")].options["drop_path_rate"]
     return CheckpointSpec(
         repo_id=f"segcore/{name}",
         revision="main",
@@ -155,7 +156,6 @@ def segcore_checkpoints() -> dict[str, CheckpointSpec]:
             "mIoU 51.3 (ss) / 53.0 (ms+flip)",
             _ADE_B,
             readme,
-            drop_path_rate=0.1,
         ),
         "segvit-vit-l16-ade20k": _ckpt(
             "segvit-vit-l16-ade20k",
