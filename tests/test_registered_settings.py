@@ -8,6 +8,7 @@ eval protocol reaches ``segcore eval`` and decides the sizes the network sees. U
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import types
 
@@ -399,13 +400,21 @@ def test_dry_run_parameter_groups_match_the_spec(recipe: str, encoder: str, grou
 
 
 def test_install_hints_name_the_distribution_that_registers_each_first_party_component() -> None:
-    """``registry.FIRST_PARTY`` is kept by hand (it must work when a plugin is absent): hold it to the registry."""
+    """``registry.FIRST_PARTY`` is kept in core (it must work when a plugin is absent): hold it to the registry.
+
+    Both ways: every name a first-party distribution registers, of every kind, matches patterns of exactly that
+    distribution (and core's names match none); every pattern matches something registered.
+    """
     first_party = {"segcore-segnext", "segcore-segvit", "segcore-segdeformer", "segcore-datasets"}
-    registered = {}
-    for kind in ("encoders", "decoders", "datasets"):
+    used = set()
+    for kind in registry.KINDS:
         for name in registry.components(kind):
             dist = registry.owner(kind, name)[0]
-            if dist in first_party and not name.endswith(":"):
-                registered[name] = dist
-    assert registered == {name: dist for name, dist in registry.FIRST_PARTY.items() if name in registered}
-    assert set(registry.FIRST_PARTY) <= set(registered), set(registry.FIRST_PARTY) - set(registered)
+            matching = {p: d for p, d in registry.FIRST_PARTY.items() if fnmatch.fnmatchcase(name, p)}
+            used |= set(matching)
+            if dist in first_party:
+                assert set(matching.values()) == {dist}, (kind, name, matching)
+                assert registry.first_party(name) == dist
+            elif dist == "segcore":
+                assert not matching, (kind, name, matching)
+    assert used == set(registry.FIRST_PARTY), set(registry.FIRST_PARTY) - used

@@ -128,6 +128,21 @@ def test_unknown_first_party_name_says_what_to_install(monkeypatch, fresh_regist
     assert "timm:" in message  # lists what is installed
 
 
+def test_first_party_hint_only_when_the_distribution_is_absent(monkeypatch, fresh_registry):
+    """A family pattern covers names its installed plugin lacks (a typo): those get suggestions, not 'pip install'."""
+    monkeypatch.setenv("SEGCORE_LOAD_PLUGINS", "")
+    spec = segcore.ComponentSpec(factory=lambda *a, **k: None, description="x")
+    registry.register_plugin(_plugin("fake_segnext", segcore_encoders={"mscan-t": spec}), "segcore-segnext")
+    try:
+        with pytest.raises(UnknownComponentError) as err:
+            registry.get_spec("encoders", "mscan-q")
+        assert "pip install" not in str(err.value) and "Did you mean 'mscan-t'" in str(err.value)
+        with pytest.raises(UnknownComponentError, match="'mit-b9' is provided by segcore-segdeformer"):
+            registry.get_spec("encoders", "mit-b9")
+    finally:
+        registry.unregister_plugin("segcore-segnext")
+
+
 def test_unknown_name_suggests_close_ones():
     with pytest.raises(UnknownComponentError, match="Did you mean 'upernet'"):
         segcore.build_decoder("upernett", [segcore.FeatureInfo(8, 4)], 2)

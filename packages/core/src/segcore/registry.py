@@ -11,6 +11,7 @@ first lookup, never at import. Core registers its own components through the sam
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import importlib
 import importlib.metadata
 import logging
@@ -31,6 +32,7 @@ __all__ = [
     "KINDS",
     "DEFAULT_PLUGINS",
     "FIRST_PARTY",
+    "first_party",
     "ComponentInfo",
     "get_plugin_manager",
     "components",
@@ -61,14 +63,21 @@ _SPEC_TYPES: dict[str, type] = {
 ENTRY_POINT_GROUP = "segcore"
 DEFAULT_PLUGINS: tuple[str, ...] = ("segcore.plugin",)
 
-# First-party names -> the distribution that provides them, for "pip install ..." hints.
+# First-party names -> the distribution that provides them, for "pip install ..." hints when it is not installed
+# (core cannot ask an absent plugin). Keys are fnmatch patterns: a model family is one pattern, so a new variant
+# needs no edit here. A test holds this to the registry both ways: every first-party name of every kind matches
+# patterns of exactly its distribution, and every pattern matches a registered name.
 FIRST_PARTY: dict[str, str] = {
-    **{f"mscan-{v}": "segcore-segnext" for v in "tsbl"},
+    "mscan-*": "segcore-segnext",
     "ham": "segcore-segnext",
-    **{n: "segcore-segvit" for n in ("vit-b16", "vit-l16", "vit-b16-shrunk", "vit-l16-shrunk", "atm", "atm-shrunk")},
-    **{f"mit-b{i}": "segcore-segdeformer" for i in range(6)},
-    "segdeformer": "segcore-segdeformer",
-    "segformer": "segcore-segdeformer",
+    "segnext-*": "segcore-segnext",  # pairs, checkpoints, recipes, the converter
+    "vit-*": "segcore-segvit",
+    "atm": "segcore-segvit",
+    "atm-shrunk": "segcore-segvit",
+    "segvit-*": "segcore-segvit",
+    "mit-*": "segcore-segdeformer",
+    "segdeformer*": "segcore-segdeformer",  # the decoder and loss, pairs, checkpoints, recipes
+    "segformer*": "segcore-segdeformer",  # the decoder, the SegFormer pairs and converters
     **{
         n: "segcore-datasets"
         for n in (
@@ -84,13 +93,13 @@ FIRST_PARTY: dict[str, str] = {
             "folder",
         )
     },
+    "hf:*": "segcore-datasets",  # any Hugging Face dataset, hf:<repo id or folder>
 }
-_FIRST_PARTY_PREFIXES = {
-    "segnext-": "segcore-segnext",
-    "segvit-": "segcore-segvit",
-    "segdeformer-": "segcore-segdeformer",
-    "hf:": "segcore-datasets",  # any Hugging Face dataset, hf:<repo id or folder>
-}
+
+
+def first_party(name: str) -> str | None:
+    """The first-party distribution that provides ``name`` (see :data:`FIRST_PARTY`), or ``None``."""
+    return next((dist for pattern, dist in FIRST_PARTY.items() if fnmatch.fnmatchcase(name, pattern)), None)
 
 
 @dataclass(frozen=True)
@@ -257,10 +266,11 @@ def _namespace(name: str) -> tuple[str, str] | None:
 
 
 def _install_hint(name: str) -> str:
-    dist = FIRST_PARTY.get(name)
-    if dist is None:
-        dist = next((d for p, d in _FIRST_PARTY_PREFIXES.items() if name.startswith(p)), None)
-    return f" {name!r} is provided by {dist}: pip install {dist}" if dist else ""
+    dist = first_party(name)
+    # An installed family does not have every name its pattern matches (a typo such as mit-b9): no hint then.
+    if dist is None or dist in {d for d, _ in _REG.dists.values()}:
+        return ""
+    return f" {name!r} is provided by {dist}: pip install {dist}"
 
 
 def get_spec(kind: Kind, name: str) -> Any:

@@ -24,6 +24,8 @@ from segcore.errors import CheckpointError
 from segcore.state_dict import rename_keys
 from torch import Tensor
 
+from segcore_segdeformer.variants import MIT
+
 __all__ = [
     "convert",
     "convert_mit",
@@ -197,11 +199,8 @@ def convert(component: str, state_dict: Mapping[str, Tensor]) -> dict[str, Tenso
 
 
 def _mit_variant(base: int, depths: tuple[int, ...]) -> str:
-    """The registered ``mit-bX`` whose first width and depths these are (from ``mit.VARIANTS``), else ``mit-b0``."""
-    from segcore_segdeformer.mit import VARIANTS
-
-    found = (f"mit-{v}" for v, o in VARIANTS.items() if o["embed_dims"][0] == base and tuple(o["depths"]) == depths)
-    return next(found, "mit-b0")
+    """The registered ``mit-bX`` whose first width and depths these are (from the variant table), else ``mit-b0``."""
+    return MIT.find(lambda o: o["embed_dims"][0] == base, depths=depths) or MIT.name("b0")
 
 
 def mit_from_official(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

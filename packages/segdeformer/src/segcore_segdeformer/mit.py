@@ -27,7 +27,9 @@ from segcore.specs import FeatureInfo
 from timm.layers import DropPath
 from torch import Tensor, nn
 
-__all__ = ["MiTOptions", "MixVisionTransformer", "mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5"]
+from segcore_segdeformer.variants import MIT
+
+__all__ = ["MiTOptions", "MixVisionTransformer", "VARIANTS", *MIT.factory_names()]
 
 
 @dataclass(frozen=True)
@@ -252,20 +254,13 @@ def _init_weights(m: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-VARIANTS = {
-    "b0": {"embed_dims": (32, 64, 160, 256), "depths": (2, 2, 2, 2)},
-    "b1": {"embed_dims": (64, 128, 320, 512), "depths": (2, 2, 2, 2)},
-    "b2": {"embed_dims": (64, 128, 320, 512), "depths": (3, 4, 6, 3)},
-    "b3": {"embed_dims": (64, 128, 320, 512), "depths": (3, 4, 18, 3)},
-    "b4": {"embed_dims": (64, 128, 320, 512), "depths": (3, 8, 27, 3)},
-    "b5": {"embed_dims": (64, 128, 320, 512), "depths": (3, 6, 40, 3)},
-}
+# The sizes live in the torch-free table that the plugin registers from; each entry gets a factory here,
+# ``mit_b0`` for ``mit-b0`` (segcore.variants).
+VARIANTS = MIT
 
 
-def _build(variant: str, pretrained: bool | str, options: dict[str, object]) -> MixVisionTransformer:
-    name = f"mit-{variant}"
-    opts = parse_options(MiTOptions, {**VARIANTS[variant], **options}, component=name)
-    model = MixVisionTransformer(opts)
+def _build(name: str, pretrained: bool | str, options: dict[str, object]) -> MixVisionTransformer:
+    model = MixVisionTransformer(parse_options(MiTOptions, options, component=name))
     if pretrained:
         # True: the registered ImageNet weights; a string: a registered name, a Hub repo (the transformers MiT
         # encoders nvidia/mit-b0 ... b5 included) or a folder.
@@ -273,31 +268,4 @@ def _build(variant: str, pretrained: bool | str, options: dict[str, object]) -> 
     return model
 
 
-def mit_b0(pretrained: bool | str = False, **options: object) -> MixVisionTransformer:
-    """MiT-B0 (3.3 M params): widths 32/64/160/256, depths 2/2/2/2."""
-    return _build("b0", pretrained, options)
-
-
-def mit_b1(pretrained: bool | str = False, **options: object) -> MixVisionTransformer:
-    """MiT-B1 (13.2 M params): widths 64/128/320/512, depths 2/2/2/2."""
-    return _build("b1", pretrained, options)
-
-
-def mit_b2(pretrained: bool | str = False, **options: object) -> MixVisionTransformer:
-    """MiT-B2 (24.2 M params): depths 3/4/6/3."""
-    return _build("b2", pretrained, options)
-
-
-def mit_b3(pretrained: bool | str = False, **options: object) -> MixVisionTransformer:
-    """MiT-B3 (44.1 M params): depths 3/4/18/3."""
-    return _build("b3", pretrained, options)
-
-
-def mit_b4(pretrained: bool | str = False, **options: object) -> MixVisionTransformer:
-    """MiT-B4 (60.8 M params): depths 3/8/27/3."""
-    return _build("b4", pretrained, options)
-
-
-def mit_b5(pretrained: bool | str = False, **options: object) -> MixVisionTransformer:
-    """MiT-B5 (81.4 M params): depths 3/6/40/3."""
-    return _build("b5", pretrained, options)
+__getattr__ = VARIANTS.module_getattr(_build)

@@ -9,13 +9,15 @@ from segcore.hookspecs import hookimpl
 from segcore.specs import PYRAMID_STRIDES, CheckpointSpec, ComponentSpec, ConverterSpec, PairSpec, RecipeSpec
 
 from segcore_segdeformer.recipes import SEGDEFORMER_ADE20K_160K, segdeformer_recipes
+from segcore_segdeformer.variants import MIT
 
 _PKG = "segcore_segdeformer"
-_MIT_SRC = "Xie et al., SegFormer, arXiv:2105.15203; github.com/NVlabs/SegFormer; mmseg mit.py"
+_MIT_SRC = MIT.source
 _SD_SRC = "Shi et al., SegDeformer, ECCV 2022; github.com/lygsbw/segdeformer@77f2dacd"
-_MIT_PARAMS = {"b0": "3.3M", "b1": "13.2M", "b2": "24.2M", "b3": "44.1M", "b4": "60.8M", "b5": "81.4M"}
+# Release data, keyed by variant: the mmseg ImageNet files' hashes and the official SegDeformer training logs.
 _MIT_HASH = {"b0": "7e0fe6dd", "b1": "02e5a6a1", "b2": "66e8bf70", "b3": "13b1141c", "b4": "d588d980", "b5": "658746d9"}
 _MIT_LOG = {"b1": "44.12", "b2": "47.34", "b5": "50.34"}
+_TRAINED = ", ".join(v.upper() for v in list(_MIT_LOG)[:-1]) + f" and {list(_MIT_LOG)[-1].upper()}"
 # MiT's ImageNet weights (and so every SegDeformer / SegFormer model trained from them) are NVIDIA's
 # (checkpoints.md §3.2, segdeformer.md header).
 _NVIDIA_LICENSE = {
@@ -28,17 +30,8 @@ _NVIDIA_LICENSE = {
 
 @hookimpl
 def segcore_encoders() -> dict[str, ComponentSpec]:
-    """Register MiT-B0..B5."""
-    return {
-        f"mit-{v}": ComponentSpec(
-            factory=f"{_PKG}.mit:mit_{v}",
-            options=f"{_PKG}.mit:MiTOptions",
-            defaults=f"{_PKG}.mit:VARIANTS.{v}",
-            description=f"Mix Transformer {v.upper()} (SegFormer encoder, {n}), strides 4/8/16/32",
-            source=_MIT_SRC,
-        )
-        for v, n in _MIT_PARAMS.items()
-    }
+    """Register one ``mit-*`` encoder per entry of the variant table (MiT-B0..B5)."""
+    return MIT.encoders()
 
 
 @hookimpl
@@ -68,27 +61,27 @@ def segcore_pairs() -> dict[str, PairSpec]:
     """SegDeformer on every MiT size (the paper trained B1, B2, B5), and the SegFormer baselines on core's ``mlp``."""
     config = "configs/segformer/segformer_mit-{}_512x512_160k_ade20k{}.py"
     pairs = {
-        f"segdeformer-mit-{v}": PairSpec(
-            encoder=f"mit-{v}",
+        f"segdeformer-{MIT.name(v)}": PairSpec(
+            encoder=MIT.name(v),
             decoder="segdeformer",
             description=f"SegFormer-{v.upper()} + SegDeformer (channels 256, dropout 0.1)"
-            + ("" if v in ("b1", "b2", "b5") else "; the paper trained B1, B2 and B5"),
+            + ("" if v in _MIT_LOG else f"; the paper trained {_TRAINED}"),
             decoder_options={"channels": 256, "dropout": 0.1},
             source=f"{_SD_SRC} " + config.format(v, "_segdeformer3"),
         )
-        for v in _MIT_PARAMS
+        for v in MIT.variants
     }
     # mmseg's SegFormer configs use an all-MLP head of width 256 for every size (checkpoints.md §3.3).
     pairs.update(
         {
             f"segformer-{v}": PairSpec(
-                encoder=f"mit-{v}",
+                encoder=MIT.name(v),
                 decoder="mlp",
                 description=f"SegFormer-{v.upper()} (mmseg): MiT-{v.upper()} + all-MLP head of width 256",
                 decoder_options={"channels": 256},
                 source=f"{_MIT_SRC}; mmseg " + config.format(v, ""),
             )
-            for v in _MIT_PARAMS
+            for v in MIT.variants
         }
     )
     return pairs
@@ -113,7 +106,7 @@ def segcore_converters() -> dict[str, ConverterSpec]:
     return {
         "segdeformer-mmseg": ConverterSpec(
             format="mmseg",
-            components=("mit-*", "segdeformer"),
+            components=(f"{MIT.family}-*", "segdeformer"),
             convert=f"{_PKG}.convert:convert",
             official_types={
                 "MixVisionTransformer": f"{_PKG}.convert:mit_from_official",
@@ -134,7 +127,7 @@ def segcore_converters() -> dict[str, ConverterSpec]:
         # encoder part and the class name of the head (see segcore.transformers_format).
         "segformer-transformers": ConverterSpec(
             format="transformers",
-            components=("mit-*", "segformer"),
+            components=(f"{MIT.family}-*", "segformer"),
             convert=f"{_PKG}.convert:convert_transformers",
             official_types={
                 "segformer": f"{_PKG}.convert:segformer_from_transformers",
@@ -156,7 +149,7 @@ def segcore_checkpoints() -> dict[str, CheckpointSpec]:
             revision="main",
             description=f"MiT-{v.upper()} ImageNet-1k weights (NVlabs, mmseg conversion of 2022-06-24)",
             kind="encoder",
-            encoder=f"mit-{v}",
+            encoder=MIT.name(v),
             dataset="imagenet-1k",
             official_url=f"https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segformer/{fname}",
             official_filename=fname,
@@ -169,7 +162,7 @@ def segcore_checkpoints() -> dict[str, CheckpointSpec]:
             repo_id=f"segcore/segdeformer-mit-{v}-ade20k",
             revision="main",
             description=f"MiT-{v.upper()} + SegDeformer on ADE20K 512x512 (official log: {miou} mIoU ss)",
-            encoder=f"mit-{v}",
+            encoder=MIT.name(v),
             decoder="segdeformer",
             num_classes=150,
             dataset="ade20k",

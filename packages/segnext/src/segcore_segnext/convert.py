@@ -14,6 +14,8 @@ from typing import Any
 from segcore.errors import OptionsError
 from torch import Tensor
 
+from segcore_segnext.variants import MSCAN
+
 __all__ = ["convert", "mscan_from_official", "ham_from_official"]
 
 _MM1_DWCONV = re.compile(r"^(block\d+\.\d+\.mlp\.dwconv)\.(weight|bias)$")
@@ -47,19 +49,16 @@ def _tuple(cfg: Mapping[str, Any], key: str, default: Any) -> tuple:
 
 
 def mscan_from_official(cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Map an official ``type="MSCAN"`` config to ``(encoder name, options)``; picks t/s/b/l by size.
+    """Map an official ``type="MSCAN"`` config to ``(encoder name, options)``.
 
+    The name is the variant table's entry with these widths and depths (``mscan-t`` when none has them).
     A key the config omits takes the official ``MSCAN.__init__`` default (``embed_dims`` 64/128/256/512,
     ``depths`` 3/4/6/3, ``mlp_ratios`` 4/4/4/4, no dropout), as the official builder would, so every option
     is passed explicitly and the variant name only labels the model.
     """
-    from segcore_segnext.mscan import VARIANTS
-
     dims = _tuple(cfg, "embed_dims", (64, 128, 256, 512))
     depths = _tuple(cfg, "depths", (3, 4, 6, 3))
-    name = next(
-        (f"mscan-{v}" for v, d in VARIANTS.items() if d["embed_dims"] == dims and d["depths"] == depths), "mscan-t"
-    )
+    name = MSCAN.find(embed_dims=dims, depths=depths) or MSCAN.name("t")
     options: dict[str, Any] = {
         "embed_dims": dims,
         "depths": depths,

@@ -24,7 +24,9 @@ from segcore.specs import FeatureInfo
 from timm.layers import DropPath
 from torch import Tensor, nn
 
-__all__ = ["MSCANOptions", "MSCAN", "mscan_t", "mscan_s", "mscan_b", "mscan_l"]
+from segcore_segnext.variants import MSCAN as MSCAN_VARIANTS
+
+__all__ = ["MSCANOptions", "MSCAN", "VARIANTS", *MSCAN_VARIANTS.factory_names()]
 
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
@@ -245,37 +247,16 @@ class MSCAN(Encoder):
         return outs
 
 
-VARIANTS: dict[str, dict[str, Any]] = {
-    "t": dict(embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2), drop_path_rate=0.1),
-    "s": dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 4, 2), drop_path_rate=0.1),
-    "b": dict(embed_dims=(64, 128, 320, 512), depths=(3, 3, 12, 3), drop_path_rate=0.1),
-    "l": dict(embed_dims=(64, 128, 320, 512), depths=(3, 5, 27, 3), drop_path_rate=0.3),
-}
+# The sizes live in the torch-free table that the plugin registers from; each entry gets a factory here,
+# ``mscan_t`` for ``mscan-t`` (segcore.variants).
+VARIANTS = MSCAN_VARIANTS
 
 
-def _create(variant: str, pretrained: bool, options: dict[str, Any]) -> MSCAN:
-    opts = parse_options(MSCANOptions, {**VARIANTS[variant], **options}, component=f"mscan-{variant}")
-    model = MSCAN(opts)
+def _create(name: str, pretrained: bool, options: dict[str, Any]) -> MSCAN:
+    model = MSCAN(parse_options(MSCANOptions, options, component=name))
     if pretrained:
-        load_pretrained_encoder(model, f"mscan-{variant}")  # the registered mscan-<variant>-imagenet weights
+        load_pretrained_encoder(model, name)  # the registered mscan-<variant>-imagenet weights
     return model
 
 
-def mscan_t(pretrained: bool = False, **options: Any) -> MSCAN:
-    """MSCAN-T (SegNeXt-T encoder, 3.9 M parameters)."""
-    return _create("t", pretrained, options)
-
-
-def mscan_s(pretrained: bool = False, **options: Any) -> MSCAN:
-    """MSCAN-S (SegNeXt-S encoder)."""
-    return _create("s", pretrained, options)
-
-
-def mscan_b(pretrained: bool = False, **options: Any) -> MSCAN:
-    """MSCAN-B (SegNeXt-B encoder)."""
-    return _create("b", pretrained, options)
-
-
-def mscan_l(pretrained: bool = False, **options: Any) -> MSCAN:
-    """MSCAN-L (SegNeXt-L encoder)."""
-    return _create("l", pretrained, options)
+__getattr__ = VARIANTS.module_getattr(_create)

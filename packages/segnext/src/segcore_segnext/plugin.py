@@ -17,21 +17,14 @@ from segcore.specs import (
     RecipeSpec,
 )
 
-_PAPER = "Guo et al., SegNeXt, NeurIPS 2022, arXiv:2209.08575"
-_M = "segcore_segnext.mscan"
+from segcore_segnext.variants import MSCAN
+
+_PAPER = MSCAN.source
 _HUB_ORG = "segcore"
 _TSINGHUA = "https://cloud.tsinghua.edu.cn/f/{}/?dl=1"
 _MSCAN_DIR = "https://cloud.tsinghua.edu.cn/d/c15b25a6745946618462/files/?p=%2Fmscan_{}.pth&dl=1"
 _MMSEG = "https://download.openmmlab.com/mmsegmentation/v0.5"
 
-# Head settings of the official configs (spec §3.1).
-_HEAD = {
-    "t": {"channels": 256, "ham_channels": 256, "md_r": 16},
-    "s": {"channels": 256, "ham_channels": 256, "md_r": 16},
-    "b": {"channels": 512, "ham_channels": 512, "md_r": 64},
-    "l": {"channels": 1024, "ham_channels": 1024, "md_r": 64},
-}
-_SIZE = {"t": "tiny", "s": "small", "b": "base", "l": "large"}
 _IMAGENET_TOP1 = {"t": "75.9", "s": "81.2", "b": "83.0", "l": "83.9"}
 _ADE = {  # token, ss / ms mIoU (checkpoints.md §1.1)
     "t": ("5da98841b8384ba0988a", "41.1 / 42.2"),
@@ -60,17 +53,8 @@ _TEST_CITY = EvalProtocol(mode="slide", crop_size=(1024, 1024), stride=(768, 768
 
 @hookimpl
 def segcore_encoders() -> dict[str, ComponentSpec]:
-    """Register ``mscan-t/s/b/l``."""
-    return {
-        f"mscan-{v}": ComponentSpec(
-            factory=f"{_M}:mscan_{v}",
-            options=f"{_M}:MSCANOptions",
-            defaults=f"{_M}:VARIANTS.{v}",
-            description=f"MSCAN-{v.upper()} (SegNeXt encoder, multi-scale conv attention, strides 4-32)",
-            source=_PAPER,
-        )
-        for v in "tsbl"
-    }
+    """Register one ``mscan-*`` encoder per entry of the variant table (``mscan-t/s/b/l``)."""
+    return MSCAN.encoders()
 
 
 @hookimpl
@@ -94,13 +78,13 @@ def segcore_pairs() -> dict[str, PairSpec]:
     """SegNeXt-T/S/B/L: each MSCAN size with its official LightHam head (spec §3.1, Table 2)."""
     return {
         f"segnext-{v}": PairSpec(
-            encoder=f"mscan-{v}",
+            encoder=MSCAN.name(v),
             decoder="ham",
-            description=f"SegNeXt-{v.upper()}: MSCAN-{v.upper()} + LightHam, head width {head['channels']}",
-            decoder_options=dict(head),
-            source=f"{_PAPER}; local_configs/segnext/{_SIZE[v]}/*.py",
+            description=f"SegNeXt-{v.upper()}: MSCAN-{v.upper()} + LightHam, head width {variant.pair['channels']}",
+            decoder_options=dict(variant.pair),
+            source=f"{_PAPER}; local_configs/segnext/{variant.facts['config']}/*.py",
         )
-        for v, head in _HEAD.items()
+        for v, variant in MSCAN.variants.items()
     }
 
 
@@ -110,7 +94,7 @@ def segcore_converters() -> dict[str, ConverterSpec]:
     return {
         "segnext-mmseg": ConverterSpec(
             format="mmseg",
-            components=("mscan-*", "ham"),
+            components=(f"{MSCAN.family}-*", "ham"),
             convert="segcore_segnext.convert:convert",
             official_types={
                 "MSCAN": "segcore_segnext.convert:mscan_from_official",
@@ -129,7 +113,7 @@ def _model(
         revision="main",
         description=f"SegNeXt-{v.upper()} on {dataset}, official weights (mIoU ss/ms {metric})",
         kind="model",
-        encoder=f"mscan-{v}",
+        encoder=MSCAN.name(v),
         decoder="ham",
         num_classes=num_classes,
         dataset=dataset,
@@ -137,7 +121,7 @@ def _model(
         eval_protocol=protocol,
         official_url=url,
         format="mmseg",
-        decoder_options=dict(_HEAD[v]),
+        decoder_options=dict(MSCAN.variants[v].pair),
         **extra,
     )
 
@@ -146,7 +130,7 @@ def _model(
 def segcore_checkpoints() -> dict[str, CheckpointSpec]:
     """Register official SegNeXt models and MSCAN ImageNet encoders (checkpoints.md §1)."""
     out: dict[str, CheckpointSpec] = {}
-    for v in "tsbl":
+    for v in _ADE:  # the sizes with official weights (release data, keyed by variant)
         token, metric = _ADE[v]
         out[f"segnext-{v}-ade20k"] = _model(v, "ade20k", 150, _TSINGHUA.format(token), metric, _TEST_ADE)
         token, metric = _CITY[v]
@@ -167,7 +151,7 @@ def segcore_checkpoints() -> dict[str, CheckpointSpec]:
             revision="main",
             description=f"MSCAN-{v.upper()} ImageNet-1k weights (official, top-1 {_IMAGENET_TOP1[v]})",
             kind="encoder",
-            encoder=f"mscan-{v}",
+            encoder=MSCAN.name(v),
             dataset="imagenet-1k",
             metric=f"top-1 {_IMAGENET_TOP1[v]} (ImageNet-1k val, 224x224, paper Table 3)",
             official_url=_MSCAN_DIR.format(v),
@@ -179,7 +163,7 @@ def segcore_checkpoints() -> dict[str, CheckpointSpec]:
             revision="main",
             description=f"MSCAN-{v.upper()} ImageNet-1k weights, mmseg re-release (same weights, renamed keys)",
             kind="encoder",
-            encoder=f"mscan-{v}",
+            encoder=MSCAN.name(v),
             dataset="imagenet-1k",
             metric=f"top-1 {_IMAGENET_TOP1[v]} (ImageNet-1k val, 224x224, paper Table 3)",
             official_url=f"{_MMSEG}/pretrain/segnext/mscan_{v}_20230227-{_MMSEG_MSCAN[v]}.pth",

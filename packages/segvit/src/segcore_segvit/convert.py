@@ -12,6 +12,8 @@ from typing import Any
 
 from torch import Tensor
 
+from segcore_segvit.variants import VIT
+
 __all__ = [
     "convert",
     "convert_vit",
@@ -141,8 +143,7 @@ def _img_size(value: Any) -> int:
     return int(value)
 
 
-def vit_from_official(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Official ``VisionTransformer`` config -> (``vit-b16``/``vit-l16``, options)."""
+def _vit_options(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg.get("with_cls_token", True) or cfg.get("final_norm", False):
         raise ValueError("SegViT configs use with_cls_token=False and final_norm=False")
     if cfg.get("patch_size", 16) != 16:
@@ -150,7 +151,7 @@ def vit_from_official(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     depth = int(cfg.get("num_layers", 12))
     out = cfg.get("out_indices", depth - 1)
     out_indices = (out,) if isinstance(out, int) else tuple(int(i) for i in out)
-    options = {
+    return {
         "img_size": _img_size(cfg.get("img_size", 224)),
         "embed_dim": int(cfg.get("embed_dims", 768)),
         "depth": depth,
@@ -159,15 +160,21 @@ def vit_from_official(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         "out_indices": tuple(d if d >= 0 else depth + d for d in out_indices),
         "drop_path_rate": float(cfg.get("drop_path_rate", 0.0)),
     }
-    name = "vit-l16" if options["embed_dim"] == 1024 else "vit-b16"
+
+
+def vit_from_official(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Official ``VisionTransformer`` config -> (the plain ``vit-*`` entry of this width, else ``vit-b16``; options)."""
+    options = _vit_options(cfg)
+    name = VIT.find(embed_dim=options["embed_dim"], shrink_idx=None) or VIT.name("b16")
     return name, options
 
 
 def vit_shrink_from_official(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Official ``vit_shrink`` config -> (``vit-*-shrunk``, options)."""
-    name, options = vit_from_official(cfg)
+    """Official ``vit_shrink`` config -> (the Shrunk ``vit-*`` entry of its width, else ``vit-b16-shrunk``; options)."""
+    options = _vit_options(cfg)
     options["shrink_idx"] = int(cfg.get("shrink_idx", 8))
-    return f"{name}-shrunk", options
+    shrunk = VIT.find(lambda o: o["shrink_idx"] is not None, embed_dim=options["embed_dim"])
+    return shrunk or VIT.name("b16-shrunk"), options
 
 
 def _head_options(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -6,42 +6,17 @@ from segcore.hookspecs import hookimpl
 from segcore.settings import EvalProtocol, ModelSettings, Photometric, TrainPipeline
 from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, PairSpec, ParamGroupRule, RecipeSpec
 
-_PAPER = "Zhang et al., SegViT, NeurIPS 2022, arXiv:2210.05844 (https://github.com/zbwxp/SegVit)"
-_VIT = "segcore_segvit.vit"
+from segcore_segvit.variants import VIT
+
+_PAPER = VIT.source
 _ATM = "segcore_segvit.atm"
 _HF = "https://huggingface.co/Akide/SegViTv1/resolve/main/"
 
 
 @hookimpl
 def segcore_encoders() -> dict[str, ComponentSpec]:
-    """Plain and Shrunk ViT-B/16 and ViT-L/16 (timm names, AugReg weights through timm)."""
-    common = {"options": f"{_VIT}:ViTOptions", "source": _PAPER}
-    return {
-        "vit-b16": ComponentSpec(
-            factory=f"{_VIT}:vit_b16",
-            defaults=f"{_VIT}:VARIANTS.vit-b16",
-            description="ViT-B/16 (no cls token), layers 6/8/12 at stride 16, bicubic pos-embed resize",
-            **common,
-        ),
-        "vit-l16": ComponentSpec(
-            factory=f"{_VIT}:vit_l16",
-            defaults=f"{_VIT}:VARIANTS.vit-l16",
-            description="ViT-L/16 (no cls token), layers 8/16/24 at stride 16, grid for 640",
-            **common,
-        ),
-        "vit-b16-shrunk": ComponentSpec(
-            factory=f"{_VIT}:vit_b16_shrunk",
-            defaults=f"{_VIT}:VARIANTS.vit-b16-shrunk",
-            description="Shrunk ViT-B/16: 2x2 query down-sampling at layer index 6; outputs at strides 16 and 32",
-            **common,
-        ),
-        "vit-l16-shrunk": ComponentSpec(
-            factory=f"{_VIT}:vit_l16_shrunk",
-            defaults=f"{_VIT}:VARIANTS.vit-l16-shrunk",
-            description="Shrunk ViT-L/16: 2x2 query down-sampling at layer index 8; outputs at strides 16 and 32",
-            **common,
-        ),
-    }
+    """One ``vit-*`` encoder per entry of the variant table: plain and Shrunk ViT-B/16 and ViT-L/16 (timm names)."""
+    return VIT.encoders()
 
 
 @hookimpl
@@ -68,23 +43,18 @@ def segcore_decoders() -> dict[str, ComponentSpec]:
 @hookimpl
 def segcore_pairs() -> dict[str, PairSpec]:
     """SegViT's models: each ViT with its head at the paper's crop (ViT-B 512, ViT-L 640; spec §2.1, §3.1)."""
-
-    def pair(encoder: str, decoder: str, img: int, what: str, drop_path: float) -> PairSpec:
-        return PairSpec(
-            encoder=encoder,
-            decoder=decoder,
-            description=f"SegViT {what} at {img}",
-            encoder_options={"img_size": img, "drop_path_rate": drop_path},
+    pairs = {}
+    for key, variant in VIT.variants.items():
+        img = variant.options["img_size"]
+        pairs[f"segvit-{VIT.name(key)}"] = PairSpec(
+            encoder=VIT.name(key),
+            decoder=variant.pair["decoder"],
+            description=f"SegViT {variant.pair['title']} at {img}",
+            encoder_options={"img_size": img, "drop_path_rate": variant.options["drop_path_rate"]},
             decoder_options={"img_size": img},
             source=_PAPER,
         )
-
-    return {
-        "segvit-vit-b16": pair("vit-b16", "atm", 512, "ViT-B/16 + ATM", 0.1),
-        "segvit-vit-l16": pair("vit-l16", "atm", 640, "ViT-L/16 + ATM", 0.3),
-        "segvit-vit-b16-shrunk": pair("vit-b16-shrunk", "atm-shrunk", 512, "Shrunk ViT-B/16 + QU/ATM", 0.1),
-        "segvit-vit-l16-shrunk": pair("vit-l16-shrunk", "atm-shrunk", 640, "Shrunk ViT-L/16 + QU/ATM", 0.3),
-    }
+    return pairs
 
 
 @hookimpl
@@ -107,7 +77,7 @@ def segcore_converters() -> dict[str, ConverterSpec]:
     return {
         "segvit-mmseg": ConverterSpec(
             format="mmseg",
-            components=("vit-*", "atm", "atm-shrunk"),
+            components=(f"{VIT.family}-*", "atm", "atm-shrunk"),
             convert=f"{conv}:convert",
             official_types={
                 "VisionTransformer": f"{conv}:vit_from_official",
@@ -131,8 +101,9 @@ def _ckpt(
     metric: str,
     protocol: EvalProtocol,
     source: str,
-    drop_path_rate: float = 0.3,
 ) -> CheckpointSpec:
+    # The encoder's own stochastic depth (its variant table entry): the official configs train with it.
+    drop_path_rate = VIT.variants[encoder.removeprefix(f"{VIT.family}-")].options["drop_path_rate"]
     return CheckpointSpec(
         repo_id=f"segcore/{name}",
         revision="main",
@@ -185,7 +156,6 @@ def segcore_checkpoints() -> dict[str, CheckpointSpec]:
             "mIoU 51.3 (ss) / 53.0 (ms+flip)",
             _ADE_B,
             readme,
-            drop_path_rate=0.1,
         ),
         "segvit-vit-l16-ade20k": _ckpt(
             "segvit-vit-l16-ade20k",
@@ -288,10 +258,8 @@ def _models(crop: int, drop_path: float, large: bool) -> tuple[ModelSettings, di
         )
 
     variants = {
-        "vit-l16": model("vit-l16", "atm", 0.3),
-        "vit-l16-shrunk": model("vit-l16-shrunk", "atm-shrunk", 0.3),
-        "vit-b16": model("vit-b16", "atm", 0.1),
-        "vit-b16-shrunk": model("vit-b16-shrunk", "atm-shrunk", 0.1),
+        VIT.name(key): model(VIT.name(key), v.pair["decoder"], v.options["drop_path_rate"])
+        for key, v in VIT.variants.items()
     }
     return variants["vit-l16" if large else "vit-b16"], variants
 

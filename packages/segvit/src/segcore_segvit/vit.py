@@ -30,15 +30,9 @@ from segcore.specs import FeatureInfo
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-__all__ = [
-    "ViTOptions",
-    "SegViTEncoder",
-    "resize_pos_embed",
-    "vit_b16",
-    "vit_l16",
-    "vit_b16_shrunk",
-    "vit_l16_shrunk",
-]
+from segcore_segvit.variants import VIT
+
+__all__ = ["ViTOptions", "SegViTEncoder", "resize_pos_embed", "VARIANTS", *VIT.factory_names()]
 
 # timm tags of the AugReg ImageNet-21k -> 1k 384-px weights the paper uses (checkpoints.md §2.2).
 TIMM_PRETRAINED = {
@@ -194,8 +188,14 @@ def _load_augreg(model: SegViTEncoder) -> None:
     load_pretrained_encoder(model, f"timm:{tag}", state)  # strict, with a mismatch report
 
 
-def _build(defaults: ViTOptions, pretrained: bool, options: dict) -> SegViTEncoder:
-    opts = parse_options(ViTOptions, {**defaults.__dict__, **options}, component="segvit encoder")
+# The encoders live in the torch-free table that the plugin registers from; each entry gets a factory here,
+# ``vit_b16`` for ``vit-b16`` (segcore.variants).
+VARIANTS = VIT
+
+
+def _build(name: str, pretrained: bool, options: dict) -> SegViTEncoder:
+    """Build encoder ``name``; ``pretrained``: timm's AugReg in21k->in1k 384 weights (ViT-B/16 and ViT-L/16 shapes)."""
+    opts = parse_options(ViTOptions, options, component=name)
     if isinstance(opts.out_indices, list):
         opts = ViTOptions(**{**opts.__dict__, "out_indices": tuple(opts.out_indices)})
     model = SegViTEncoder(opts)
@@ -204,34 +204,4 @@ def _build(defaults: ViTOptions, pretrained: bool, options: dict) -> SegViTEncod
     return model
 
 
-_B16 = ViTOptions()
-_L16 = ViTOptions(img_size=640, embed_dim=1024, depth=24, num_heads=16, out_indices=(7, 15, 23), drop_path_rate=0.3)
-
-
-# The variant table: each registered name's own option values (``ComponentSpec.defaults``).
-VARIANTS: dict[str, ViTOptions] = {
-    "vit-b16": _B16,
-    "vit-l16": _L16,
-    "vit-b16-shrunk": ViTOptions(**{**_B16.__dict__, "shrink_idx": 6, "out_indices": (5, 11)}),
-    "vit-l16-shrunk": ViTOptions(**{**_L16.__dict__, "shrink_idx": 8, "out_indices": (7, 23)}),
-}
-
-
-def vit_b16(pretrained: bool = False, **options: object) -> SegViTEncoder:
-    """ViT-B/16 of SegViT (layers 6, 8, 12), ``pretrained``: timm AugReg in21k->in1k 384 weights."""
-    return _build(_B16, pretrained, options)
-
-
-def vit_l16(pretrained: bool = False, **options: object) -> SegViTEncoder:
-    """ViT-L/16 of SegViT at 640 (layers 8, 16, 24)."""
-    return _build(_L16, pretrained, options)
-
-
-def vit_b16_shrunk(pretrained: bool = False, **options: object) -> SegViTEncoder:
-    """Shrunk ViT-B/16: QD at index 6, outputs layers 6 (stride 16) and 12 (stride 32) — spec §4.5."""
-    return _build(VARIANTS["vit-b16-shrunk"], pretrained, options)
-
-
-def vit_l16_shrunk(pretrained: bool = False, **options: object) -> SegViTEncoder:
-    """Shrunk ViT-L/16: QD at index 8, outputs layers 8 (stride 16) and 24 (stride 32) — spec §4."""
-    return _build(VARIANTS["vit-l16-shrunk"], pretrained, options)
+__getattr__ = VARIANTS.module_getattr(_build)

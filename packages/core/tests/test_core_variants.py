@@ -1,0 +1,90 @@
+"""segcore.variants: one table per encoder family, from which specs, factories and converter names derive."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import types
+from dataclasses import dataclass
+
+import pytest
+from segcore.errors import SegcoreError
+from segcore.specs import resolve
+from segcore.variants import Variant, VariantTable
+
+
+@dataclass(frozen=True)
+class ToyOptions:
+    width: int = 8
+    depth: int = 2
+    norm: str = "bn"
+
+
+def _table() -> VariantTable:
+    return VariantTable(
+        family="toy",
+        module="toy_family",
+        options="ToyOptions",
+        description="Toy-{KEY} ({params}; {description})",
+        source="a paper",
+        variants={
+            "s": Variant({"width": 4}, "small", facts={"params": "1k"}),
+            "m-wide": Variant({"width": 16, "depth": 3}, "wide", pair={"head": 32}, facts={"params": "9k"}),
+        },
+    )
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    """The table, and its family module serving factories that return (name, pretrained, options)."""
+    table = _table()
+    module = types.ModuleType("toy_family")
+    module.ToyOptions = ToyOptions
+    module.VARIANTS = table
+    module.__getattr__ = table.module_getattr(lambda name, pretrained, options: (name, pretrained, options))
+    monkeypatch.setitem(sys.modules, "toy_family", module)
+    return table, module
+
+
+def test_encoder_specs_are_derived_from_the_entries(toy):
+    table, _ = toy
+    specs = table.encoders()
+    assert list(specs) == ["toy-s", "toy-m-wide"]
+    spec = specs["toy-m-wide"]
+    assert spec.factory == "toy_family:toy_m_wide" and spec.options == "toy_family:ToyOptions"
+    assert spec.load_defaults() == {"width": 16, "depth": 3}
+    assert spec.description == "Toy-M-WIDE (9k; wide)" and spec.source == "a paper"
+    assert table.factory_names() == ["toy_s", "toy_m_wide"]
+
+
+def test_factories_merge_the_entry_under_the_given_options(toy):
+    table, module = toy
+    assert module.toy_m_wide(depth=5) == ("toy-m-wide", False, {"width": 16, "depth": 5})
+    assert resolve("toy_family:toy_s")(True) == ("toy-s", True, {"width": 4})
+    assert module.toy_s is module.toy_s and module.toy_s.__name__ == "toy_s" and "Toy-S" in module.toy_s.__doc__
+    with pytest.raises(AttributeError, match="toy_l"):
+        _ = module.toy_l
+    # An entry added later gets its factory too (what the registry-wide new-variant test relies on).
+    table.variants["l"] = Variant({"width": 32}, facts={"params": "30k"})
+    assert module.toy_l() == ("toy-l", False, {"width": 32})
+
+
+def test_a_fact_missing_from_an_entry_is_named(toy):
+    table, _ = toy
+    table.variants["l"] = Variant({"width": 32})
+    with pytest.raises(SegcoreError, match="toy-l.*'params'"):
+        table.encoders()
+
+
+def test_factories_pickle_by_name(toy):
+    _, module = toy
+    assert pickle.loads(pickle.dumps(module.toy_s)) is module.toy_s
+
+
+def test_find_names_an_official_config_by_its_options(toy):
+    table, _ = toy
+    assert table.resolved("s") == {"width": 4, "depth": 2, "norm": "bn"}
+    assert table.find(width=16, depth=3) == "toy-m-wide"
+    assert table.find(depth=2) == "toy-s"  # a dataclass default counts
+    assert table.find(lambda o: o["width"] > 8) == "toy-m-wide"
+    assert table.find(width=5) is None
