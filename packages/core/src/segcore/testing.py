@@ -434,10 +434,8 @@ def register_tiny_shapes() -> None:
 
     Example:
         >>> register_tiny_shapes()  # doctest: +SKIP
-        >>> try:
-        ...     train(TrainSettings(dataset="tiny-shapes", **TINY_MODEL, ...))
-        ... finally:
-        ...     unregister_tiny_shapes()
+        >>> train(TrainSettings(dataset="tiny-shapes", output_dir="run", **TINY_MODEL))  # doctest: +SKIP
+        >>> unregister_tiny_shapes()  # doctest: +SKIP
     """
     from segcore import registry
 
