@@ -1,6 +1,7 @@
 # The two commands of the README. Each sets up what it needs in .venv (created on first use).
 #   make demo   train a model on the generated dataset on CPU, evaluate it, write pictures
 #   make test   run the default test suite (no slow or GPU tests; `make test-slow` / `make test-gpu` run those)
+#   make test-isolated   each member's tests with only that member and the members it declares installed
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,7 +15,7 @@ DEV_MEMBERS := $(patsubst packages/core,'packages/core[onnx]',$(MEMBERS))
 STAMP := $(VENV)/.segcore-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test test-slow test-gpu lint wheels clean
+.PHONY: install demo test test-isolated test-slow test-gpu lint wheels clean
 
 $(STAMP): $(wildcard packages/*/pyproject.toml) cli/pyproject.toml pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +33,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile
 
+# A fresh venv per member under .venv-isolated/ (reused until a pyproject.toml changes; about 5 GB each, torch
+# included): a test or module importing a package its member does not declare fails here, not in the dev venv.
+test-isolated:
+	PYTHON=$(PYTHON) bash scripts/test_isolated.sh
+
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
 
@@ -47,4 +53,4 @@ wheels: $(STAMP)
 	$(PY) -m pip wheel --no-deps --no-build-isolation -w dist $(MEMBERS)
 
 clean:
-	rm -rf $(VENV) dist runs
+	rm -rf $(VENV) .venv-isolated dist runs

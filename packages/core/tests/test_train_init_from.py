@@ -4,39 +4,34 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # --import-mode=importlib: make the helper importable
-
-import test_train_fakes as fakes  # noqa: E402
-from segcore import hookimpl  # noqa: E402
-from segcore.specs import ComponentSpec  # noqa: E402
-from segcore.train import TrainingError, TrainSettings, plan, resolve_run, train  # noqa: E402
-from segcore.train.init_from import class_dependent_tensors  # noqa: E402
-from segcore.train.settings import resume_settings  # noqa: E402
+from segcore import hookimpl
+from segcore.specs import ComponentSpec
+from segcore.testing import TINY_MODEL, TinyShapes, register_tiny_shapes, unregister_tiny_shapes
+from segcore.train import TrainingError, TrainSettings, plan, resolve_run, train
+from segcore.train.init_from import class_dependent_tensors
+from segcore.train.settings import resume_settings
 
 PLUGIN = "segcore-init-from-test-data"
 
 
-class Merged(fakes.TinyShapes):
+class Merged(TinyShapes):
     """tiny-shapes with green and blue merged into one class: 3 classes, the same images."""
 
     classes = ("background", "warm", "cool")
     palette = ((0, 0, 0), (220, 20, 60), (20, 120, 200))
 
     def __getitem__(self, i: int) -> dict:
-        sample = fakes.TinyShapes(None, self.split, self.size, self.length)[i]  # drawn with the 4 colours
+        sample = TinyShapes(None, self.split, self.size, self.length)[i]  # drawn with the 4 colours
         sample["label"][sample["label"] == 3] = 2
         return sample
 
 
-class Renamed(fakes.TinyShapes):
+class Renamed(TinyShapes):
     """tiny-shapes with other names for the same 4 classes."""
 
     classes = ("bg", "crimson", "lime", "navy")
@@ -55,12 +50,12 @@ class _Data:
 def _plugins():
     import segcore.registry as registry
 
-    fakes.register()
+    register_tiny_shapes()
     registry.unregister_plugin(PLUGIN)
     registry.register_plugin(_Data(), PLUGIN)
     yield
     registry.unregister_plugin(PLUGIN)
-    fakes.unregister()
+    unregister_tiny_shapes()
 
 
 def _settings(out: Path, **kw) -> TrainSettings:
@@ -82,11 +77,11 @@ def _settings(out: Path, **kw) -> TrainSettings:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """A finished 4-class run of the tiny model (the M of every test)."""
-    fakes.register()
+    register_tiny_shapes()
     try:
-        return train(_settings(tmp_path_factory.mktemp("m") / "run", **fakes.TINY_MODEL))
+        return train(_settings(tmp_path_factory.mktemp("m") / "run", **TINY_MODEL))
     finally:
-        fakes.unregister()
+        unregister_tiny_shapes()
 
 
 def _start_of_run(settings: TrainSettings) -> torch.nn.Module:

@@ -14,20 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # --import-mode=importlib: make the helper importable (also in subprocesses)
-
-import test_train_fakes as fakes  # noqa: E402
-from segcore.train import TrainingError, TrainSettings, train  # noqa: E402
-from segcore.train.checkpointing import list_checkpoints, save_atomic  # noqa: E402
+from segcore.testing import TINY_MODEL, TinyShapes, register_tiny_shapes, unregister_tiny_shapes
+from segcore.train import TrainingError, TrainSettings, train
+from segcore.train.checkpointing import list_checkpoints, save_atomic
 
 
 @pytest.fixture(autouse=True)
 def _fakes():
-    fakes.register()
+    register_tiny_shapes()
     yield
-    fakes.unregister()
+    unregister_tiny_shapes()
 
 
 def _settings(out: Path, **kw) -> TrainSettings:
@@ -41,7 +37,7 @@ def _settings(out: Path, **kw) -> TrainSettings:
         checkpoint_every=4,
         output_dir=str(out),
         progress=False,
-        **fakes.TINY_MODEL,
+        **TINY_MODEL,
     )
     base.update(kw)
     return TrainSettings(**base)
@@ -49,13 +45,11 @@ def _settings(out: Path, **kw) -> TrainSettings:
 
 def _script(out: Path, **kw) -> str:
     return textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(HERE)!r})
-        import test_train_fakes as fakes
-        fakes.register()
+        from segcore.testing import TINY_MODEL, register_tiny_shapes
+        register_tiny_shapes()
         from segcore.train import TrainSettings, train
         kw = dict(dataset="tiny-shapes", batch_size=2, crop_size=(32, 32), lr=1e-3, progress=False,
-                  output_dir={str(out)!r}, **fakes.TINY_MODEL)
+                  output_dir={str(out)!r}, **TINY_MODEL)
         kw.update({kw!r})
         train(TrainSettings(**kw))
     """)
@@ -89,7 +83,7 @@ def test_train_writes_run_folder(tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in rows if "mIoU" in r] == [4, 8]
     config = json.loads((out / "config.json").read_text())
-    assert config["class_names"] == list(fakes.TinyShapes.classes)
+    assert config["class_names"] == list(TinyShapes.classes)
     assert config["eval"]["mode"] == "whole"
     settings = json.loads((out / "settings.json").read_text())
     assert settings["iters"] == 8 and settings["crop_size"] == [32, 32]
@@ -213,15 +207,14 @@ def test_dataloader_workers_do_not_change_the_result(tmp_path):
 
 
 def test_bad_labels_stop_before_training(tmp_path, monkeypatch):
-    pytest.importorskip("segcore_datasets")
-    original = fakes.TinyShapes.__getitem__
+    original = TinyShapes.__getitem__
 
     def with_a_stray_value(self, i):
         sample = original(self, i)
         sample["label"][1, 1] = 7  # 4 classes, ignore 255: 7 is neither
         return sample
 
-    monkeypatch.setattr(fakes.TinyShapes, "__getitem__", with_a_stray_value)
+    monkeypatch.setattr(TinyShapes, "__getitem__", with_a_stray_value)
     with pytest.raises(TrainingError, match=r"train split failed the data check: tiny/train/\d+\.png.*\[7\]"):
         train(_settings(tmp_path / "run"))
     assert not (tmp_path / "run" / "checkpoints").exists()

@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from segcore.testing import TINY_MODEL, TinyShapes, register_tiny_shapes, unregister_tiny_shapes
+from segcore.train import TrainingError, TrainSettings, train
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # --import-mode=importlib: make the helper importable
-
-import test_train_fakes as fakes  # noqa: E402
-from segcore.train import TrainingError, TrainSettings, train  # noqa: E402
-
-CLASSES = list(fakes.TinyShapes.classes)
+CLASSES = list(TinyShapes.classes)
 
 
 @pytest.fixture(autouse=True)
 def _fakes():
-    fakes.register()
+    register_tiny_shapes()
     yield
-    fakes.unregister()
+    unregister_tiny_shapes()
 
 
 def _settings(out: Path, **kw) -> TrainSettings:
@@ -38,7 +33,7 @@ def _settings(out: Path, **kw) -> TrainSettings:
         max_eval_samples=4,
         output_dir=str(out),
         progress=False,
-        **fakes.TINY_MODEL,
+        **TINY_MODEL,
     )
     base.update(kw)
     return TrainSettings(**base)

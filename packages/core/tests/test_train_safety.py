@@ -24,7 +24,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import test_train_fakes as fakes  # noqa: E402
+from segcore.testing import TinyShapes, register_tiny_shapes, unregister_tiny_shapes  # noqa: E402
 from segcore.train import TrainingError, TrainSettings, train  # noqa: E402
 from segcore.train.checkpointing import list_checkpoints  # noqa: E402
 from test_train_loop import _script, _settings  # noqa: E402
@@ -32,9 +32,9 @@ from test_train_loop import _script, _settings  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _fakes():
-    fakes.register()
+    register_tiny_shapes()
     yield
-    fakes.unregister()
+    unregister_tiny_shapes()
 
 
 def _tree(folder: Path) -> dict[str, bytes | None]:
@@ -45,12 +45,12 @@ def _tree(folder: Path) -> dict[str, bytes | None]:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     """A finished 4-iteration run with checkpoints iter_2 and iter_4 (copied by each test that changes it)."""
-    fakes.register()
+    register_tiny_shapes()
     try:
         out = tmp_path_factory.mktemp("finished") / "run"
         train(_settings(out, iters=4, checkpoint_every=2, eval_every=2))
     finally:
-        fakes.unregister()
+        unregister_tiny_shapes()
     return out
 
 
@@ -140,7 +140,7 @@ def test_resume_takes_the_runs_own_settings_and_may_extend_it(finished_run, tmp_
 def test_resume_refuses_a_dataset_whose_classes_changed(finished_run, tmp_path, monkeypatch):
     out = _copy(finished_run, tmp_path)
     before = _tree(out)
-    monkeypatch.setattr(fakes.TinyShapes, "classes", ("background", "red", "green", "cyan"))
+    monkeypatch.setattr(TinyShapes, "classes", ("background", "red", "green", "cyan"))
     with pytest.raises(TrainingError, match="the dataset now has 4 classes"):
         train(TrainSettings(output_dir=str(out), resume=True, iters=6, progress=False))
     assert _tree(out) == before
@@ -326,15 +326,15 @@ def test_fp16_on_cpu_is_refused_not_run_as_fp32(tmp_path):
 
 
 def test_one_class_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(fakes.TinyShapes, "classes", ("background",))
-    original = fakes.TinyShapes.__getitem__
+    monkeypatch.setattr(TinyShapes, "classes", ("background",))
+    original = TinyShapes.__getitem__
 
     def one_class(self, i):
         sample = original(self, i)
         sample["label"][sample["label"] != 255] = 0
         return sample
 
-    monkeypatch.setattr(fakes.TinyShapes, "__getitem__", one_class)
+    monkeypatch.setattr(TinyShapes, "__getitem__", one_class)
     with pytest.raises(Exception, match="binary segmentation needs 2 classes: background and foreground"):
         train(_settings(tmp_path / "run", iters=2))
     assert not (tmp_path / "run").exists()

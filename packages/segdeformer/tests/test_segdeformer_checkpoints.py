@@ -177,8 +177,8 @@ def _to_mmseg(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def test_segdeformer_ade20k_mirror_card_then_load_by_name(tmp_path: Path, monkeypatch) -> None:
-    """`segcore hub mirror` converts a user's mmseg checkpoint, pushes it with a card; the name then loads it."""
-    from segcore_cli.main import main
+    """A user's mmseg checkpoint converted and pushed with a card (as `segcore hub mirror` does); the name loads it."""
+    from segcore.hub import convert_registered
 
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(0)
@@ -191,9 +191,7 @@ def test_segdeformer_ade20k_mirror_card_then_load_by_name(tmp_path: Path, monkey
     spec = components("checkpoints")["segdeformer-mit-b1-ade20k"]
     images = torch.randn(1, 3, 64, 64)
     with serve_hub() as hub:
-        assert (
-            main(["hub", "mirror", "segdeformer-mit-b1-ade20k", "--repo", spec.repo_id, "--file", str(official)]) == 0
-        )
+        convert_registered("segdeformer-mit-b1-ade20k", spec, official).push_to_hub(spec.repo_id)
         card = (hub.repo_dir(spec.repo_id) / "README.md").read_text()
         loaded = segcore.SegModel.from_pretrained("segdeformer-mit-b1-ade20k")
     for fact in ("44.12", "whole image", "segcore convert --format mmseg", "ade20k", "segdeformer"):

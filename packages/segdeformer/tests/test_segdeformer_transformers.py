@@ -4,8 +4,6 @@ to load; the references are made with transformers itself)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import segcore
@@ -79,13 +77,12 @@ def test_segformer_fine_tunes_and_its_encoder_takes_any_decoder(segformer_repo, 
     assert segcore.SegModel.from_pretrained(tmp_path / "out").config.decoder == "segformer"
 
 
-def test_convert_cli_writes_a_segcore_folder(segformer_repo, tmp_path):
+def test_segformer_repo_saves_as_a_segcore_folder(segformer_repo, tmp_path):
+    """What `segcore convert --format transformers` does (tests/test_cli_components.py runs the command)."""
     reference, folder = segformer_repo
-    cmd = [sys.executable, "-m", "segcore_cli.main", "convert", "--format", "transformers", str(folder), "--out"]
-    result = subprocess.run([*cmd, str(tmp_path / "out"), "--json"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["decoder"] == "segformer"
-    assert json.loads((tmp_path / "out" / "config.json").read_text())["class_names"] == CLASSES
+    segcore.SegModel.from_pretrained(folder).save_pretrained(tmp_path / "out")
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["decoder"] == "segformer" and config["class_names"] == CLASSES
     model = segcore.SegModel.from_pretrained(tmp_path / "out")
     x = torch.randn(1, 3, 77, 101)
     with torch.no_grad():

@@ -9,7 +9,6 @@ import segcore
 import torch
 import torch.nn.functional as F
 from segcore.testing import compare_compiled
-from segcore_cli.main import main
 from segcore_segnext.ham import EXPORT_MAX_IMAGES, NMF2D
 
 pytest.importorskip("onnxruntime")
@@ -54,15 +53,6 @@ def test_traced_batch_beyond_the_stored_bases_is_an_error():
     with warnings.catch_warnings(), pytest.raises(RuntimeError, match=f"at most {EXPORT_MAX_IMAGES} images"):
         warnings.simplefilter("ignore")
         torch.jit.trace(nmf, torch.rand(EXPORT_MAX_IMAGES + 1, 8, 2, 2))
-
-
-def test_cli_export_needs_and_takes_nmf_seed(tmp_path, capsys):
-    _small().save_pretrained(tmp_path / "m")
-    assert main(["export", str(tmp_path / "m"), str(tmp_path / "m.onnx")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--decoder-opt nmf_seed=0" in err[0]
-    assert main(["export", str(tmp_path / "m"), str(tmp_path / "m.onnx"), "--decoder-opt", "nmf_seed=0"]) == 0
-    assert "verified with onnxruntime" in capsys.readouterr().out
 
 
 @pytest.mark.slow

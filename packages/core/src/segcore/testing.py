@@ -6,6 +6,9 @@ through ``/resolve/``, repo info, and uploads of small files through ``preupload
 ``/files/<name>`` to stand in for official download URLs. :func:`compare_compiled` runs a model compiled
 and eagerly on the same inputs, for each package's compile tests. :func:`perturb_norms` moves every norm
 away from its initial identity, so that logits-match tests notice a norm that is skipped or misplaced.
+:func:`register_tiny_shapes` registers ``tiny-shapes``, a 4-class dataset of coloured rectangles, so that
+training, evaluation and CLI tests need no dataset plugin; :func:`write_image` and :func:`write_label` write the
+tiny files of dataset layouts.
 """
 
 from __future__ import annotations
@@ -24,10 +27,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from segcore.hookspecs import hookimpl
+from segcore.specs import ComponentSpec
+
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
 
-__all__ = ["serve_hub", "LocalHub", "compare_compiled", "perturb_norms"]
+__all__ = [
+    "serve_hub",
+    "LocalHub",
+    "compare_compiled",
+    "perturb_norms",
+    "TinyShapes",
+    "TINY_MODEL",
+    "register_tiny_shapes",
+    "unregister_tiny_shapes",
+    "write_image",
+    "write_label",
+]
 
 _REVISION_SHA = "0" * 40
 
@@ -360,3 +378,101 @@ def perturb_norms(model: nn.Module, seed: int = 0, scale: float = 0.3) -> nn.Mod
             if name.split(".")[-1] in ("gamma", "layer_scale_parameter"):
                 param.copy_(scale * rand(param))
     return model
+
+
+TINY_SHAPES_PLUGIN = "segcore-testing-tiny-shapes"
+#: A model small enough for a training test on CPU (a timm test network and a 16-channel MLP head).
+TINY_MODEL = {"encoder": "timm:test_convnext", "decoder": "mlp", "decoder_opt": {"channels": 16}}
+
+
+class TinyShapes:
+    """Coloured rectangles on a dark background, 4 classes, deterministic by index; a few ignore pixels.
+
+    Validation images are 0, 4 or 8 pixels larger than ``size`` (by index), so evaluation sees several sizes.
+    """
+
+    classes = ("background", "red", "green", "blue")
+    palette = ((0, 0, 0), (220, 20, 60), (20, 200, 20), (30, 60, 230))
+    ignore_index = 255
+
+    def __init__(self, root: str | None = None, split: str = "train", size: int = 32, length: int = 16) -> None:
+        """``length`` samples of ``size`` x ``size`` pixels; ``root`` is ignored."""
+        self.split, self.size, self.length = split, size, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict:
+        import numpy as np
+
+        rng = np.random.default_rng([0 if self.split == "train" else 1, i])
+        h = w = self.size + (4 * (i % 3) if self.split == "val" else 0)
+        image = rng.integers(0, 40, size=(3, h, w), dtype=np.uint8)
+        label = np.zeros((h, w), dtype=np.int64)
+        for cls in (1, 2, 3):
+            y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
+            hh, ww = rng.integers(6, h // 2), rng.integers(6, w // 2)
+            label[y : y + hh, x : x + ww] = cls
+            image[:, y : y + hh, x : x + ww] = np.array(self.palette[cls], dtype=np.uint8)[:, None, None]
+        label[0, :3] = 255
+        return {"image": image, "label": label, "path": f"tiny/{self.split}/{i}.png"}
+
+
+def tiny_shapes(root: str | None = None, split: str = "train", **options: int) -> TinyShapes:
+    """The ``tiny-shapes`` factory (options: ``size``, ``length``)."""
+    return TinyShapes(root, split, **options)
+
+
+class _TinyShapesPlugin:
+    @hookimpl
+    def segcore_datasets(self) -> dict[str, ComponentSpec]:
+        return {"tiny-shapes": ComponentSpec(factory=f"{__name__}:tiny_shapes", description="test rectangles")}
+
+
+def register_tiny_shapes() -> None:
+    """Register the ``tiny-shapes`` dataset (again, if it is registered); undo with :func:`unregister_tiny_shapes`.
+
+    Example:
+        >>> register_tiny_shapes()  # doctest: +SKIP
+        >>> train(TrainSettings(dataset="tiny-shapes", output_dir="run", **TINY_MODEL))  # doctest: +SKIP
+        >>> unregister_tiny_shapes()  # doctest: +SKIP
+    """
+    from segcore import registry
+
+    registry.unregister_plugin(TINY_SHAPES_PLUGIN)
+    registry.register_plugin(_TinyShapesPlugin(), TINY_SHAPES_PLUGIN)
+
+
+def unregister_tiny_shapes() -> None:
+    """Remove the ``tiny-shapes`` dataset registered by :func:`register_tiny_shapes`."""
+    from segcore import registry
+
+    registry.unregister_plugin(TINY_SHAPES_PLUGIN)
+
+
+def write_image(path: str | Path, h: int = 8, w: int = 12, mode: str = "RGB", seed: int = 0) -> np.ndarray:
+    """Write a random ``h`` x ``w`` RGB image, converted to ``mode``, to ``path`` (the format follows the suffix).
+
+    Returns:
+        The RGB pixels before the conversion, ``(h, w, 3)`` uint8.
+    """
+    import numpy as np
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng([seed, h, w]).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    (image if mode == "RGB" else image.convert(mode)).save(path)
+    return pixels
+
+
+def write_label(path: str | Path, label: np.ndarray, mode: str = "L") -> None:
+    """Write ``label`` (values 0-255) as an 8-bit image, a palette image with the same indices for ``mode="P"``."""
+    import numpy as np
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(np.asarray(label).astype(np.uint8))  # 2-D uint8: mode L
+    (image.convert("P") if mode == "P" else image).save(path)

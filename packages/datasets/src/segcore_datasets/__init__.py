@@ -18,7 +18,6 @@ _LAZY = {
     "TrainTransform": "segcore.data.transforms",
     "TestTransform": "segcore.data.transforms",
     "preflight": "segcore_datasets.check",
-    "TransformedDataset": "segcore_datasets.loader",
     "train_loader": "segcore_datasets.loader",
     "check_dataset": "segcore_datasets.check",
 }

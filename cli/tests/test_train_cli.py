@@ -1,28 +1,23 @@
-"""``segcore train`` / ``eval`` / ``predict`` end to end with a tiny model on the in-test dataset."""
+"""``segcore train`` / ``eval`` / ``predict`` end to end with a tiny model on ``tiny-shapes`` (segcore.testing)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+import segcore_cli.main as segcore_cli
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import test_train_fakes as fakes  # noqa: E402
-
-segcore_cli = pytest.importorskip("segcore_cli.main")
+from segcore.testing import TinyShapes, register_tiny_shapes, unregister_tiny_shapes
 
 
 @pytest.fixture(autouse=True)
-def _fakes():
-    fakes.register()
+def _tiny_shapes():
+    register_tiny_shapes()
     yield
-    fakes.unregister()
+    unregister_tiny_shapes()
 
 
 def test_parsers_do_not_import_torch():
@@ -67,7 +62,7 @@ def test_train_eval_predict(tmp_path, capsys):
     assert segcore_cli.main(["eval", "--model", str(out), "--json", "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) >= {"mIoU", "mAcc", "aAcc", "per_class"}
-    assert [c["name"] for c in result["per_class"]] == list(fakes.TinyShapes.classes)
+    assert [c["name"] for c in result["per_class"]] == list(TinyShapes.classes)
     assert result["mIoU"] == pytest.approx(summary["mIoU"], abs=0.01)  # same protocol as in training
     assert result["precision"] == "fp32"
 
