@@ -178,7 +178,7 @@ def _to_mmseg(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def test_segdeformer_ade20k_mirror_card_then_load_by_name(tmp_path: Path, monkeypatch) -> None:
     """A user's mmseg checkpoint converted and pushed with a card (as `segcore hub mirror` does); the name loads it."""
-    from segcore.hub import convert_registered
+    from segcore.checkpoints import convert_registered
 
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(0)
@@ -191,7 +191,7 @@ def test_segdeformer_ade20k_mirror_card_then_load_by_name(tmp_path: Path, monkey
     spec = components("checkpoints")["segdeformer-mit-b1-ade20k"]
     images = torch.randn(1, 3, 64, 64)
     with serve_hub() as hub:
-        convert_registered("segdeformer-mit-b1-ade20k", spec, official).push_to_hub(spec.repo_id)
+        convert_registered(segcore.SegModel, "segdeformer-mit-b1-ade20k", spec, official).push_to_hub(spec.repo_id)
         card = (hub.repo_dir(spec.repo_id) / "README.md").read_text()
         loaded = segcore.SegModel.from_pretrained("segdeformer-mit-b1-ade20k")
     for fact in ("44.12", "whole image", "segcore convert --format mmseg", "ade20k", "segdeformer"):

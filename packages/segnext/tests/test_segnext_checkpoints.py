@@ -121,7 +121,7 @@ def test_imagenet_file_reproduces_fixture_features(fixture: dict, tmp_path: Path
 def test_registered_checkpoints_load_through_local_hub(fixture: dict, tmp_path: Path, monkeypatch) -> None:
     """The official file converted and pushed (what `segcore hub mirror` does); the registered names then load."""
     from safetensors.torch import save_file
-    from segcore.hub import convert_registered
+    from segcore.checkpoints import convert_registered
     from segcore.testing import serve_hub
 
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "cache"))
@@ -133,7 +133,7 @@ def test_registered_checkpoints_load_through_local_hub(fixture: dict, tmp_path: 
     backbone = {k[len("backbone.") :]: v for k, v in fixture["official"].items() if k.startswith("backbone.")}
     save_file(convert_component("mmseg", "mscan-t", backbone), str(enc_dir / "model.safetensors"))
     with serve_hub({"segcore/mscan-t-imagenet": enc_dir}) as hub:
-        convert_registered("segnext-t-ade20k", spec, official).push_to_hub(spec.repo_id)
+        convert_registered(segcore.SegModel, "segnext-t-ade20k", spec, official).push_to_hub(spec.repo_id)
         card = (hub.repo_dir(spec.repo_id) / "README.md").read_text()
         model = segcore.SegModel.from_pretrained("segnext-t-ade20k")
         encoder = segcore.build_encoder("mscan-t", pretrained=True)
