@@ -1,11 +1,15 @@
-"""Layers shared by more than one model family: attention with packed projections, the UPer body, conv blocks.
+"""Layers shared by more than one model family: packed attention, the UPer body, conv blocks, init helpers.
+
+Also the memory formats of NHWC-by-default components and the mmcv weight initialisations of the official models.
 
 Plugins build on these instead of writing them again (STYLE.md §2: blocks shared across packages live in core).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -13,7 +17,26 @@ from torch import Tensor, nn
 
 from segcore.ops import adaptive_avg_pool2d
 
-__all__ = ["ConvBNReLU", "resize", "packed_attention", "UPerBody"]
+__all__ = [
+    "MEMORY_FORMATS",
+    "MemoryFormat",
+    "ConvBNReLU",
+    "resize",
+    "packed_attention",
+    "UPerBody",
+    "init_module",
+    "init_weights",
+    "init_classifier",
+]
+
+# The ``memory_format`` option of components that run NHWC by default (an options field typed ``MemoryFormat``
+# is checked by ``parse_options``); ``MEMORY_FORMATS[name]`` is the torch format.
+MemoryFormat = Literal["channels_last", "contiguous"]
+MEMORY_FORMATS: dict[str, torch.memory_format] = {
+    "channels_last": torch.channels_last,
+    "contiguous": torch.contiguous_format,
+}
+ConvInit = Literal["fan_out_normal", "kaiming"]
 
 
 class ConvBNReLU(nn.Sequential):
@@ -101,3 +124,52 @@ class UPerBody(nn.Module):
     def forward(self, maps: Sequence[Tensor]) -> Tensor:
         """See :meth:`fuse`."""
         return self.fuse(maps)
+
+
+def init_module(
+    m: nn.Module, *, conv: ConvInit | None = None, linear_std: float | None = None, norms: bool = False
+) -> None:
+    """Initialise one module as mmcv does for the official models; modules of other types are left alone.
+
+    Args:
+        m: the module (use with ``model.apply`` or :func:`init_weights`).
+        conv: ``Conv2d`` weights: ``"fan_out_normal"`` is ``normal(0, sqrt(2 / fan_out))`` with the groups counted
+            (MiT, MSCAN), ``"kaiming"`` is ``kaiming_normal(fan_out, relu)`` (mmcv ``ConvModule``); biases 0.
+        linear_std: ``Linear`` weights ``trunc_normal(0, linear_std)`` within (-2, 2), biases 0.
+        norms: ``LayerNorm`` / ``BatchNorm2d`` weights 1, biases 0.
+    """
+    if isinstance(m, nn.Conv2d) and conv is not None:
+        if conv == "fan_out_normal":
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+        else:
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    elif isinstance(m, nn.Linear) and linear_std is not None:
+        nn.init.trunc_normal_(m.weight, std=linear_std)
+    elif norms and isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)) and m.weight is not None:
+        nn.init.ones_(m.weight)
+    else:
+        return
+    if m.bias is not None:
+        nn.init.zeros_(m.bias)
+
+
+def init_weights(
+    module: nn.Module,
+    *,
+    skip: Sequence[nn.Module] = (),
+    conv: ConvInit | None = None,
+    linear_std: float | None = None,
+    norms: bool = False,
+) -> None:
+    """:func:`init_module` on every submodule of ``module`` (pre-order) except those in ``skip``."""
+    for m in module.modules():
+        if not any(m is s for s in skip):
+            init_module(m, conv=conv, linear_std=linear_std, norms=norms)
+
+
+def init_classifier(conv: nn.Conv2d, std: float = 0.01) -> None:
+    """The mmseg classifier init: weights ``normal(0, std)``, bias 0."""
+    nn.init.normal_(conv.weight, 0.0, std)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)

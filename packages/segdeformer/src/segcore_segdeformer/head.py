@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from segcore.contracts import Decoder, DecoderOutput, Loss
 from segcore.errors import OptionsError
-from segcore.layers import ConvBNReLU, UPerBody
+from segcore.layers import ConvBNReLU, UPerBody, init_classifier, init_weights
 from segcore.layers import resize as _resize
 from segcore.losses import cross_entropy
 from segcore.options import parse_options
@@ -192,16 +192,8 @@ class SegDeformerHead(Decoder):
 
     def _init_weights(self) -> None:
         # Spec §4: conv+BN blocks kaiming-normal fan_out (BN 1/0); classifier N(0, 0.01), bias 0.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and m is not self.conv_seg:
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.normal_(self.conv_seg.weight, 0.0, 0.01)
-        nn.init.zeros_(self.conv_seg.bias)
+        init_weights(self, conv="kaiming", norms=True, skip=(self.conv_seg,))
+        init_classifier(self.conv_seg)
 
     def fuse(self, features: Sequence[Tensor]) -> Tensor:
         """X_inter (spec §2.1-3): project, resize to the first selected map, concatenate, fuse (or UperNet)."""

@@ -14,14 +14,14 @@ instead of ``nn.MultiheadAttention`` (same maths; the fused in-projection is kep
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from segcore.checkpoints import load_pretrained_encoder
 from segcore.contracts import Encoder
-from segcore.layers import packed_attention
+from segcore.layers import init_module, packed_attention
 from segcore.options import parse_options
 from segcore.specs import FeatureInfo
 from timm.layers import DropPath
@@ -218,7 +218,7 @@ class MixVisionTransformer(Encoder):
             )
             self.feature_info.append(FeatureInfo(dim, stride))
             in_ch, start = dim, start + o.depths[s]
-        self.apply(_init_weights)
+        self.apply(partial(init_module, conv="fan_out_normal", linear_std=0.02, norms=True))  # mmseg MiT init
 
     @property
     def size_divisor(self) -> int:
@@ -236,22 +236,6 @@ class MixVisionTransformer(Encoder):
             x = stage(x)
             outs.append(x)
         return outs
-
-
-def _init_weights(m: nn.Module) -> None:
-    # mmseg MiT init (spec §4): trunc-normal .02 linears, LN 1/0, conv normal(0, sqrt(2 / fan_out)).
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.Conv2d):
-        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-        nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 # The sizes live in the torch-free table that the plugin registers from; each entry gets a factory here,

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from segcore.contracts import Decoder, DecoderOutput
 from segcore.errors import OptionsError
+from segcore.layers import MEMORY_FORMATS, MemoryFormat, init_classifier, init_weights
 from segcore.ops import is_tracing
 from segcore.options import parse_options
 from segcore.specs import PYRAMID_STRIDES, FeatureInfo
@@ -31,8 +32,6 @@ __all__ = ["LightHamHeadOptions", "NMF2D", "LightHamHead", "ham", "EXPORT_MAX_IM
 
 # Seeded NMF bases a traced (exported) graph stores, in images: the largest batch such a graph accepts.
 EXPORT_MAX_IMAGES = 32
-
-_MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ class LightHamHeadOptions:
     eval_steps: int = 7
     inv_t: float = 1.0
     nmf_seed: int | None = None
-    memory_format: str = "channels_last"
+    memory_format: MemoryFormat = "channels_last"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "in_index", tuple(self.in_index))
@@ -87,10 +86,6 @@ class LightHamHeadOptions:
             raise OptionsError("ham: md_r, md_s, train_steps and eval_steps must be >= 1")
         if not 0.0 <= self.dropout_ratio < 1.0:
             raise OptionsError("ham: dropout_ratio must lie in [0, 1)")
-        if self.memory_format not in _MEMORY_FORMATS:
-            raise OptionsError(
-                f"ham: memory_format must be one of {sorted(_MEMORY_FORMATS)}, got {self.memory_format!r}"
-            )
 
 
 class ConvModule(nn.Sequential):
@@ -238,20 +233,15 @@ class LightHamHead(Decoder):
 
     def _init_weights(self) -> None:
         # mmseg head init (spec §5.1): kaiming fan_out for ConvModules, N(0, 0.01) classifier.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        nn.init.normal_(self.conv_seg.weight, 0.0, 0.01)
-        nn.init.zeros_(self.conv_seg.bias)
+        init_weights(self, conv="kaiming")
+        init_classifier(self.conv_seg)
 
     def forward(self, features: Sequence[Tensor], image_size: tuple[int, int]) -> DecoderOutput:
         """Decode the selected levels; logits stay at the first selected level's resolution."""
         inputs = [features[i] for i in self.in_index]
         size = inputs[0].shape[2:]
         x = torch.cat([F.interpolate(t, size=size, mode="bilinear", align_corners=False) for t in inputs], dim=1)
-        x = self.hamburger(self.squeeze(x.contiguous(memory_format=_MEMORY_FORMATS[self.options.memory_format])))
+        x = self.hamburger(self.squeeze(x.contiguous(memory_format=MEMORY_FORMATS[self.options.memory_format])))
         return DecoderOutput(self.conv_seg(self.dropout(self.align(x))))
 
 

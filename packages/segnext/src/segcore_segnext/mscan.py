@@ -19,6 +19,7 @@ import torch
 from segcore.checkpoints import load_pretrained_encoder
 from segcore.contracts import Encoder
 from segcore.errors import OptionsError
+from segcore.layers import MEMORY_FORMATS, MemoryFormat, init_weights
 from segcore.options import parse_options
 from segcore.specs import FeatureInfo
 from timm.layers import DropPath
@@ -27,8 +28,6 @@ from torch import Tensor, nn
 from segcore_segnext.variants import MSCAN as MSCAN_VARIANTS
 
 __all__ = ["MSCANOptions", "MSCAN", "VARIANTS", *MSCAN_VARIANTS.factory_names()]
-
-MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class MSCANOptions:
     drop_rate: float = 0.0
     drop_path_rate: float = 0.1
     in_chans: int = 3
-    memory_format: str = "channels_last"
+    memory_format: MemoryFormat = "channels_last"
 
     def __post_init__(self) -> None:
         for name in ("embed_dims", "depths", "mlp_ratios"):
@@ -66,10 +65,6 @@ class MSCANOptions:
             raise OptionsError("mscan: depths must be >= 1 and embed_dims even and positive")
         if not 0.0 <= self.drop_rate < 1.0 or not 0.0 <= self.drop_path_rate < 1.0:
             raise OptionsError("mscan: drop_rate and drop_path_rate must lie in [0, 1)")
-        if self.memory_format not in MEMORY_FORMATS:
-            raise OptionsError(
-                f"mscan: memory_format must be one of {sorted(MEMORY_FORMATS)}, got {self.memory_format!r}"
-            )
 
 
 class StemConv(nn.Module):
@@ -211,16 +206,8 @@ class MSCAN(Encoder):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # Official init without a pretrained file (spec §2.3): conv N(0, sqrt(2/fan_out)), bias 0.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        # Official init without a pretrained file (spec §2.3): conv N(0, sqrt(2/fan_out)), bias 0; norms 1/0.
+        init_weights(self, conv="fan_out_normal", norms=True)
 
     @property
     def size_divisor(self) -> int:

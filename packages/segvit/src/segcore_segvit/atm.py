@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from segcore.contracts import Decoder, DecoderOutput
 from segcore.errors import OptionsError
-from segcore.layers import packed_attention
+from segcore.layers import init_weights, packed_attention
 from segcore.ops import is_tracing
 from segcore.options import parse_options
 from segcore.specs import FeatureInfo
@@ -167,15 +167,6 @@ class ATMLayer(nn.Module):
         return t, sim
 
 
-def _init_linears(module: nn.Module) -> None:
-    """Official head init (spec §3.6): trunc-normal(0.02) Linear weights, zero biases."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
 def semantic_map(class_logits: Tensor, mask_logits: Tensor, size: tuple[int, int]) -> Tensor:
     """Official inference rule (spec §3.5): upsample mask logits, sigmoid, mix with class probabilities.
 
@@ -231,7 +222,7 @@ class ATMDecoder(Decoder):
         )
         self.class_queries = nn.Embedding(num_classes, d)
         self.class_embed = nn.Linear(d, num_classes + 1)
-        _init_linears(self)
+        init_weights(self, linear_std=0.02)  # official head init (spec §3.6)
 
     def forward(self, features: Sequence[Tensor], image_size: tuple[int, int]) -> DecoderOutput:
         """Run the cascade deep -> shallow; see the class docstring."""
@@ -335,7 +326,7 @@ class ATMShrunkDecoder(Decoder):
         self.atm_layers = nn.ModuleList(ATMLayer(d, heads, options.dropout) for _ in range(options.num_layers))
         self.class_queries = nn.Embedding(num_classes, d)
         self.class_embed = nn.Linear(d, num_classes + 1)
-        _init_linears(self)
+        init_weights(self, linear_std=0.02)  # official head init (spec §3.6)
 
     def _pixel_queries(self, image_size: tuple[int, int]) -> tuple[Tensor, tuple[int, int]]:
         """The pixel queries ``[1, gh * gw, D]`` for an input of ``image_size`` and their grid ``(gh, gw)``."""
