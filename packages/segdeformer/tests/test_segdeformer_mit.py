@@ -157,3 +157,17 @@ def test_mit_pretrained_loads_registered_encoder_weights(tmp_path: Path) -> None
         loaded = segcore.build_encoder("mit-b0", pretrained=True)
     for k, v in source.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"depths": (1, 1, 1)}, "one entry per stage each, got lengths"),
+        ({"num_heads": (1, 2, 5, 7)}, "must be multiples of num_heads"),
+        ({"sr_ratios": (8, 4, 0, 1)}, "sr_ratios must be positive"),
+        ({"drop_path_rate": 1.0}, r"drop_path_rate must lie in \[0, 1\)"),
+    ],
+)
+def test_mit_options_are_checked_where_they_enter(options: dict, message: str) -> None:
+    with pytest.raises(OptionsError, match=message):
+        segcore.build_model("mit-b0", "mlp", 3, encoder_options=options)

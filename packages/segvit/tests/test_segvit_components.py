@@ -9,7 +9,7 @@ from segcore.benchmark import count_params_and_macs
 from segcore.contracts import check_feature_info
 from segcore.specs import FeatureInfo
 from segcore_segvit.atm import ATMLayer, atm, atm_shrunk, select_qu_maps, semantic_map
-from segcore_segvit.convert import convert_atm, convert_vit
+from segcore_segvit.convert import convert_atm, convert_vit, vit_from_official
 from segcore_segvit.loss import atm_loss
 
 TINY = {"embed_dim": 64, "depth": 4, "num_heads": 2, "img_size": 64}
@@ -328,3 +328,22 @@ def test_pretrained_loads_timm_augreg_layout(monkeypatch: pytest.MonkeyPatch) ->
     enc = segcore.build_encoder("vit-b16", pretrained=True)
     assert calls == [("vit_base_patch16_384.augreg_in21k_ft_in1k", True)]
     assert enc.pos_embed.shape == (1, 32 * 32, 768)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"out_indices": (5, 12)}, r"out_indices \(5, 12\) must lie in 0..11"),
+        ({"out_indices": ()}, "out_indices"),
+        ({"shrink_idx": 12}, r"shrink_idx must lie in 0..11"),
+        ({"embed_dim": 100}, r"embed_dim \(100\) must be a positive multiple of num_heads \(12\)"),
+    ],
+)
+def test_vit_options_are_checked_where_they_enter(options: dict, message: str) -> None:
+    with pytest.raises(segcore.OptionsError, match=message):
+        segcore.build_model("vit-b16", "atm", 3, encoder_options=options)
+
+
+def test_official_config_outside_segvit_is_refused_with_the_setting() -> None:
+    with pytest.raises(segcore.OptionsError, match="patch_size=8 is not supported"):
+        vit_from_official({"with_cls_token": False, "final_norm": False, "patch_size": 8})

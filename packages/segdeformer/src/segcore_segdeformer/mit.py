@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from segcore.checkpoints import load_pretrained_encoder
 from segcore.contracts import Encoder
+from segcore.errors import OptionsError
 from segcore.layers import init_module, packed_attention
 from segcore.options import parse_options
 from segcore.specs import FeatureInfo
@@ -59,6 +60,23 @@ class MiTOptions:
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        """Check the stage lists and rates where they enter (an error names the option)."""
+        stages = ("embed_dims", "depths", "num_heads", "sr_ratios", "patch_sizes")
+        lengths = {name: len(getattr(self, name)) for name in stages}
+        if len(set(lengths.values())) != 1:
+            raise OptionsError(f"mit: {', '.join(stages)} need one entry per stage each, got lengths {lengths}")
+        for name in stages:
+            if any(v < 1 for v in getattr(self, name)):
+                raise OptionsError(f"mit: {name} must be positive, got {tuple(getattr(self, name))}")
+        if any(d % h for d, h in zip(self.embed_dims, self.num_heads)):
+            raise OptionsError(f"mit: embed_dims {self.embed_dims} must be multiples of num_heads {self.num_heads}")
+        if self.mlp_ratio < 1:
+            raise OptionsError(f"mit: mlp_ratio must be >= 1, got {self.mlp_ratio}")
+        for name in ("drop_path_rate", "drop_rate", "attn_drop_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise OptionsError(f"mit: {name} must lie in [0, 1), got {getattr(self, name)}")
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -193,8 +211,6 @@ class MixVisionTransformer(Encoder):
         """Build the stages and initialise like mmseg's ``MixVisionTransformer.init_weights``."""
         super().__init__()
         o = options
-        if not (len(o.embed_dims) == len(o.depths) == len(o.num_heads) == len(o.sr_ratios) == len(o.patch_sizes)):
-            raise ValueError("mit: embed_dims, depths, num_heads, sr_ratios and patch_sizes must have equal length")
         self.options = o
         dpr = torch.linspace(0, o.drop_path_rate, sum(o.depths), device="cpu").tolist()
         self.stages = nn.ModuleList()

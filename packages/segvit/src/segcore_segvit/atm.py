@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from segcore.contracts import Decoder, DecoderOutput
-from segcore.errors import OptionsError
+from segcore.errors import OptionsError, WiringError
 from segcore.layers import init_weights, packed_attention
 from segcore.ops import is_tracing
 from segcore.options import parse_options
@@ -282,7 +282,7 @@ def select_qu_maps(in_features: Sequence[FeatureInfo]) -> tuple[int, int]:
     """
     n = len(in_features)
     if n == 0:
-        raise ValueError("atm-shrunk needs at least one feature map")
+        raise WiringError("atm-shrunk needs at least one feature map from the encoder")
     if n == 1:
         return 0, 0
     shallow = next((i for i in range(n - 1) if in_features[i].stride >= 16), n - 2)

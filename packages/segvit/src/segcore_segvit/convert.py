@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from segcore.errors import OptionsError
 from torch import Tensor
 
 from segcore_segvit.variants import VIT
@@ -138,16 +139,18 @@ def convert(name: str, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
 def _img_size(value: Any) -> int:
     if isinstance(value, (list, tuple)):
         if len(value) != 2 or value[0] != value[1]:
-            raise ValueError(f"only square img_size is supported, got {value}")
+            raise OptionsError(f"ViT img_size {value} is not supported: segcore builds square position grids")
         return int(value[0])
     return int(value)
 
 
 def _vit_options(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg.get("with_cls_token", True) or cfg.get("final_norm", False):
-        raise ValueError("SegViT configs use with_cls_token=False and final_norm=False")
+        raise OptionsError(
+            "VisionTransformer with_cls_token=True or final_norm=True is not supported (SegViT configs use False)"
+        )
     if cfg.get("patch_size", 16) != 16:
-        raise ValueError("only patch size 16 is supported")
+        raise OptionsError(f"VisionTransformer patch_size={cfg.get('patch_size')} is not supported (SegViT uses 16)")
     depth = int(cfg.get("num_layers", 12))
     out = cfg.get("out_indices", depth - 1)
     out_indices = (out,) if isinstance(out, int) else tuple(int(i) for i in out)
@@ -189,7 +192,7 @@ def _head_options(cfg: dict[str, Any]) -> dict[str, Any]:
 def atm_from_official(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Official ``ATMHead`` config -> (``atm``, options)."""
     if not cfg.get("use_proj", True):
-        raise ValueError("ATMHead with use_proj=False is not supported")
+        raise OptionsError("ATMHead use_proj=False is not supported (the official configs use True)")
     return "atm", _head_options(cfg)
 
 

@@ -23,6 +23,7 @@ from functools import partial
 import torch.nn.functional as F
 from segcore.checkpoints import load_pretrained_encoder
 from segcore.contracts import Encoder
+from segcore.errors import OptionsError
 from segcore.layers import packed_attention
 from segcore.ops import is_tracing
 from segcore.options import parse_options
@@ -64,6 +65,22 @@ class ViTOptions:
     out_indices: tuple[int, ...] = (5, 7, 11)
     drop_path_rate: float = 0.1
     shrink_idx: int | None = None
+
+    def __post_init__(self) -> None:
+        """Check the layer indices and sizes where they enter (an error names the option)."""
+        if self.img_size < 16:
+            raise OptionsError(f"vit: img_size must be at least 16 (one patch), got {self.img_size}")
+        if min(self.embed_dim, self.depth, self.num_heads) < 1 or self.embed_dim % self.num_heads:
+            raise OptionsError(
+                f"vit: embed_dim ({self.embed_dim}) must be a positive multiple of num_heads ({self.num_heads}) "
+                f"and depth ({self.depth}) positive"
+            )
+        if not self.out_indices or not all(0 <= i < self.depth for i in self.out_indices):
+            raise OptionsError(f"vit: out_indices {tuple(self.out_indices)} must lie in 0..{self.depth - 1}")
+        if self.shrink_idx is not None and not 0 <= self.shrink_idx < self.depth:
+            raise OptionsError(f"vit: shrink_idx must lie in 0..{self.depth - 1}, got {self.shrink_idx}")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise OptionsError(f"vit: drop_path_rate must lie in [0, 1), got {self.drop_path_rate}")
 
 
 def resize_pos_embed(pos_embed: Tensor, size: tuple[int, int]) -> Tensor:
@@ -118,8 +135,6 @@ class SegViTEncoder(VisionTransformer, Encoder):
         for block in self.blocks:
             block.drop_path1 = nn.Identity()
         self.out_indices = tuple(sorted(options.out_indices))
-        if not self.out_indices or self.out_indices[-1] >= options.depth:
-            raise ValueError(f"out_indices {options.out_indices} must lie in 0..{options.depth - 1}")
         shrink = options.shrink_idx
         self.feature_info = [
             FeatureInfo(options.embed_dim, 32 if shrink is not None and i >= shrink else 16) for i in self.out_indices
@@ -175,7 +190,11 @@ def _load_augreg(model: SegViTEncoder) -> None:
 
     tag = TIMM_PRETRAINED.get(model.options.embed_dim)
     if tag is None or model.options.depth not in (12, 24):
-        raise ValueError("pretrained weights exist only for the ViT-B/16 and ViT-L/16 shapes")
+        raise OptionsError(
+            f"vit: pretrained weights exist only for the ViT-B/16 and ViT-L/16 shapes, not embed_dim "
+            f"{model.options.embed_dim} / depth {model.options.depth}; build it without pretrained weights "
+            "(pretrained=False, no --pretrained-encoder)"
+        )
     source = timm.create_model(tag, pretrained=True).state_dict()
     state = {}
     for key, value in source.items():
