@@ -21,7 +21,7 @@ from segcore.testing import compare_compiled
 onnxruntime = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from segcore.export import ExportError, default_sizes, export_onnx  # noqa: E402
+from segcore.export import ExportError, default_sizes, export_onnx, onnx_available  # noqa: E402
 
 CORE_DECODERS = ["linear", "mlp", "upernet"]
 SIZES = [(1, 64, 64), (2, 96, 80)]
@@ -131,3 +131,9 @@ def test_compile_recompiles_for_a_new_size():
     results = compare_compiled(_model("mlp"), SIZES)
     print(results)
     assert all(diff <= 1e-4 * max(scale, 1.0) for diff, scale in results)
+
+
+def test_onnx_available_reports_a_missing_extra(monkeypatch):
+    assert onnx_available()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # a None entry makes the import fail
+    assert not onnx_available()

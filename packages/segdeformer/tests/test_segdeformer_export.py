@@ -5,12 +5,10 @@ from __future__ import annotations
 import pytest
 import segcore
 import torch
+from segcore.export import export_onnx, onnx_available
 from segcore.testing import compare_compiled
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
-
-from segcore.export import export_onnx  # noqa: E402
+needs_onnx = pytest.mark.skipif(not onnx_available(), reason="needs segcore[onnx] (onnx, onnxruntime)")
 
 SMALL_MIT = {"embed_dims": (16, 32, 32, 64), "depths": (1, 1, 1, 1), "num_heads": (1, 2, 2, 4)}
 HEADS = {
@@ -27,6 +25,7 @@ def _model(head: str, encoder_options: dict | None = None) -> segcore.SegModel:
     return segcore.build_model("mit-b0", "segdeformer", 3, encoder_options=opts, decoder_options=HEADS[head])
 
 
+@needs_onnx
 @pytest.mark.parametrize("head", list(HEADS), ids=list(HEADS))
 def test_mit_segdeformer_exports_with_dynamic_batch_height_width(head, tmp_path):
     report = export_onnx(_model(head), tmp_path / "model.onnx", example_size=64, verify_sizes=SIZES)
@@ -35,6 +34,7 @@ def test_mit_segdeformer_exports_with_dynamic_batch_height_width(head, tmp_path)
     assert all(c.max_abs_diff < 1e-4 * max(1.0, c.max_abs_ref) for c in report.checks)
 
 
+@needs_onnx
 @pytest.mark.slow
 def test_full_size_mit_b0_segdeformer_exports(tmp_path):
     report = export_onnx(_model("released", {}), tmp_path / "model.onnx", example_size=64, verify_sizes=SIZES)

@@ -8,13 +8,11 @@ import pytest
 import segcore
 import torch
 import torch.nn.functional as F
+from segcore.export import ExportError, export_onnx, onnx_available
 from segcore.testing import compare_compiled
 from segcore_segnext.ham import EXPORT_MAX_IMAGES, NMF2D
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
-
-from segcore.export import ExportError, export_onnx  # noqa: E402
+needs_onnx = pytest.mark.skipif(not onnx_available(), reason="needs segcore[onnx] (onnx, onnxruntime)")
 
 SMALL_ENCODER = {"embed_dims": (8, 16, 32, 32), "depths": (1, 1, 1, 1)}
 SMALL_HEAD = {"channels": 32, "ham_channels": 32, "md_r": 4, "md_s": 2}
@@ -26,6 +24,7 @@ def _small(**head: object) -> segcore.SegModel:
     return segcore.build_model("mscan-t", "ham", 3, encoder_options=SMALL_ENCODER, decoder_options=SMALL_HEAD | head)
 
 
+@needs_onnx
 @pytest.mark.parametrize("memory_format", ["channels_last", "contiguous"])
 def test_mscan_ham_exports_with_seeded_bases(tmp_path, memory_format):
     model = _small(nmf_seed=0, memory_format=memory_format)
@@ -35,6 +34,7 @@ def test_mscan_ham_exports_with_seeded_bases(tmp_path, memory_format):
     assert all(c.max_abs_diff < 1e-5 for c in report.checks)
 
 
+@needs_onnx
 def test_unseeded_ham_is_refused_naming_nmf_seed(tmp_path):
     with pytest.raises(ExportError, match="nmf_seed"):
         export_onnx(_small(), tmp_path / "model.onnx")
@@ -55,6 +55,7 @@ def test_traced_batch_beyond_the_stored_bases_is_an_error():
         torch.jit.trace(nmf, torch.rand(EXPORT_MAX_IMAGES + 1, 8, 2, 2))
 
 
+@needs_onnx
 @pytest.mark.slow
 def test_full_size_mscan_t_ham_exports(tmp_path):
     torch.manual_seed(0)

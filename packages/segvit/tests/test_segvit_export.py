@@ -5,14 +5,12 @@ from __future__ import annotations
 import pytest
 import segcore
 import torch
+from segcore.export import export_onnx, onnx_available
 from segcore.specs import FeatureInfo
 from segcore.testing import compare_compiled
 from segcore_segvit.atm import _decode_traced, atm_shrunk
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
-
-from segcore.export import export_onnx  # noqa: E402
+needs_onnx = pytest.mark.skipif(not onnx_available(), reason="needs segcore[onnx] (onnx, onnxruntime)")
 
 TINY = {"embed_dim": 64, "depth": 4, "num_heads": 2, "img_size": 64}
 PAIRS = {
@@ -34,6 +32,7 @@ def _model(pair: str) -> segcore.SegModel:
     return segcore.build_model(encoder, decoder, 3, encoder_options=TINY | enc_opts, decoder_options=dec_opts)
 
 
+@needs_onnx
 @pytest.mark.parametrize("pair", list(PAIRS), ids=list(PAIRS))
 def test_segvit_pair_exports_with_dynamic_batch_height_width(pair, tmp_path):
     report = export_onnx(_model(pair), tmp_path / "model.onnx", example_size=64, verify_sizes=SIZES)
@@ -58,6 +57,7 @@ def test_shrunk_output_size_rule_is_unchanged():
     assert dec._output_size((90, 70), (6, 5)) == (90, 70)
 
 
+@needs_onnx
 @pytest.mark.slow
 def test_full_size_vit_b16_atm_exports(tmp_path):
     torch.manual_seed(0)

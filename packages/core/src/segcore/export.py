@@ -151,6 +151,18 @@ def default_sizes(model: SegModel, example_size: int | Sequence[int] | None = No
     return [(1, h, w), (2, _off_grid(h, g), _off_grid(w + g, g))]
 
 
+def onnx_available() -> bool:
+    """Whether ``onnx`` and ``onnxruntime`` (the ``segcore[onnx]`` extra) can be imported."""
+    import importlib
+
+    try:
+        for module in ("onnx", "onnxruntime"):
+            importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
 def _require(module: str) -> Any:
     import importlib
 
