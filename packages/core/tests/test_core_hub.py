@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
@@ -110,73 +111,63 @@ def test_pickled_code_is_refused(tmp_path):
         segcore.load_state_dict_file(path)
 
 
-def _checkpoint_plugin(spec):
+@contextlib.contextmanager
+def _registered(**fields):
+    """Register ``tiny-upernet-test``: the ``saved`` model's shape as a checkpoint spec, ``fields`` over it."""
+    spec = segcore.CheckpointSpec(
+        **{
+            "eval_protocol": {"mode": "whole"},
+            "repo_id": "segcore-test/not-mirrored",
+            "revision": "main",
+            "description": "test",
+            "encoder": "timm:resnet18",
+            "decoder": "upernet",
+            "num_classes": 4,
+            "decoder_options": {"channels": 32},
+            **fields,
+        }
+    )
     plugin = types.ModuleType("ckpt_plugin")
+    plugin.segcore_checkpoints = segcore.hookimpl(lambda: {"tiny-upernet-test": spec})
+    registry.register_plugin(plugin, "ckpt-plugin")
+    try:
+        yield spec
+    finally:
+        registry.unregister_plugin("ckpt-plugin")
 
-    @segcore.hookimpl
-    def segcore_checkpoints():
-        return {"tiny-upernet-test": spec}
 
-    plugin.segcore_checkpoints = segcore_checkpoints
-    return plugin
+def _official_file(model, tmp_path):
+    """The ``saved`` model as a stand-in official file (segcore keys, safetensors)."""
+    path = tmp_path / "official.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
 
 
 def test_registered_name_loads_from_its_hub_repo(saved, monkeypatch, tmp_path):
     model, folder = saved
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path))
-    spec = segcore.CheckpointSpec(
-        eval_protocol={"mode": "whole"},
-        repo_id="segcore-test/tiny",
-        revision="main",
-        description="test",
-        encoder="timm:resnet18",
-        decoder="upernet",
-        num_classes=4,
-    )
-    registry.register_plugin(_checkpoint_plugin(spec), "ckpt-plugin")
-    try:
-        with serve_hub({"segcore-test/tiny": folder}):
-            loaded = segcore.SegModel.from_pretrained("tiny-upernet-test")
-        x = torch.randn(1, 3, 64, 64)
-        with torch.no_grad():
-            assert torch.equal(model(x), loaded(x))
-    finally:
-        registry.unregister_plugin("ckpt-plugin")
+    with _registered(repo_id="segcore-test/tiny"), serve_hub({"segcore-test/tiny": folder}):
+        loaded = segcore.SegModel.from_pretrained("tiny-upernet-test")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
 
 
 def test_registered_name_falls_back_to_official_file_verifies_and_caches(saved, monkeypatch, tmp_path):
     model, _ = saved
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "cache"))
-    official = tmp_path / "official.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(official))
+    official = _official_file(model, tmp_path)
     digest = hashlib.sha256(official.read_bytes()).hexdigest()
     with serve_hub() as hub:
         url = hub.add_file("official.safetensors", official)
         for sha, ok in (("deadbeef", False), (digest[:8], True)):
-            spec = segcore.CheckpointSpec(
-                eval_protocol={"mode": "whole"},
-                repo_id="segcore-test/not-mirrored",
-                revision="main",
-                description="test",
-                encoder="timm:resnet18",
-                decoder="upernet",
-                num_classes=4,
-                decoder_options={"channels": 32},
-                official_url=url,
-                official_filename="official.safetensors",
-                sha256=sha,
-                format="segcore",
-                model_config={"mean": (127.5, 127.5, 127.5), "std": (127.5, 127.5, 127.5)},
-            )
-            registry.register_plugin(_checkpoint_plugin(spec), "ckpt-plugin")
-            try:
+            fields = dict(official_url=url, official_filename="official.safetensors", sha256=sha, format="segcore")
+            with _registered(**fields, model_config={"mean": (127.5,) * 3, "std": (127.5,) * 3}):
                 if not ok:
                     with pytest.raises(CheckpointError, match="expected deadbeef"):
                         segcore.SegModel.from_pretrained("tiny-upernet-test")
                     continue
                 loaded = segcore.SegModel.from_pretrained("tiny-upernet-test")
-            finally:
-                registry.unregister_plugin("ckpt-plugin")
     assert (tmp_path / "cache" / "converted" / "tiny-upernet-test" / "model.safetensors").is_file()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -191,22 +182,10 @@ def test_registered_name_falls_back_to_official_file_verifies_and_caches(saved, 
 
 
 def test_manual_step_is_reported():
-    spec = segcore.CheckpointSpec(
-        eval_protocol={"mode": "whole"},
-        repo_id="segcore-test/absent",
-        revision="main",
-        description="t",
-        encoder="timm:resnet18",
-        decoder="upernet",
-        num_classes=4,
-        manual_step="Download it from the Google Drive folder, then run segcore convert.",
-    )
-    registry.register_plugin(_checkpoint_plugin(spec), "ckpt-plugin")
-    try:
-        with serve_hub(), pytest.raises(CheckpointError, match="Google Drive folder"):
+    step = "Download it from the Google Drive folder, then run segcore convert."
+    with _registered(repo_id="segcore-test/absent", manual_step=step), serve_hub():
+        with pytest.raises(CheckpointError, match="Google Drive folder"):
             segcore.SegModel.from_pretrained("tiny-upernet-test")
-    finally:
-        registry.unregister_plugin("ckpt-plugin")
 
 
 # ------------------------------------------------------------------------------ huggingface_hub conventions
@@ -259,24 +238,9 @@ def test_offline_uses_the_cache_and_says_how_to_get_what_is_missing(saved, monke
 def test_offline_registered_name_never_downloads_the_official_file(saved, monkeypatch, tmp_path):
     model, _ = saved
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "cache"))
-    official = tmp_path / "official.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(official))
     with serve_hub() as hub:
-        url = hub.add_file("official.safetensors", official)
-        spec = segcore.CheckpointSpec(
-            eval_protocol={"mode": "whole"},
-            repo_id="segcore-test/not-mirrored",
-            revision="main",
-            description="test",
-            encoder="timm:resnet18",
-            decoder="upernet",
-            num_classes=4,
-            decoder_options={"channels": 32},
-            official_url=url,
-            format="segcore",
-        )
-        registry.register_plugin(_checkpoint_plugin(spec), "ckpt-plugin")
-        try:
+        url = hub.add_file("official.safetensors", _official_file(model, tmp_path))
+        with _registered(official_url=url, format="segcore"):
             monkeypatch.setenv("HF_HUB_OFFLINE", "1")
             with pytest.raises(segcore.NotCachedError) as err:
                 segcore.SegModel.from_pretrained("tiny-upernet-test")
@@ -289,8 +253,6 @@ def test_offline_registered_name_never_downloads_the_official_file(saved, monkey
             hub.requests.clear()
             segcore.SegModel.from_pretrained("tiny-upernet-test")
             assert hub.requests == []
-        finally:
-            registry.unregister_plugin("ckpt-plugin")
 
 
 @pytest.mark.parametrize("kind", ["refused", "silent"])
@@ -307,19 +269,9 @@ def test_unreachable_endpoint_is_a_network_failure_within_seconds(kind, monkeypa
     else:
         listener.listen(8)  # accepts connections and never answers
     monkeypatch.setenv("SEGCORE_HUB_TIMEOUT", "1")
-    spec = segcore.CheckpointSpec(
-        eval_protocol={"mode": "whole"},
-        repo_id="segcore-test/unreachable",
-        revision="main",
-        description="t",
-        encoder="timm:resnet18",
-        decoder="upernet",
-        num_classes=4,
-        official_url="http://127.0.0.1:9/never-tried.pth",
-    )
-    registry.register_plugin(_checkpoint_plugin(spec), "ckpt-plugin")
+    unreachable = _registered(repo_id="segcore-test/unreachable", official_url="http://127.0.0.1:9/never-tried.pth")
     try:
-        with serve_hub():
+        with unreachable, serve_hub():
             endpoint = f"http://127.0.0.1:{port}"
             monkeypatch.setattr(constants, "ENDPOINT", endpoint)
             monkeypatch.setattr(
@@ -334,7 +286,6 @@ def test_unreachable_endpoint_is_a_network_failure_within_seconds(kind, monkeypa
                 assert elapsed < 3, elapsed
     finally:
         listener.close()
-        registry.unregister_plugin("ckpt-plugin")
 
 
 # ------------------------------------------------------------------------------------------------ model cards
@@ -377,30 +328,15 @@ def test_registered_checkpoint_card_states_the_licence(saved, monkeypatch, tmp_p
 
     model, _ = saved
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "cache"))
-    official = tmp_path / "official.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(official))
     with serve_hub() as hub:
-        spec = segcore.CheckpointSpec(
-            eval_protocol={"mode": "whole"},
-            repo_id="segcore-test/not-mirrored",
-            revision="main",
-            description="test",
-            encoder="timm:resnet18",
-            decoder="upernet",
-            num_classes=4,
-            decoder_options={"channels": 32},
-            official_url=hub.add_file("official.safetensors", official),
-            format="segcore",
-            metric="mIoU 41.1 (ss)",
+        licence = dict(
             license="other",
             license_name="nvidia-source-code-license",
             license_note="Non-commercial use only (NVIDIA Source Code License).",
         )
-        registry.register_plugin(_checkpoint_plugin(spec), "ckpt-plugin")
-        try:
+        url = hub.add_file("official.safetensors", _official_file(model, tmp_path))
+        with _registered(official_url=url, format="segcore", metric="mIoU 41.1 (ss)", **licence):
             segcore.SegModel.from_pretrained("tiny-upernet-test")
-        finally:
-            registry.unregister_plugin("ckpt-plugin")
     card = ModelCard.load(tmp_path / "cache" / "converted" / "tiny-upernet-test" / "README.md")
     assert card.data.license == "other" and card.data.license_name == "nvidia-source-code-license"
     assert "Non-commercial use only" in card.text and "mIoU 41.1 (ss)" in card.text

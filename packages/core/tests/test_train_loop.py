@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from segcore.testing import TINY_MODEL, TinyShapes, register_tiny_shapes, unregister_tiny_shapes
+from segcore.testing import TinyShapes, register_tiny_shapes, tiny_run, unregister_tiny_shapes
 from segcore.train import TrainingError, TrainSettings, train
 from segcore.train.checkpointing import list_checkpoints, save_atomic
 
@@ -27,31 +27,15 @@ def _fakes():
 
 
 def _settings(out: Path, **kw) -> TrainSettings:
-    base = dict(
-        dataset="tiny-shapes",
-        iters=8,
-        batch_size=2,
-        crop_size=(32, 32),
-        lr=1e-3,
-        eval_every=4,
-        checkpoint_every=4,
-        output_dir=str(out),
-        progress=False,
-        **TINY_MODEL,
-    )
-    base.update(kw)
-    return TrainSettings(**base)
+    return tiny_run(kw.pop("output_dir", out), **{"iters": 8, "eval_every": 4, "checkpoint_every": 4, **kw})
 
 
 def _script(out: Path, **kw) -> str:
     return textwrap.dedent(f"""
-        from segcore.testing import TINY_MODEL, register_tiny_shapes
+        from segcore.testing import register_tiny_shapes, tiny_run
         register_tiny_shapes()
-        from segcore.train import TrainSettings, train
-        kw = dict(dataset="tiny-shapes", batch_size=2, crop_size=(32, 32), lr=1e-3, progress=False,
-                  output_dir={str(out)!r}, **TINY_MODEL)
-        kw.update({kw!r})
-        train(TrainSettings(**kw))
+        from segcore.train import train
+        train(tiny_run({str(out)!r}, **{kw!r}))
     """)
 
 

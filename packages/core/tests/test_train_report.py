@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from segcore.testing import TINY_MODEL, TinyShapes, register_tiny_shapes, unregister_tiny_shapes
+from segcore.testing import TinyShapes, register_tiny_shapes, tiny_run, unregister_tiny_shapes
 from segcore.train import TrainingError, TrainSettings, train
 
 CLASSES = list(TinyShapes.classes)
@@ -21,22 +21,8 @@ def _fakes():
 
 
 def _settings(out: Path, **kw) -> TrainSettings:
-    base = dict(
-        dataset="tiny-shapes",
-        iters=4,
-        batch_size=2,
-        crop_size=(32, 32),
-        lr=1e-3,
-        eval_every=2,
-        checkpoint_every=0,
-        log_every=2,
-        max_eval_samples=4,
-        output_dir=str(out),
-        progress=False,
-        **TINY_MODEL,
-    )
-    base.update(kw)
-    return TrainSettings(**base)
+    base = {"iters": 4, "eval_every": 2, "checkpoint_every": 0, "log_every": 2, "max_eval_samples": 4}
+    return tiny_run(out, **{**base, **kw})
 
 
 def test_each_evaluation_saves_its_tables_and_the_final_one_a_report(tmp_path):

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from segcore.hookspecs import hookimpl
@@ -33,6 +33,8 @@ from segcore.specs import ComponentSpec
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
+
+    from segcore.train import TrainSettings
 
 __all__ = [
     "serve_hub",
@@ -43,6 +45,7 @@ __all__ = [
     "TINY_MODEL",
     "register_tiny_shapes",
     "unregister_tiny_shapes",
+    "tiny_run",
     "write_image",
     "write_label",
 ]
@@ -421,6 +424,17 @@ class TinyShapes:
 def tiny_shapes(root: str | None = None, split: str = "train", **options: int) -> TinyShapes:
     """The ``tiny-shapes`` factory (options: ``size``, ``length``)."""
     return TinyShapes(root, split, **options)
+
+
+def tiny_run(output_dir: str | Path, **overrides: Any) -> TrainSettings:
+    """Settings of a short CPU run of :data:`TINY_MODEL` on ``tiny-shapes`` (register it first), ``overrides`` over.
+
+    Batch 2 of 32x32 crops, lr 1e-3, no progress bar; the test gives ``iters``, ``eval_every`` and the rest.
+    """
+    from segcore.train import TrainSettings
+
+    base = dict(dataset="tiny-shapes", batch_size=2, crop_size=(32, 32), lr=1e-3, progress=False, **TINY_MODEL)
+    return TrainSettings(**{**base, "output_dir": str(output_dir), **overrides})
 
 
 class _TinyShapesPlugin:
