@@ -42,6 +42,7 @@ from segcore.hub import (
     read_json,
     replace_file,
     save_pretrained,
+    save_weights,
     segcore_cache_dir,
 )
 from segcore.model_config import SegModelConfig
@@ -292,7 +293,7 @@ def _encoder_state_from_folder(name: str, encoder: str | None, f: Fetch) -> dict
 
 def _encoder_state_registered(name: str, spec: CheckpointSpec, f: Fetch) -> dict[str, Tensor]:
     """A registered encoder checkpoint: the converted cache, else its Hub copy, else the official file converted."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     cached = segcore_cache_dir() / "converted" / name / WEIGHTS_NAME
     if cached.is_file():
@@ -310,9 +311,7 @@ def _encoder_state_registered(name: str, spec: CheckpointSpec, f: Fetch) -> dict
     official = _fetch_official(spec, name)
     state = convert_component(spec.format, spec.encoder, load_state_dict_file(official))
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_name(f".{WEIGHTS_NAME}.tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt", "library": "segcore"})
-    replace_file(tmp, cached)
+    save_weights({k: v.contiguous() for k, v in state.items()}, cached)
     return state
 
 

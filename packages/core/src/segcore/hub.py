@@ -51,6 +51,7 @@ __all__ = [
     "CARD_NAME",
     "Fetch",
     "save_pretrained",
+    "save_weights",
     "save_evaluated",
     "load_folder",
     "download_repo",
@@ -122,6 +123,15 @@ def replace_file(tmp: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
+def save_weights(tensors: Mapping[str, Tensor], target: Path) -> None:
+    """Write ``tensors`` as safetensors with segcore's metadata, atomically (see :func:`replace_file`)."""
+    from safetensors.torch import save_file
+
+    tmp = target.with_name(f".{target.name}.tmp")
+    save_file(dict(tensors), str(tmp), metadata={"format": "pt", "library": "segcore"})
+    replace_file(tmp, target)
+
+
 def _is_segcore_config(path: Path) -> bool:
     try:
         data = json.loads(path.read_text())
@@ -183,8 +193,6 @@ def save_pretrained(
     Returns:
         The directory.
     """
-    from safetensors.torch import save_file
-
     out = Path(save_directory)
     out.mkdir(parents=True, exist_ok=True)
     _check_folder(out)
@@ -203,9 +211,7 @@ def save_pretrained(
         num_params = sum(p.numel() for p in model.parameters())
         card = cards.model_card(config, repo_id=repo_id, num_params=num_params)
         files[CARD_NAME] = str(card).encode()
-    tmp = out / f".{WEIGHTS_NAME}.tmp"
-    save_file(_tensors_for_saving(model), str(tmp), metadata={"format": "pt", "library": "segcore"})
-    replace_file(tmp, out / WEIGHTS_NAME)
+    save_weights(_tensors_for_saving(model), out / WEIGHTS_NAME)
     for name, data in files.items():
         tmp = out / f".{name}.tmp"
         tmp.write_bytes(data)
