@@ -1,15 +1,19 @@
 """A new variant is one entry of its family's variant table (segcore.variants).
 
 Parametrised over the families found in the registry (each registered encoder whose module exposes a
-``VARIANTS`` table): add one entry to the table, reload the registry, and everything a variant needs follows —
-the encoder, its factory, its paper pair(s), the install hint, the benchmark rows and the converters' name.
+``VARIANTS`` table): add one entry to the table and its factory line to the family module, reload the registry,
+and everything a variant needs follows — the encoder, its paper pair(s), the install hint, the benchmark rows and
+the converters' name. The factories are real module-level names (grep and an IDE find them): a test holds the
+table, the factory lines in the module's source and its ``__all__`` to each other.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import fnmatch
 import importlib
+import inspect
 
 import pytest
 import segcore
@@ -66,15 +70,54 @@ def test_every_first_party_encoder_comes_from_a_variant_table():
     assert {"mscan", "mit", "vit"} <= set(FAMILIES)
 
 
+def _module_level_names(source: str) -> dict[str, ast.stmt]:
+    """Names bound at the top level of a module's source text (defs, classes, assignments) -> their statement."""
+    names = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                if isinstance(target, ast.Name):
+                    names[target.id] = node
+    return names
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES), ids=sorted(FAMILIES))
+def test_the_family_module_defines_one_factory_per_table_entry(family):
+    table, _ = FAMILIES[family]
+    module = importlib.import_module(table.module)
+    defined = _module_level_names(inspect.getsource(module))
+    wanted = table.factory_names()
+    # Table -> module: each entry's factory is written out in the module's source text, under its mechanical name.
+    for key, attr in zip(table.variants, wanted, strict=True):
+        assert attr in defined, f"{table.module} defines no {attr} for {table.name(key)}: add its factory line"
+        factory = getattr(module, attr)
+        assert (factory.__name__, factory.__module__) == (attr, table.module), f"{attr} builds another entry"
+    # Module -> table: every factory-like name the module defines has its entry.
+    factories = {n for n in defined if n.startswith(f"{family}_") and callable(getattr(module, n))}
+    assert factories == set(wanted), f"{table.module}: factories without a table entry: {factories - set(wanted)}"
+    assert "__getattr__" not in defined
+    # __all__ is a literal list (grep finds it) naming exactly these factories, and nothing the module lacks.
+    assert isinstance(defined["__all__"].value, ast.List), f"{table.module}: write __all__ out name by name"
+    assert [n for n in module.__all__ if n.startswith(f"{family}_")] == wanted
+    assert all(n in defined for n in module.__all__)
+    # The one builder name every plugin's factories call.
+    assert "build_variant" in module.__all__ and callable(module.build_variant)
+
+
 @pytest.fixture
 def new_variant(request):
-    """Add a tiny copy of the family's first entry to its table, under a new key; reload the registry."""
+    """Add a tiny copy of the family's first entry to its table under a new key, and its factory line to the
+    family module (``<family>_<key>x = VARIANTS.factory("<key>x", build_variant)``); reload the registry."""
     table, dist = FAMILIES[request.param]
     first_key, first = next(iter(table.variants.items()))
     key = f"{first_key}x"
     variant = dataclasses.replace(first, options={**first.options, **TINY.get(table.family, {})})
+    module = importlib.import_module(table.module)
     patch = pytest.MonkeyPatch()
     patch.setitem(table.variants, key, variant)
+    patch.setattr(module, table.factory_name(key), table.factory(key, module.build_variant), raising=False)
     registry.reset()
     try:
         yield table, key, dist
@@ -94,7 +137,7 @@ def test_a_new_variant_is_one_table_entry(new_variant):
     assert dict(spec.load_defaults()) == dict(table.variants[key].options) and spec.description
     # First-party for its distribution (install hints), through the family's pattern.
     assert registry.first_party(name) == dist
-    # The factory is served by the family module under the mechanical name.
+    # The spec names the factory line under the mechanical name.
     assert spec.factory == f"{table.module}:{table.factory_name(key)}"
     assert resolve(spec.factory).__name__ == table.factory_name(key)
 

@@ -36,14 +36,20 @@ def _table() -> VariantTable:
 
 @pytest.fixture
 def toy(monkeypatch):
-    """The table, and its family module serving factories that return (name, pretrained, options)."""
+    """The table, and its family module with one factory line per entry, each returning (name, pretrained, options)."""
     table = _table()
     module = types.ModuleType("toy_family")
     module.ToyOptions = ToyOptions
     module.VARIANTS = table
-    module.__getattr__ = table.module_getattr(lambda name, pretrained, options: (name, pretrained, options))
+    module.build_variant = _echo
+    module.toy_s = table.factory("s", module.build_variant)
+    module.toy_m_wide = table.factory("m-wide", module.build_variant)
     monkeypatch.setitem(sys.modules, "toy_family", module)
     return table, module
+
+
+def _echo(name, pretrained, options):
+    return name, pretrained, options
 
 
 def test_encoder_specs_are_derived_from_the_entries(toy):
@@ -61,12 +67,22 @@ def test_factories_merge_the_entry_under_the_given_options(toy):
     table, module = toy
     assert module.toy_m_wide(depth=5) == ("toy-m-wide", False, {"width": 16, "depth": 5})
     assert resolve("toy_family:toy_s")(True) == ("toy-s", True, {"width": 4})
-    assert module.toy_s is module.toy_s and module.toy_s.__name__ == "toy_s" and "Toy-S" in module.toy_s.__doc__
-    with pytest.raises(AttributeError, match="toy_l"):
-        _ = module.toy_l
-    # An entry added later gets its factory too (what the registry-wide new-variant test relies on).
-    table.variants["l"] = Variant({"width": 32}, facts={"params": "30k"})
-    assert module.toy_l() == ("toy-l", False, {"width": 32})
+    # The entry is read at call time, so a factory follows its entry.
+    table.variants["s"] = Variant({"width": 2}, "smaller", facts={"params": "0.5k"})
+    assert module.toy_s() == ("toy-s", False, {"width": 2})
+
+
+def test_a_factory_carries_its_mechanical_name_module_and_description(toy):
+    _, module = toy
+    factory = module.toy_m_wide
+    assert factory.__name__ == factory.__qualname__ == "toy_m_wide" and factory.__module__ == "toy_family"
+    assert factory.__doc__.startswith("Toy-M-WIDE (9k; wide).") and "``toy-m-wide``" in factory.__doc__
+
+
+def test_a_factory_line_for_a_missing_entry_is_named(toy):
+    table, _ = toy
+    with pytest.raises(SegcoreError, match="'toy' has no entry 'l' .*entries: s, m-wide.*toy_l from toy_family"):
+        table.factory("l", _echo)
 
 
 def test_a_fact_missing_from_an_entry_is_named(toy):

@@ -15,11 +15,16 @@ plugin, each entry holding everything that differs between sizes:
     )
 
 Everything else is derived from it: the plugin registers one encoder per entry (:meth:`VariantTable.encoders`)
-and builds its pairs from the entries; the family module serves one factory per entry (``mit_b0`` for
-``mit-b0``, :meth:`VariantTable.module_getattr`) and re-exports the table as ``VARIANTS``; the converters find
-the registered name of an official config (:meth:`VariantTable.find`); core's install hints cover the family by
-its pattern ``mit-*`` (:data:`segcore.registry.FIRST_PARTY`), and the benchmark rows come from the pairs. A new
-variant is one entry.
+and builds its pairs from the entries; the converters find the registered name of an official config
+(:meth:`VariantTable.find`); core's install hints cover the family by its pattern ``mit-*``
+(:data:`segcore.registry.FIRST_PARTY`), and the benchmark rows come from the pairs. The family module re-exports
+the table as ``VARIANTS`` and defines one factory per entry at its bottom, a real module-level name that grep and
+an IDE find, made from the entry by :meth:`VariantTable.factory` and the family builder ``build_variant``:
+
+    mit_b0 = VARIANTS.factory("b0", build_variant)
+
+A new variant is one entry plus its factory line (a test holds the table, the factory lines and ``__all__`` to
+each other).
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from segcore.errors import SegcoreError
 from segcore.specs import ComponentSpec, resolve
 
 __all__ = ["Variant", "VariantTable"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,7 @@ class VariantTable:
 
     Attributes:
         family: the name prefix (``"mscan"``); registered names are ``f"{family}-{key}"``.
-        module: the torch module holding the options dataclass and serving the factories.
+        module: the torch module holding the options dataclass and the factories.
         options: the options dataclass' name in ``module``.
         description: the encoder description, a ``str.format`` template over ``{name}``, ``{key}``, ``{KEY}``
             (upper case), ``{description}`` and the entry's ``facts``.
@@ -84,11 +91,11 @@ class VariantTable:
         return f"{self.family}-{key}"
 
     def factory_name(self, key: str) -> str:
-        """The factory's attribute in :attr:`module` (``"mit_b0"``)."""
+        """The name of entry ``key``'s factory in :attr:`module` (``"mit_b0"``)."""
         return self.name(key).replace("-", "_")
 
     def factory_names(self) -> list[str]:
-        """Every entry's factory name, for the family module's ``__all__``."""
+        """Every entry's factory name: what the family module defines and lists in its ``__all__``."""
         return [self.factory_name(key) for key in self.variants]
 
     def describe(self, key: str) -> str:
@@ -143,35 +150,30 @@ class VariantTable:
                 return self.name(key)
         return None
 
-    def factory(self, key: str, build: Callable[[str, Any, dict[str, Any]], Any]) -> Callable[..., Any]:
-        """The factory of entry ``key``, named as the family module serves it (``mit_b0``).
+    def factory(self, key: str, build: Callable[[str, Any, dict[str, Any]], T]) -> Callable[..., T]:
+        """The factory of entry ``key``: the family module's line ``mit_b0 = VARIANTS.factory("b0", build_variant)``.
 
         ``factory(pretrained=False, **options)`` calls ``build(name, pretrained, {**entry options, **options})``,
-        reading the entry at call time.
+        reading the entry at call time. It carries the mechanical name (``__name__``, ``__qualname__``), the
+        table's module (so it pickles by name) and the entry's description as its docstring.
+
+        Raises:
+            SegcoreError: the table has no entry ``key``.
         """
+        if key not in self.variants:
+            raise SegcoreError(
+                f"variant table {self.family!r} has no entry {key!r} (entries: {', '.join(self.variants)}); add the "
+                f"entry to the table or remove the factory line {self.factory_name(key)} from {self.module}"
+            )
         name, attr = self.name(key), self.factory_name(key)
 
-        def create(pretrained: Any = False, **options: Any) -> Any:
+        def create(pretrained: Any = False, **options: Any) -> T:
             return build(name, pretrained, {**self.variants[key].options, **options})
 
         create.__name__ = create.__qualname__ = attr
         create.__module__ = self.module
-        create.__doc__ = f"{self.describe(key)}.\n\nBuilds ``{name}`` (an entry of the family's variant table)."
+        create.__doc__ = (
+            f"{self.describe(key)}.\n\nBuilds ``{name}`` (entry ``{key!r}`` of the family's variant table): "
+            "``pretrained`` and ``options`` (over the entry's options) go to the family builder."
+        )
         return create
-
-    def module_getattr(self, build: Callable[[str, Any, dict[str, Any]], Any]) -> Callable[[str], Any]:
-        """A module ``__getattr__`` (PEP 562) serving one factory per entry, so the family module defines none.
-
-        Each factory is made once and kept, so ``module.mit_b0 is module.mit_b0`` (and it pickles).
-        """
-        made: dict[str, Callable[..., Any]] = {}
-
-        def __getattr__(attr: str) -> Any:  # noqa: N807 - the module hook's fixed name
-            key = next((k for k in self.variants if self.factory_name(k) == attr), None)
-            if key is None:
-                raise AttributeError(f"module {self.module!r} has no attribute {attr!r}")
-            if attr not in made:
-                made[attr] = self.factory(key, build)
-            return made[attr]
-
-        return __getattr__

@@ -30,7 +30,18 @@ from torch import Tensor, nn
 
 from segcore_segdeformer.variants import MIT
 
-__all__ = ["MiTOptions", "MixVisionTransformer", "VARIANTS", *MIT.factory_names()]
+__all__ = [
+    "MiTOptions",
+    "MixVisionTransformer",
+    "VARIANTS",
+    "build_variant",
+    "mit_b0",
+    "mit_b1",
+    "mit_b2",
+    "mit_b3",
+    "mit_b4",
+    "mit_b5",
+]
 
 
 @dataclass(frozen=True)
@@ -254,18 +265,29 @@ class MixVisionTransformer(Encoder):
         return outs
 
 
-# The sizes live in the torch-free table that the plugin registers from; each entry gets a factory here,
-# ``mit_b0`` for ``mit-b0`` (segcore.variants).
+# The sizes live in the torch-free table that the plugin registers from (segcore.variants).
 VARIANTS = MIT
 
 
-def _build(name: str, pretrained: bool | str, options: dict[str, object]) -> MixVisionTransformer:
+def build_variant(name: str, pretrained: bool | str, options: dict[str, object]) -> MixVisionTransformer:
+    """Build the MiT registered as ``name``: the family builder that every factory below calls.
+
+    Args:
+        name: the registered name (``"mit-b0"``), for errors and the pretrained weights.
+        pretrained: ``True``: the registered ImageNet weights; a string: a registered name, a Hub repo (the
+            transformers MiT encoders ``nvidia/mit-b0`` ... ``b5`` included) or a folder.
+        options: the entry's options with the caller's on top, checked against :class:`MiTOptions`.
+    """
     model = MixVisionTransformer(parse_options(MiTOptions, options, component=name))
     if pretrained:
-        # True: the registered ImageNet weights; a string: a registered name, a Hub repo (the transformers MiT
-        # encoders nvidia/mit-b0 ... b5 included) or a folder.
         load_pretrained_encoder(model, name, pretrained)
     return model
 
 
-__getattr__ = VARIANTS.module_getattr(_build)
+# One factory per entry of VARIANTS, named mechanically (mit-b0 -> mit_b0); a new size adds one line here.
+mit_b0 = VARIANTS.factory("b0", build_variant)
+mit_b1 = VARIANTS.factory("b1", build_variant)
+mit_b2 = VARIANTS.factory("b2", build_variant)
+mit_b3 = VARIANTS.factory("b3", build_variant)
+mit_b4 = VARIANTS.factory("b4", build_variant)
+mit_b5 = VARIANTS.factory("b5", build_variant)

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from segcore_segnext.variants import MSCAN as MSCAN_VARIANTS
 
-__all__ = ["MSCANOptions", "MSCAN", "VARIANTS", *MSCAN_VARIANTS.factory_names()]
+__all__ = ["MSCANOptions", "MSCAN", "VARIANTS", "build_variant", "mscan_t", "mscan_s", "mscan_b", "mscan_l"]
 
 
 @dataclass(frozen=True)
@@ -234,16 +234,26 @@ class MSCAN(Encoder):
         return outs
 
 
-# The sizes live in the torch-free table that the plugin registers from; each entry gets a factory here,
-# ``mscan_t`` for ``mscan-t`` (segcore.variants).
+# The sizes live in the torch-free table that the plugin registers from (segcore.variants).
 VARIANTS = MSCAN_VARIANTS
 
 
-def _create(name: str, pretrained: bool, options: dict[str, Any]) -> MSCAN:
+def build_variant(name: str, pretrained: bool, options: dict[str, Any]) -> MSCAN:
+    """Build the MSCAN registered as ``name``: the family builder that every factory below calls.
+
+    Args:
+        name: the registered name (``"mscan-t"``), for errors and the pretrained weights.
+        pretrained: load the registered ``<name>-imagenet`` weights.
+        options: the entry's options with the caller's on top, checked against :class:`MSCANOptions`.
+    """
     model = MSCAN(parse_options(MSCANOptions, options, component=name))
     if pretrained:
         load_pretrained_encoder(model, name)  # the registered mscan-<variant>-imagenet weights
     return model
 
 
-__getattr__ = VARIANTS.module_getattr(_create)
+# One factory per entry of VARIANTS, named mechanically (mscan-t -> mscan_t); a new size adds one line here.
+mscan_t = VARIANTS.factory("t", build_variant)
+mscan_s = VARIANTS.factory("s", build_variant)
+mscan_b = VARIANTS.factory("b", build_variant)
+mscan_l = VARIANTS.factory("l", build_variant)

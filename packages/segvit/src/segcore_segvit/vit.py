@@ -33,7 +33,17 @@ from torch import Tensor, nn
 
 from segcore_segvit.variants import VIT
 
-__all__ = ["ViTOptions", "SegViTEncoder", "resize_pos_embed", "VARIANTS", *VIT.factory_names()]
+__all__ = [
+    "ViTOptions",
+    "SegViTEncoder",
+    "resize_pos_embed",
+    "VARIANTS",
+    "build_variant",
+    "vit_b16",
+    "vit_l16",
+    "vit_b16_shrunk",
+    "vit_l16_shrunk",
+]
 
 # timm tags of the AugReg ImageNet-21k -> 1k 384-px weights the paper uses (checkpoints.md §2.2).
 TIMM_PRETRAINED = {
@@ -207,13 +217,18 @@ def _load_augreg(model: SegViTEncoder) -> None:
     load_pretrained_encoder(model, f"timm:{tag}", state)  # strict, with a mismatch report
 
 
-# The encoders live in the torch-free table that the plugin registers from; each entry gets a factory here,
-# ``vit_b16`` for ``vit-b16`` (segcore.variants).
+# The encoders live in the torch-free table that the plugin registers from (segcore.variants).
 VARIANTS = VIT
 
 
-def _build(name: str, pretrained: bool, options: dict) -> SegViTEncoder:
-    """Build encoder ``name``; ``pretrained``: timm's AugReg in21k->in1k 384 weights (ViT-B/16 and ViT-L/16 shapes)."""
+def build_variant(name: str, pretrained: bool, options: dict) -> SegViTEncoder:
+    """Build the plain or Shrunk ViT registered as ``name``: the family builder that every factory below calls.
+
+    Args:
+        name: the registered name (``"vit-b16"``), for errors.
+        pretrained: load timm's AugReg in21k->in1k 384 weights (ViT-B/16 and ViT-L/16 shapes).
+        options: the entry's options with the caller's on top, checked against :class:`ViTOptions`.
+    """
     opts = parse_options(ViTOptions, options, component=name)
     if isinstance(opts.out_indices, list):
         opts = ViTOptions(**{**opts.__dict__, "out_indices": tuple(opts.out_indices)})
@@ -223,4 +238,9 @@ def _build(name: str, pretrained: bool, options: dict) -> SegViTEncoder:
     return model
 
 
-__getattr__ = VARIANTS.module_getattr(_build)
+# One factory per entry of VARIANTS, named mechanically (vit-b16-shrunk -> vit_b16_shrunk); a new encoder adds one
+# line here.
+vit_b16 = VARIANTS.factory("b16", build_variant)
+vit_l16 = VARIANTS.factory("l16", build_variant)
+vit_b16_shrunk = VARIANTS.factory("b16-shrunk", build_variant)
+vit_l16_shrunk = VARIANTS.factory("l16-shrunk", build_variant)
