@@ -98,7 +98,8 @@ def normalise_options(options: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("classes"), str):  # empty entries are kept: class_names refuses them by position
         out["classes"] = tuple(c.strip() for c in out["classes"].split(","))
     elif isinstance(out.get("classes"), list | tuple):
-        out["classes"] = tuple(c if isinstance(c, str) else str(c) for c in out["classes"])
+        # Integer names are their digits; anything else that is not text is refused by the options check.
+        out["classes"] = tuple(str(c) if isinstance(c, int) and not isinstance(c, bool) else c for c in out["classes"])
     for key in _PAIRS:
         value = out.get(key)
         if isinstance(value, int) and not isinstance(value, bool):

@@ -13,7 +13,9 @@ feature of the label column.
 
 Nothing is decoded up front: the two columns are read with ``decode=False`` and each row's image and label are
 decoded when the sample is read, by the same readers as every other dataset (no EXIF rotation, datasets.md §12).
-``load_dataset`` keeps its usual Arrow cache of the encoded rows (for a Hub repo, that is its download).
+``load_dataset`` keeps its usual Arrow cache of the encoded rows (for a Hub repo, that is its download). A cell that
+cannot be decoded is an error naming the split, row and column; ``skip_bad=true`` leaves such rows out and counts
+them (:func:`skip_bad_rows`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,15 @@ from segcore_datasets.folder import (
     read_json_file,
 )
 
-__all__ = ["HubDatasetOptions", "hub_dataset", "load_table", "find_columns", "IMAGE_COLUMNS", "LABEL_COLUMNS"]
+__all__ = [
+    "HubDatasetOptions",
+    "hub_dataset",
+    "load_table",
+    "find_columns",
+    "skip_bad_rows",
+    "IMAGE_COLUMNS",
+    "LABEL_COLUMNS",
+]
 
 IMAGE_COLUMNS = ("image", "pixel_values", "img")
 LABEL_COLUMNS = ("label", "annotation", "mask", "semantic_segmentation", "segmentation", "stuff_map", "seg", "gt")
