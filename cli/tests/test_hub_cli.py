@@ -76,3 +76,24 @@ def test_hub_mirror_refuses_what_it_cannot_mirror(name, message, tmp_path, capsy
     assert main(["hub", "mirror", name, "--repo", "me/x", "--file", str(tmp_path / "none.pth")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_hub_push_to_an_unreachable_hub_says_network_failure(tmp_path, monkeypatch, capsys):
+    import socket
+
+    from huggingface_hub import constants
+
+    folder = tmp_path / "model"
+    segcore.build_model(TINY_MODEL["encoder"], "mlp", 3, decoder_options=TINY_MODEL["decoder_opt"]).save_pretrained(
+        folder
+    )
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()  # nothing listens there
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    assert main(["hub", "push", str(folder), "--repo", "me/tiny", "--token", "segcore-test-token"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"segcore hub: error: network failure: cannot reach {endpoint} to push to 'me/tiny'")

@@ -11,6 +11,7 @@ __all__ = [
     "CheckpointError",
     "ImageReadError",
     "ClassMismatchError",
+    "ClassNamesError",
     "EvaluationError",
     "HubNetworkError",
     "NotCachedError",
@@ -52,6 +53,10 @@ class ImageReadError(SegcoreError, ValueError):
 
 class ClassMismatchError(SegcoreError, ValueError):
     """A model whose classes cannot be used with a dataset's (different counts); the message says what to do."""
+
+
+class ClassNamesError(SegcoreError, ValueError):
+    """Class names that are empty, repeated or hold control characters; the message names the source and the entry."""
 
 
 class EvaluationError(SegcoreError):

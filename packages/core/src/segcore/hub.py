@@ -15,12 +15,13 @@ huggingface_hub's five retries.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +65,8 @@ __all__ = [
     "offline",
     "network_timeout",
     "is_network_error",
+    "network_failure",
+    "hub_network",
 ]
 
 logger = logging.getLogger(__name__)
@@ -356,6 +359,44 @@ def is_network_error(err: BaseException) -> bool:
     )
 
 
+def network_failure(err: BaseException, what: str, advice: str = "") -> HubNetworkError:
+    """The error every Hub command gives when the Hub cannot be reached while it does ``what``.
+
+    Args:
+        err: the transport error (``is_network_error(err)``).
+        what: what was being done, e.g. ``"push to 'me/model'"``.
+        advice: what the user can do; default: check the connection and ``HF_ENDPOINT``.
+
+    Example:
+        >>> str(network_failure(ConnectionRefusedError("refused"), "push to 'me/x'")).startswith("network failure")
+        True
+    """
+    from huggingface_hub import constants
+
+    advice = advice or "check the connection (and HF_ENDPOINT), then try again"
+    return HubNetworkError(
+        f"network failure: cannot reach {constants.ENDPOINT} to {what} ({type(err).__name__}: {err}); {advice}"
+    )
+
+
+@contextlib.contextmanager
+def hub_network(what: str) -> Iterator[None]:
+    """Turn a network failure inside the block into :func:`network_failure`'s error; other errors pass unchanged.
+
+    Example:
+        >>> with hub_network("push to 'me/model'"):  # doctest: +SKIP
+        ...     HfApi().create_repo("me/model", exist_ok=True)
+    """
+    try:
+        yield
+    except HubNetworkError:
+        raise
+    except Exception as err:
+        if is_network_error(err):
+            raise network_failure(err, what) from err
+        raise
+
+
 def _not_cached(repo_id: str, revision: str | None) -> NotCachedError:
     why = "HF_HUB_OFFLINE=1" if offline() else "local_files_only=True"
     rev = f" --revision {revision}" if revision else ""
@@ -438,12 +479,11 @@ def probe(repo_id: str, filename: str, f: Fetch) -> Fetch:
         if cached is not None and not f.force_download:
             logger.warning("segcore: network failure (%s); using the cached copy of %s", err, repo_id)
             return dataclasses.replace(f, local_files_only=True)
-        from huggingface_hub import constants
-
-        raise HubNetworkError(
-            f"network failure: cannot reach {constants.ENDPOINT} for {repo_id!r} ({type(err).__name__}: {err}); "
+        raise network_failure(
+            err,
+            f"download {repo_id!r}",
             "nothing is cached for it. Check the connection (and HF_ENDPOINT), or set HF_HUB_OFFLINE=1 to use "
-            "cached models only."
+            "cached models only.",
         ) from err
     return f
 
@@ -499,14 +539,18 @@ def push_to_hub(
 
     Returns:
         The commit URL, or the pull request's URL with ``create_pr``.
+
+    Raises:
+        HubNetworkError: "network failure: ..." when the Hub cannot be reached.
     """
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    if revision and revision != "main" and not create_pr:
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="segcore-push-") as tmp:
+    with hub_network(f"push to {repo_id!r}"):
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision and revision != "main" and not create_pr:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="segcore-push-") as tmp, hub_network(f"push to {repo_id!r}"):
         save_pretrained(model, tmp, repo_id=repo_id)
         info = api.upload_folder(
             repo_id=repo_id,

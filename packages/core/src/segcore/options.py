@@ -182,7 +182,8 @@ def _coerce(text: str, hint: Any) -> Any:
         return _coerce(text, others[0] if len(others) == 1 else None)
     if origin in (tuple, list) or hint in (tuple, list):
         item = args[0] if args else None
-        parts = [p for p in text.split(",") if p.strip()]
+        # Names keep their empty entries (``classes=a,,b``), for the name check to refuse them by position.
+        parts = text.split(",") if item is str else [p for p in text.split(",") if p.strip()]
         values = [_coerce(p.strip(), item) for p in parts]
         return tuple(values) if (origin or hint) is tuple else values
     if hint is bool:

@@ -120,6 +120,20 @@ def panel(model: torch.nn.Module, sample: Mapping[str, Any], protocol: Any = Non
     return np.concatenate([image.transpose(1, 2, 0), gt, _colour(pred, palette, ignore)], axis=1).astype(np.uint8)
 
 
+# A spreadsheet reads a cell that starts with one of these as a formula (CSV injection, OWASP): = + - @, and the
+# tab and carriage return that some of them skip before looking.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_text(value: Any) -> str:
+    """A text cell (a class name) for a CSV file: one that a spreadsheet would run as a formula gets a leading ``'``.
+
+    Only text cells go through this; the numeric columns stay numbers (``-0.5`` is not escaped).
+    """
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def _fmt(value: float) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.2f}"
 
@@ -144,12 +158,13 @@ def save_tables(result: Mapping[str, Any], folder: str | Path) -> list[Path]:
         writer = csv.writer(handle)
         writer.writerow(["class", "IoU", "Acc", "Dice", "pixels"])
         for c in result["per_class"]:
-            writer.writerow([c["name"], _fmt(c["IoU"]), _fmt(c["Acc"]), _fmt(c["Dice"]), c.get("pixels", "")])
+            row = [_csv_text(c["name"]), _fmt(c["IoU"]), _fmt(c["Acc"]), _fmt(c["Dice"]), c.get("pixels", "")]
+            writer.writerow(row)
     with open(folder / "confusion.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["ground truth \\ prediction", *names])
+        writer.writerow(["ground truth \\ prediction", *map(_csv_text, names)])
         for name, row in zip(names, result["confusion"]):
-            writer.writerow([name, *row])
+            writer.writerow([_csv_text(name), *row])
     (folder / "confusion.png").write_bytes(_png(confusion_figure(result["confusion"], names)))
     return [folder / n for n in ("per_class.json", "per_class.csv", "confusion.csv", "confusion.png")]
 

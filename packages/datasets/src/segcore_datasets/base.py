@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from segcore.settings import EvalProtocol
 
 from segcore_datasets import meta
@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 IGNORE = 255
+# How a message about one bad row of a table says what to do (``skip_bad`` drops it from the rows it leaves out).
+SKIP_HINT = "; fix or drop the row, or pass --dataset-opt skip_bad=true to leave bad rows out"
 
 
 class DatasetError(ValueError):
@@ -54,10 +56,13 @@ class FolderOptions:
         check_values: raise when a mapped label holds a value >= num_classes that is not the ignore index.
         hf_split: for ``root="hf:..."``, the Hub split name to read (default: the requested split, with
             ``val`` falling back to ``validation``).
+        skip_bad: for ``root="hf:..."``, read every row once when the dataset is built and leave out (and count)
+            the rows that cannot be read, instead of stopping at the first one.
     """
 
     check_values: bool = True
     hf_split: str | None = None
+    skip_bad: bool = False
 
 
 def reduce_zero_label_lut() -> np.ndarray:
@@ -240,6 +245,9 @@ class SegDataset:
         mat_label: tuple[tuple[str, ...], np.ndarray | None] | None = None,
         strict_colours: bool = False,
         layout_problems: Sequence[str] = (),
+        hf_split: str | None = None,
+        hf_rows: Sequence[int] | None = None,
+        skipped: Sequence[str] = (),
     ) -> None:
         self.name, self.split, self.root = name, split, root
         self.classes, self.palette = classes, palette
@@ -256,6 +264,9 @@ class SegDataset:
         self.mat_label: tuple[tuple[str, ...], np.ndarray | None] = mat_label or (("S",), None)
         self.strict_colours = strict_colours
         self.layout_problems = list(layout_problems)
+        self.hf_split = hf_split or split
+        self._hf_rows = list(hf_rows) if hf_rows is not None else None
+        self.skipped = list(skipped)
 
     @property
     def num_classes(self) -> int:
@@ -263,6 +274,8 @@ class SegDataset:
         return len(self.classes)
 
     def __len__(self) -> int:
+        if self._hf_rows is not None:
+            return len(self._hf_rows)
         return len(self._hf) if self._hf is not None else len(self.samples)
 
     def __repr__(self) -> str:
@@ -271,38 +284,48 @@ class SegDataset:
     def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         """Sample ``index`` as (uint8 RGB [H, W, 3], uint8 train-id label [H, W], path)."""
         if self._hf is not None:
-            row = self._hf[int(index)]
-            path = f"{self.root}/{self.split}/{index}"
-            img_col, lab_col = self._hf_columns
-            image = read_image(path, source=_as_pil(row[img_col], path))
-            raw = read_label(path, self.colours, source=_as_pil(row[lab_col], path), strict_colours=self.strict_colours)
+            image, raw, path = self._hf_arrays(int(index))
+            where, label_file = self.hf_row_name(int(index)), ""
         else:
-            img_path, path = self.samples[index][0], self.samples[index][1]
+            img_path, label_file = self.samples[index][0], self.samples[index][1]
             image = read_image(img_path)
-            if path.endswith(".mat"):
-                raw = read_mat_label(path, *self.mat_label)
+            if label_file.endswith(".mat"):
+                raw = read_mat_label(label_file, *self.mat_label)
             else:
-                raw = read_label(path, self.colours, strict_colours=self.strict_colours)
-            path = img_path
+                raw = read_label(label_file, self.colours, strict_colours=self.strict_colours)
+            path = where = img_path
         label = self.lut[raw]
         if image.shape[:2] != label.shape:
             # A photo whose EXIF tag rotates it for display, labelled as displayed: datasets read stored pixels.
             turned = image.shape[:2] == label.shape[::-1]
             raise DatasetError(
-                f"{path}: image size {image.shape[0]}x{image.shape[1]} differs from label size "
-                f"{label.shape[0]}x{label.shape[1]} ({self.samples[index][1] if self.samples else ''})"
+                f"{where}: image size {image.shape[0]}x{image.shape[1]} differs from label size "
+                f"{label.shape[0]}x{label.shape[1]} ({label_file})"
                 + ("; if the image carries an EXIF rotation, the mask must follow its stored pixels" if turned else "")
             )
         if self.check_values:
             bad = (label >= self.num_classes) & (label != IGNORE)
             if bad.any():
                 vals = sorted(set(np.unique(raw[bad]).tolist()))
-                src = self.samples[index][1] if self.samples else path
                 raise DatasetError(
-                    f"{src}: label value(s) {vals} outside the {self.num_classes} classes of "
+                    f"{label_file or where}: label value(s) {vals} outside the {self.num_classes} classes of "
                     f"{self.name} (and not ignore {IGNORE})"
                 )
         return image, label, path
+
+    def hf_row_name(self, index: int, column: str | None = None) -> str:
+        """How messages name sample ``index`` of a table: its dataset, split and row (and ``column``)."""
+        row = self._hf_rows[index] if self._hf_rows is not None else index
+        return f"{self.root} ({self.hf_split} split) row {row}" + (f", column {column!r}" if column else "")
+
+    def _hf_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """Row ``index`` of the table decoded: (RGB image, raw label, path); a bad cell names its row and column."""
+        row = self._hf[self._hf_rows[index] if self._hf_rows is not None else index]
+        img_col, lab_col = self._hf_columns
+        at_img, at_lab = self.hf_row_name(index, img_col), self.hf_row_name(index, lab_col)
+        image = read_image(at_img, source=_as_pil(row[img_col], at_img))
+        raw = read_label(at_lab, self.colours, source=_as_pil(row[lab_col], at_lab), strict_colours=self.strict_colours)
+        return image, raw, f"{self.root}/{self.split}/{index}"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         import torch
@@ -328,7 +351,14 @@ def _as_pil(value: Any, path: str) -> Any:
     if isinstance(value, dict) and value.get("bytes") is not None:
         import io
 
-        return Image.open(io.BytesIO(value["bytes"]))
+        data = value["bytes"]
+        try:
+            return Image.open(io.BytesIO(data))
+        except Exception as err:  # noqa: BLE001 - Pillow raises many types for foreign bytes
+            what = "no image format Pillow knows" if isinstance(err, UnidentifiedImageError) else type(err).__name__
+            raise DatasetError(
+                f"{path}: cannot decode the image ({len(data)} bytes starting {bytes(data[:8])!r}: {what}){SKIP_HINT}"
+            ) from None
     if isinstance(value, dict) and value.get("path"):
         try:
             return Image.open(value["path"])
@@ -347,7 +377,12 @@ def _as_pil(value: Any, path: str) -> Any:
             from segcore.data.io import array_to_rgb
 
             arr = array_to_rgb(arr)
-        return Image.fromarray(arr)
+        try:
+            return Image.fromarray(arr)
+        except (TypeError, ValueError) as err:
+            raise DatasetError(
+                f"{path}: cannot make an image of a {arr.dtype} array of shape {arr.shape} ({err})"
+            ) from None
     raise DatasetError(f"{path}: cannot decode a {type(value).__name__} as an image")
 
 
@@ -401,7 +436,7 @@ def _hub(name: str, root: str, split: str, opts: FolderOptions, **kw: Any) -> Se
     The named dataset's conventions (classes, label mapping, protocol) apply; ``val`` reads the Hub's ``val`` or
     ``validation`` split. Rows are decoded one at a time, when read (see :mod:`segcore_datasets.hub`).
     """
-    from segcore_datasets.hub import _encoded, find_columns, load_table
+    from segcore_datasets.hub import _encoded, find_columns, load_table, skip_bad_rows
 
     ref = root[3:]
     wanted = (opts.hf_split,) if opts.hf_split else ((split, "validation") if split == "val" else (split,))
@@ -410,9 +445,10 @@ def _hub(name: str, root: str, split: str, opts: FolderOptions, **kw: Any) -> Se
     labels = ("annotation", "label", "mask", "semantic_segmentation", "stuff_map", "seg", "gt")
     img_col, lab_col = find_columns(table, None, None, where, labels)
     table = _encoded(table.select_columns([img_col, lab_col]))
-    return SegDataset(
-        name, split, hf=table, hf_columns=(img_col, lab_col), root=root, check_values=opts.check_values, **kw
-    )
+    kw.update(hf=table, hf_columns=(img_col, lab_col), root=root, check_values=opts.check_values, hf_split=hub_split)
+    if opts.skip_bad:
+        kw["hf_rows"], kw["skipped"] = skip_bad_rows(SegDataset(name, split, **kw))
+    return SegDataset(name, split, **kw)
 
 
 def _opts(options: dict[str, Any], name: str, root: str | None) -> FolderOptions:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +39,7 @@ __all__ = [
     "ClassInfo",
     "folder",
     "read_class_files",
+    "class_names",
     "default_palette",
     "label_lut",
     "data_defaults",
@@ -94,10 +95,11 @@ def normalise_options(options: Mapping[str, Any]) -> dict[str, Any]:
     as an int and ``classes=cat`` as a str: both are accepted here, before strict parsing.
     """
     out = dict(options)
-    if isinstance(out.get("classes"), str):
-        out["classes"] = tuple(c.strip() for c in out["classes"].split(",") if c.strip())
+    if isinstance(out.get("classes"), str):  # empty entries are kept: class_names refuses them by position
+        out["classes"] = tuple(c.strip() for c in out["classes"].split(","))
     elif isinstance(out.get("classes"), list | tuple):
-        out["classes"] = tuple(str(c) for c in out["classes"])
+        # Integer names are their digits; anything else that is not text is refused by the options check.
+        out["classes"] = tuple(str(c) if isinstance(c, int) and not isinstance(c, bool) else c for c in out["classes"])
     for key in _PAIRS:
         value = out.get(key)
         if isinstance(value, int) and not isinstance(value, bool):
@@ -115,6 +117,42 @@ def parse_own_options(cls: type, options: Mapping[str, Any], name: str) -> Any:
 
 
 # --------------------------------------------------------------------------------------------------------- classes
+OPTION_SOURCE = "--dataset-opt classes"
+
+
+def class_names(names: Sequence[Any], source: str, entry: Callable[[int], str] | None = None) -> tuple[str, ...]:
+    """:func:`segcore.data.check.check_class_names` for a dataset: the same rules for every source of names.
+
+    Raises:
+        DatasetError: naming ``source`` and the entry (empty, repeated, holding a control character, not text).
+    """
+    from segcore.data.check import check_class_names
+    from segcore.errors import ClassNamesError
+
+    try:
+        return check_class_names(list(names), source, *([entry] if entry else []))
+    except ClassNamesError as err:
+        raise DatasetError(str(err)) from None
+
+
+def read_text(path: Path) -> str:
+    """The UTF-8 text of a dataset's metadata file; one in another encoding is a :class:`DatasetError` naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DatasetError(
+            f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); save it as UTF-8"
+        ) from None
+
+
+def read_json_file(path: Path, shown: str | None = None) -> Any:
+    """The JSON value of a dataset's metadata file; bad text or bad JSON is a :class:`DatasetError` naming it."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{shown or path}: not valid JSON ({err})") from None
+
+
 @dataclass(frozen=True)
 class ClassInfo:
     """What a dataset's class files say.
@@ -165,17 +203,14 @@ def _palette(value: Any, n: int, where: str) -> tuple[tuple[int, int, int], ...]
 
 
 def _read_json(path: Path) -> ClassInfo:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DatasetError(f"{path}: not valid JSON ({err})") from None
+    data = read_json_file(path)
     valid = ("names", "palette", "ignore_index")
     if not isinstance(data, dict) or not isinstance(data.get("names"), list) or not data["names"]:
         raise DatasetError(f'{path}: expected {{"names": ["class 0", ...], "palette": [...], "ignore_index": 255}}')
     unknown = [k for k in data if k not in valid]
     if unknown:
         raise DatasetError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}")
-    names = tuple(str(n).strip() for n in data["names"])
+    names = class_names(data["names"], str(path), lambda i: f'"names" entry {i} (class {i})')
     palette = _palette(data["palette"], len(names), str(path)) if data.get("palette") is not None else None
     ignore = data.get("ignore_index")
     if ignore is None:
@@ -186,7 +221,7 @@ def _read_json(path: Path) -> ClassInfo:
 
 
 def _read_txt(path: Path) -> tuple[str, ...]:
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in read_text(path).splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     if not lines:
@@ -197,7 +232,7 @@ def _read_txt(path: Path) -> tuple[str, ...]:
             f"{path}: line(s) {empty} are empty; every line up to the last names the class of its value "
             "(line 1 is value 0)"
         )
-    return tuple(lines)
+    return class_names(lines, str(path), lambda i: f"line {i + 1} (class {i})")
 
 
 def read_class_files(root: str | Path) -> ClassInfo | None:
@@ -343,10 +378,10 @@ def folder(root: str | None, split: str = "train", **options: Any) -> SegDataset
     info = read_class_files(r)
     if opts.classes:
         info = ClassInfo(
-            tuple(opts.classes),
+            class_names(opts.classes, OPTION_SOURCE),
             info.palette if info and info.palette and len(info.palette) == len(opts.classes) else None,
             info.ignore_index if info else IGNORE,
-            "--dataset-opt classes",
+            OPTION_SOURCE,
         )
     if info is None:
         raise DatasetError(

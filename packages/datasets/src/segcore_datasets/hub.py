@@ -13,20 +13,39 @@ feature of the label column.
 
 Nothing is decoded up front: the two columns are read with ``decode=False`` and each row's image and label are
 decoded when the sample is read, by the same readers as every other dataset (no EXIF rotation, datasets.md §12).
-``load_dataset`` keeps its usual Arrow cache of the encoded rows (for a Hub repo, that is its download).
+``load_dataset`` keeps its usual Arrow cache of the encoded rows (for a Hub repo, that is its download). A cell that
+cannot be decoded is an error naming the split, row and column; ``skip_bad=true`` leaves such rows out and counts
+them (:func:`skip_bad_rows`).
 """
 
 from __future__ import annotations
 
-import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segcore_datasets.base import IGNORE, DatasetError, SegDataset, _as_pil
-from segcore_datasets.folder import OwnDataOptions, data_defaults, default_palette, label_lut, parse_own_options
+from segcore_datasets.base import IGNORE, SKIP_HINT, DatasetError, SegDataset, _as_pil
+from segcore_datasets.folder import (
+    OPTION_SOURCE,
+    OwnDataOptions,
+    class_names,
+    data_defaults,
+    default_palette,
+    label_lut,
+    parse_own_options,
+    read_json_file,
+)
 
-__all__ = ["HubDatasetOptions", "hub_dataset", "load_table", "find_columns", "IMAGE_COLUMNS", "LABEL_COLUMNS"]
+__all__ = [
+    "HubDatasetOptions",
+    "hub_dataset",
+    "load_table",
+    "find_columns",
+    "skip_bad_rows",
+    "IMAGE_COLUMNS",
+    "LABEL_COLUMNS",
+]
 
 IMAGE_COLUMNS = ("image", "pixel_values", "img")
 LABEL_COLUMNS = ("label", "annotation", "mask", "semantic_segmentation", "segmentation", "stuff_map", "seg", "gt")
@@ -50,6 +69,10 @@ class HubDatasetOptions(OwnDataOptions):
         config: the dataset's configuration name (``load_dataset(repo, name=config)``), when it has several.
         reduce_zero_label: value 0 is "unlabelled": it becomes ignore and value v becomes class v - 1
             (datasets.md §1.3, e.g. ``scene_parse_150``).
+        skip_bad: read every row once when the dataset is built and leave out the rows that cannot be read (not
+            an image, truncated, sizes that differ, values outside the classes), counting them in a warning and
+            listing them in ``dataset.skipped``; without it the first bad row stops the run, named by its split,
+            row and column.
     """
 
     image_column: str | None = None
@@ -57,6 +80,7 @@ class HubDatasetOptions(OwnDataOptions):
     hf_split: str | None = None
     config: str | None = None
     reduce_zero_label: bool = False
+    skip_bad: bool = False
 
 
 def _is_saved(local: Path) -> bool:
@@ -106,6 +130,10 @@ def load_table(
     try:
         builder = hfds.load_dataset_builder(str(local) if local.is_dir() else ref, name=config)
     except Exception as err:  # noqa: BLE001 - network, auth and format errors all end here: say which dataset
+        from segcore.hub import is_network_error, network_failure
+
+        if is_network_error(err):
+            raise network_failure(err, f"read the Hub dataset {ref!r}") from None
         raise DatasetError(f"{where}: datasets.load_dataset cannot open it ({type(err).__name__}: {err})") from None
     files = builder.config.data_files or {}
     available = [str(s) for s in files] or [str(s) for s in (builder.info.splits or {})]
@@ -169,25 +197,26 @@ def _class_label_names(feature: Any) -> tuple[str, ...] | None:
     return None
 
 
-def _id2label(ref: str) -> tuple[dict[str, Any], str] | None:
+def _id2label(ref: str) -> tuple[Any, str] | None:
     local = Path(ref)
     if local.is_dir():
         path = local / "id2label.json"
-        return (json.loads(path.read_text(encoding="utf-8")), str(path)) if path.is_file() else None
+        return (read_json_file(path), str(path)) if path.is_file() else None
     try:
         from huggingface_hub import hf_hub_download
 
         path = hf_hub_download(ref, "id2label.json", repo_type="dataset")
     except Exception:  # noqa: BLE001 - absent file, offline or private: the other sources of classes follow
         return None
-    return json.loads(Path(path).read_text(encoding="utf-8")), f"{ref}/id2label.json"
+    shown = f"{ref}/id2label.json (Hub dataset)"
+    return read_json_file(Path(path), shown), shown
 
 
 def _names_from_id2label(data: Any, source: str, ignore: int) -> tuple[str, ...]:
     if not isinstance(data, dict) or not data:
         raise DatasetError(f'{source}: expected {{"0": "class 0", "1": "class 1", ...}}')
     try:
-        table = {int(k): str(v) for k, v in data.items()}
+        table = {int(k): v for k, v in data.items()}
     except ValueError:
         raise DatasetError(f"{source}: keys must be label values (integers as strings)") from None
     table.pop(ignore, None)  # some repos name their ignore value ("255": "unlabeled"): it is not a class
@@ -198,15 +227,44 @@ def _names_from_id2label(data: Any, source: str, ignore: int) -> tuple[str, ...]
             f"{source}: no name for value(s) {gaps[:10]}; name every value from 0 to {top - 1} "
             "or give --dataset-opt classes=a,b,c"
         )
-    return tuple(table[i] for i in range(top))
+    return class_names([table[i] for i in range(top)], source, lambda i: f'key "{i}"')
 
 
-def _first_size(table: Any, column: str, where: str) -> tuple[int, int]:
+def _first_size(table: Any, column: str, where: str, row: int = 0) -> tuple[int, int]:
     if len(table) == 0:
         raise DatasetError(f"{where}: the split is empty")
-    value = table[0][column]
-    img = _as_pil(value, f"{where} row 0")
+    img = _as_pil(table[row][column], f"{where} row {row}, column {column!r}")
     return img.height, img.width
+
+
+def skip_bad_rows(ds: SegDataset) -> tuple[list[int], list[str]]:
+    """Read every row of a table dataset once: the rows that read, and one message per row that does not.
+
+    This is what ``skip_bad`` does; the bad rows are counted in a warning (as the ``folder`` dataset counts the
+    files it leaves out) and each message names the row's split, row number and column.
+
+    Raises:
+        DatasetError: when no row can be read.
+    """
+    good: list[int] = []
+    bad: list[str] = []
+    for i in range(len(ds)):
+        try:
+            ds.load_arrays(i)
+        except ValueError as err:  # DatasetError and the image reader's errors, each naming the row
+            bad.append(str(err).removesuffix(SKIP_HINT))
+        else:
+            good.append(i)
+    where = f"{ds.root} ({ds.hf_split} split)"
+    if bad and not good:
+        raise DatasetError(f"{where}: none of its {len(bad)} rows can be read, e.g. {bad[0]}")
+    if bad:
+        warnings.warn(
+            f"{where}: skipped {len(bad)} of {len(bad) + len(good)} row(s) that cannot be read (skip_bad), "
+            f"e.g. {bad[0]}",
+            stacklevel=3,
+        )
+    return good, bad
 
 
 def hub_dataset(ref: str, root: str | None = None, split: str = "train", **options: Any) -> SegDataset:
@@ -229,34 +287,34 @@ def hub_dataset(ref: str, root: str | None = None, split: str = "train", **optio
     table = _encoded(table.select_columns([img_col] if img_col == lab_col else [img_col, lab_col]))
     ignore = opts.ignore_index if opts.ignore_index is not None else IGNORE
     names, source = _classes(ref, table, lab_col, opts, ignore)
-    lut = label_lut(len(names), ignore, source, reduce_zero_label=opts.reduce_zero_label)
-    crop, scale, protocol = data_defaults(_first_size(table, img_col, where), opts)
-    return SegDataset(
-        name,
-        split,
+    kw: dict[str, Any] = dict(
         classes=names,
         palette=default_palette(len(names)),
         hf=table,
         hf_columns=(img_col, lab_col),
+        hf_split=hub_split,
         root=name,
-        lut=lut,
-        eval_protocol=protocol,
-        crop_size=crop,
-        train_scale=scale,
+        lut=label_lut(len(names), ignore, source, reduce_zero_label=opts.reduce_zero_label),
         check_values=opts.check_values,
         reduce_zero_label=opts.reduce_zero_label,
     )
+    if opts.skip_bad:
+        kw["hf_rows"], kw["skipped"] = skip_bad_rows(SegDataset(name, split, **kw))
+    first = kw["hf_rows"][0] if kw.get("hf_rows") else 0
+    crop, scale, protocol = data_defaults(_first_size(table, img_col, where, first), opts)
+    return SegDataset(name, split, eval_protocol=protocol, crop_size=crop, train_scale=scale, **kw)
 
 
 def _classes(ref: str, table: Any, lab_col: str, opts: HubDatasetOptions, ignore: int) -> tuple[tuple[str, ...], str]:
     if opts.classes:
-        return tuple(opts.classes), "--dataset-opt classes"
+        return class_names(opts.classes, OPTION_SOURCE), OPTION_SOURCE
     found = _id2label(ref)
     if found is not None:
         return _names_from_id2label(found[0], found[1], ignore), found[1]
     from_feature = _class_label_names(table.features[lab_col])
     if from_feature:
-        return from_feature, f"hf:{ref} ClassLabel of column {lab_col!r}"
+        source = f"hf:{ref} ClassLabel of column {lab_col!r}"
+        return class_names(from_feature, source), source
     raise DatasetError(
         f"hf:{ref}: no class names: add id2label.json at the repo's top "
         '({"0": "background", "1": "cat", ...}), store the labels with a ClassLabel feature, '

@@ -7,7 +7,7 @@ Datasets themselves come from plugins (``segcore_datasets`` hook).
 
 from __future__ import annotations
 
-from segcore.data.check import ClassComparison, check_classes, compare_classes, preflight
+from segcore.data.check import ClassComparison, check_class_names, check_classes, compare_classes, preflight
 from segcore.data.io import IMAGE_EXTENSIONS, read_image
 from segcore.data.transforms import TestTransform, TrainTransform
 from segcore.settings import EvalProtocol, Photometric, TrainPipeline, keep_ratio_size, min_size_resize_size
@@ -24,6 +24,7 @@ __all__ = [
     "ClassComparison",
     "compare_classes",
     "check_classes",
+    "check_class_names",
     "IMAGE_EXTENSIONS",
     "read_image",
 ]

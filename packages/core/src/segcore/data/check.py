@@ -6,15 +6,16 @@ and ``ignore_index``; one that knows of files it could not pair lists them in ``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from segcore.errors import ClassMismatchError
+from segcore.errors import ClassMismatchError, ClassNamesError
 
-__all__ = ["preflight", "ClassComparison", "compare_classes", "check_classes"]
+__all__ = ["preflight", "ClassComparison", "compare_classes", "check_classes", "check_class_names"]
 
 # The preflight's message lists this many problems, then counts the rest (``segcore data check`` lists them all).
 MAX_LISTED = 50
@@ -82,6 +83,59 @@ def preflight(ds: Any, n: int = 8, num_classes: int | None = None) -> dict[str, 
 def _key(name: str) -> str:
     # Names from different sources differ in case and stray spaces (mmseg's ADE20K 'bed '): not a real difference.
     return " ".join(str(name).split()).casefold()
+
+
+def _class_entry(i: int) -> str:
+    return f"class {i}"
+
+
+def check_class_names(names: Sequence[Any], source: str, entry: Callable[[int], str] = _class_entry) -> tuple[str, ...]:
+    """The class names of one source (a file or an option), checked by the rules every source shares.
+
+    Each name is text (an integer is taken as its digits), stripped of surrounding spaces, not empty, free of
+    control characters (Unicode category Cc, line and paragraph separators) and different from every other name,
+    comparing as :func:`compare_classes` does (case and runs of spaces do not count): the trackers and the tables
+    keep one value per name, and a name is one line of text.
+
+    Args:
+        names: the names, class 0 first.
+        source: the file or option they come from (``data/classes.txt``, ``--dataset-opt classes``).
+        entry: how the message names entry ``i`` (default ``class i``; ``line i+1`` for a text file).
+
+    Returns:
+        The stripped names.
+
+    Raises:
+        ClassNamesError: naming ``source`` and the first offending entry, and saying how to fix it.
+
+    Example:
+        >>> check_class_names([" background", "cat "], "classes.txt")
+        ('background', 'cat')
+    """
+    out: list[str] = []
+    seen: dict[str, int] = {}
+    if not names:
+        raise ClassNamesError(f"{source}: no class names; give one name per class (class 0 first)")
+    for i, raw in enumerate(names):
+        if isinstance(raw, bool) or not isinstance(raw, str | int):
+            raise ClassNamesError(f"{source}: {entry(i)} is {raw!r}, not a name; give each class a text name")
+        name = str(raw).strip()
+        if not name:
+            raise ClassNamesError(f"{source}: {entry(i)} has an empty name; give every class value a name")
+        bad = next((ch for ch in name if unicodedata.category(ch) in ("Cc", "Zl", "Zp")), None)
+        if bad is not None:
+            raise ClassNamesError(
+                f"{source}: {entry(i)} {name!r} holds the control character U+{ord(bad):04X}; a class name is "
+                "one line of plain text: remove it"
+            )
+        first = seen.setdefault(_key(name), i)
+        if first != i:
+            raise ClassNamesError(
+                f"{source}: {entry(i)} {name!r} repeats {entry(first)} {out[first]!r} (names are compared "
+                "ignoring case and spaces); give every class its own name"
+            )
+        out.append(name)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
