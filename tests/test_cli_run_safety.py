@@ -1,4 +1,4 @@
-"""`segcore train` end to end, as a user runs it: a resume that would mix two runs, SIGTERM, unsafe folders (#18)."""
+"""`segcore train` end to end, as a user runs it: a resume that mixes two runs, SIGTERM, unsafe folders (#18, #29)."""
 
 from __future__ import annotations
 
@@ -72,3 +72,31 @@ def test_a_folder_segcore_did_not_make_is_refused(tmp_path):
     result = segcore("train", *TINY, "--iters", "2", "--output-dir", ".", cwd=tmp_path)
     assert result.returncode == 2 and "not empty and was not made by segcore train" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]
+
+
+def _make(folder: Path, files: dict[str, bytes]) -> dict[str, bytes | None]:
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return _tree(folder)
+
+
+def test_overwrite_never_removes_or_replaces_the_users_files(tmp_path):
+    """#29: --overwrite replaced README.md with the model card and deleted logs/, or user-made eval/ and best/."""
+    project = tmp_path / "project"
+    mine = _make(project, {"README.md": b"# my project\n", "logs/app.log": b"started\n", "src/main.py": b"print(1)\n"})
+    result = segcore("train", *TINY, "--iters", "2", "--overwrite", "--output-dir", str(project))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "nothing was removed; the run writes beside README.md, logs, src, which stay as they are" in result.stderr
+    assert "is not a card segcore wrote" in result.stderr  # the model card is skipped, and that is said
+    after = _tree(project)
+    assert {k: after[k] for k in mine} == mine and (project / "model.safetensors").is_file()
+
+    other = tmp_path / "other"
+    made = {"eval/val.csv": b"a,b\n", "checkpoints/my.ckpt": b"\0" * 64, "best/notes": b"x", "config.json": b"{}\n"}
+    before = _make(other, made)
+    result = segcore("train", *TINY, "--iters", "2", "--overwrite", "--output-dir", str(other))
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holds config.json, best, checkpoints, eval, which no segcore run recorded" in lines[0]
+    assert _tree(other) == before

@@ -147,3 +147,29 @@ def test_bad_option_is_a_user_error(tmp_path, capsys):
     )
     assert rc == 2
     assert "chanels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--tracker-project", "--run-name"])
+def test_tracker_names_that_are_paths_are_refused_at_parsing(flag, tmp_path, capsys):
+    """#29: --tracker-project ../../../X wrote TensorBoard logs outside the run folder."""
+    out = tmp_path / "a" / "b" / "run"
+    argv = ["train", "--dataset", "tiny-shapes", "--tensorboard", "--output-dir", str(out), f"{flag}=../../../X"]
+    with pytest.raises(SystemExit) as info:
+        segcore_cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1
+    assert f"argument {flag}: must be a single name, not a path: got '../../../X'" in err[0]
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_single_name_refuses_what_train_settings_refuse():
+    """The command line and Python callers (and a resumed run's settings.json) share one rule."""
+    from segcore.train import TrainingError, TrainSettings
+    from segcore_cli._common import SingleName
+
+    for bad in SingleName.bad_examples:
+        for field in ("tracker_project", "run_name"):
+            with pytest.raises(TrainingError, match="must be a single name"):
+                TrainSettings(**{field: bad})
+    assert SingleName()("my-project_1.0") == "my-project_1.0"
+    assert TrainSettings(tracker_project="my-project_1.0", run_name="first run").run_name == "first run"

@@ -197,6 +197,26 @@ class NonEmpty:
         return text
 
 
+class SingleName:
+    """``type=`` of a name trackers make a folder of (``--tracker-project``, ``--run-name``): one path component.
+
+    ``../../x`` would put the tracker's files outside the run folder.
+    """
+
+    __name__ = "name"
+    bad_examples = ("", " ", "../../x", "a/b", "..", ".", "a\\b", "a\tb")
+
+    def __call__(self, text: str) -> str:
+        """Return ``text`` unless it is empty, a path, ``.``, ``..`` or holds control characters."""
+        if not text.strip():
+            raise argparse.ArgumentTypeError("must not be empty (an unset shell variable?)")
+        if "/" in text or "\\" in text or text in (".", ".."):
+            raise argparse.ArgumentTypeError(f"must be a single name, not a path: got {text!r} (no /, \\, . or ..)")
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise argparse.ArgumentTypeError(f"must be a single name without control characters, got {text!r}")
+        return text
+
+
 class NameList:
     """``type=`` of a comma-separated list of names (``--log-with tensorboard,wandb``), returned as a list."""
 

@@ -188,9 +188,163 @@ def test_a_new_run_refuses_a_folder_it_did_not_create(tmp_path):
     with pytest.raises(TrainingError, match="not empty and was not made by segcore train.*--overwrite"):
         train(_settings(out, iters=2))
     assert _tree(out) == before
+    # --overwrite does not replace what segcore did not write: the user's config.json stops it, and says so.
+    with pytest.raises(TrainingError, match=r"holds config.json, which no segcore run recorded.*nothing was changed"):
+        train(_settings(out, iters=2, overwrite=True))
+    assert _tree(out) == before
+    (out / "config.json").unlink()
     (out / "notes.txt").write_text("keep me\n")
-    train(_settings(out, iters=2, overwrite=True))  # explicitly asked: the run's own files are replaced
+    train(_settings(out, iters=2, overwrite=True))  # trains beside the user's files
     assert (out / "notes.txt").read_text() == "keep me\n" and (out / "model.safetensors").exists()
+    assert (out / "README.md").read_text() == "my project\n"  # no model card over the user's README.md
+
+
+def _user_files(folder: Path, files: dict[str, bytes]) -> dict[str, bytes | None]:
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return _tree(folder)
+
+
+def _recorded(out: Path) -> dict:
+    return json.loads((out / ".segcore-run").read_text())
+
+
+def test_overwrite_of_a_folder_segcore_did_not_make_keeps_every_file_byte_for_byte(tmp_path, caplog):
+    """#29: README.md was replaced by the model card and logs/ deleted, after a refusal promising the opposite."""
+    out = tmp_path / "project"
+    users = {"README.md": b"# my project\n", "logs/app.log": b"started\n", "src/main.py": b"print(1)\n"}
+    mine = _user_files(out, users)
+    with pytest.raises(TrainingError, match="nothing that segcore did not write is removed or replaced"):
+        train(_settings(out, iters=2))
+    with caplog.at_level("WARNING", logger="segcore.train"):
+        train(_settings(out, iters=2, overwrite=True))
+    assert "nothing was removed; the run writes beside README.md, logs, src, which stay as they are" in caplog.text
+    assert {k: v for k, v in _tree(out).items() if k in mine} == mine
+    recorded = _recorded(out)
+    assert "README.md" not in recorded["files"] and "logs" not in recorded["files"]
+    # A second --overwrite removes the first run's files, all of them, and nothing of the user's.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="segcore.train"):
+        train(_settings(out, iters=2, overwrite=True))
+    assert "left what it did not write: README.md, logs, src" in caplog.text
+    assert {k: v for k, v in _tree(out).items() if k in mine} == mine
+
+
+@pytest.mark.parametrize(
+    "made",
+    [
+        {"eval/scores.csv": b"a,b\n", "checkpoints/my.ckpt": b"\0" * 64, "best/model.pt": b"x", "config.json": b"{}"},
+        {"metrics.jsonl": b'{"iter": 1}\n'},
+        {"README.md": None},  # an unedited segcore card that segcore did not write here: it would be replaced
+    ],
+    ids=["eval-checkpoints-best-config", "metrics", "someone-elses-card"],
+)
+def test_overwrite_refuses_a_folder_where_a_name_the_run_writes_is_the_users(made, tmp_path):
+    out = tmp_path / "project"
+    if made == {"README.md": None}:
+        import segcore
+        from segcore.hub import save_pretrained
+
+        model = segcore.build_model("timm:test_convnext", "mlp", num_classes=4, decoder_options={"channels": 16})
+        save_pretrained(model, tmp_path / "elsewhere")
+        made = {"README.md": (tmp_path / "elsewhere" / "README.md").read_bytes()}
+    before = _user_files(out, made)
+    with pytest.raises(TrainingError) as info:
+        train(_settings(out, iters=2, overwrite=True))
+    message = str(info.value)
+    assert "which no segcore run recorded and which this run would write: nothing was changed" in message
+    for name in {n.split("/")[0] for n in made}:
+        assert name in message, name
+    assert _tree(out) == before
+
+
+def test_overwrite_of_a_run_removes_what_its_manifest_lists_and_nothing_else(finished_run, tmp_path, caplog):
+    out = _copy(finished_run, tmp_path)
+    old = _tree(out)
+    mine = {"notes.txt": b"mine\n", "checkpoints/keep.txt": b"mine too\n", "eval/iter_2_by_hand.csv": b"x\n"}
+    with_mine = _user_files(out, mine)
+    with caplog.at_level("WARNING", logger="segcore.train"):
+        train(_settings(out, iters=2, overwrite=True))
+    assert "left what it did not write: checkpoints/keep.txt, eval/iter_2_by_hand.csv, notes.txt" in caplog.text, (
+        caplog.text
+    )
+    now = _tree(out)
+    assert {k: now.get(k) for k in mine} == {k: with_mine[k] for k in mine}
+    # Every file of the old run is gone or rewritten by the new one: nothing is left over from iteration 4.
+    assert not [k for k in old if "iter_4" in k and k in now]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in rows if "mIoU" in r] == [2]
+
+
+def test_the_manifest_lists_every_path_a_run_writes(tmp_path):
+    pytest.importorskip("tensorboard")
+    out = train(_settings(tmp_path / "run", iters=4, checkpoint_every=2, eval_every=2, tensorboard=True))
+    recorded = _recorded(out)
+    files, folders = set(recorded["files"]), set(recorded["folders"])
+    assert folders == {"checkpoints", "eval"}
+    for path in out.rglob("*"):
+        name = path.relative_to(out).as_posix()
+        owned = name in (".segcore-run", *folders) or any(name == f or name.startswith(f + "/") for f in files)
+        assert owned, f"{name} was written but is not in the manifest"
+    assert {"logs", "best", "metrics.jsonl", "curves.png", "README.md", "checkpoints/iter_4", "eval/iter_4"} <= files
+    # --overwrite of this run leaves an empty folder (and the new run's files): none of the old run's.
+    train(_settings(out, iters=2, overwrite=True))
+    assert not (out / "logs").exists() and not (out / "eval" / "iter_4").exists()
+
+
+def test_a_run_of_an_older_segcore_without_a_manifest_is_not_removed(finished_run, tmp_path):
+    out = _copy(finished_run, tmp_path)
+    marker = out / ".segcore-run"
+    info = json.loads(marker.read_text())
+    marker.write_text(json.dumps({k: v for k, v in info.items() if k not in ("files", "folders")}))
+    before = _tree(out)
+    with pytest.raises(TrainingError, match=r"older segcore.*removes none of them: delete settings.json, config"):
+        train(_settings(out, iters=2, overwrite=True))
+    assert _tree(out) == before
+    # Resumed, it gets a manifest of what it holds: then --overwrite can start it over.
+    train(TrainSettings(output_dir=str(out), resume=True, iters=6, progress=False))
+    assert {"checkpoints/iter_2", "checkpoints/iter_4", "checkpoints/iter_6", "best"} <= set(_recorded(out)["files"])
+    train(_settings(out, iters=2, overwrite=True))
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["iter_2"]
+
+
+def test_a_planted_manifest_removes_nothing_outside_the_run_folder(finished_run, tmp_path):
+    out = _copy(finished_run, tmp_path)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "iter_2").mkdir()
+    (victim / "iter_2" / "data.bin").write_bytes(b"precious")
+    marker = out / ".segcore-run"
+    info = json.loads(marker.read_text())
+    for planted in ("../victim", "/tmp", "checkpoints/../../victim"):
+        marker.write_text(json.dumps({**info, "files": [*info["files"], planted]}))
+        with pytest.raises(TrainingError, match=r'"files" lists .*not a relative path inside the run folder'):
+            train(_settings(out, iters=2, overwrite=True))
+    # A folder the run writes swapped for a link to elsewhere: never followed, never written through.
+    marker.write_text(json.dumps(info))
+    shutil.rmtree(out / "checkpoints")
+    (out / "checkpoints").symlink_to(victim)
+    with pytest.raises(TrainingError, match="holds checkpoints, which its run did not write"):
+        train(_settings(out, iters=2, overwrite=True))
+    assert (victim / "iter_2" / "data.bin").read_bytes() == b"precious"
+
+
+def test_tracker_names_must_be_single_path_components(finished_run, tmp_path):
+    """#29: --tracker-project ../../../X wrote TensorBoard logs outside the run folder."""
+    for field, flag in (("tracker_project", "--tracker-project"), ("run_name", "--run-name")):
+        for bad in ("../../../X", "a/b", "..", ".", "a\\b", "", "a\nb"):
+            with pytest.raises(TrainingError, match=f"{flag} must be a single name"):
+                _settings(tmp_path / "run", **{field: bad})
+    assert not (tmp_path / "run").exists()
+    # The same from a run's own settings.json on --resume.
+    out = _copy(finished_run, tmp_path)
+    saved = json.loads((out / "settings.json").read_text())
+    (out / "settings.json").write_text(json.dumps({**saved, "tracker_project": "../../escaped"}))
+    before = _tree(out)
+    with pytest.raises(TrainingError, match="--tracker-project must be a single name"):
+        train(TrainSettings(output_dir=str(out), resume=True, iters=6, progress=False))
+    assert _tree(out) == before and not (tmp_path / "escaped").exists()
 
 
 def test_an_unset_output_dir_is_refused_not_the_current_folder(tmp_path, monkeypatch):

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from segcore_cli._common import COUNT, POSITIVE_INT, SEED, NameList, NonEmpty, Number, SizePair, parse_component_options
+from segcore_cli._common import (
+    COUNT,
+    POSITIVE_INT,
+    SEED,
+    NameList,
+    NonEmpty,
+    Number,
+    SingleName,
+    SizePair,
+    parse_component_options,
+)
 
 RESUME_HELP = """--resume continues the run in --output-dir from its newest checkpoint that loads, with the run's own
 settings (its settings.json): leave the other flags out. A flag that contradicts the run is an error; only
@@ -14,11 +24,12 @@ settings (its settings.json): leave the other flags out. A flag that contradicts
 written and the error names each one and why.
 
 --output-dir must be missing, empty, or a run folder segcore made: a folder holding anything else is refused
-unless --overwrite, which first removes an earlier run's files there (settings.json, config.json,
-model.safetensors, README.md, metrics.jsonl, curves.png, best/, checkpoints/, eval/, logs/, tb/) and leaves others
-alone. A
-running run locks its folder (.segcore-run.lock holds its PID). SIGTERM saves a checkpoint, says where, and exits
-143."""
+unless --overwrite. --overwrite first removes what an earlier run there wrote, as listed in its manifest (the
+.segcore-run marker records each file and folder before the run writes it), and says what it left; nothing that
+segcore did not write is removed or replaced. A folder where a name the run writes (config.json, checkpoints/,
+eval/, best/, ...) is taken by something no manifest lists is refused, even with --overwrite; a README.md of
+yours is kept and the model card skipped. A running run locks its folder (.segcore-run.lock holds its PID).
+SIGTERM saves a checkpoint, says where, and exits 143."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -99,8 +110,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "images; local files under OUTPUT_DIR/logs)",
     )
     p.add_argument("--tensorboard", action="store_true", help="the same as --log-with tensorboard")
-    p.add_argument("--tracker-project", help="the trackers' project name (default segcore)")
-    p.add_argument("--run-name", help="the run's name in the trackers (default: the output folder's name)")
+    p.add_argument(
+        "--tracker-project",
+        type=SingleName(),
+        help="the trackers' project name, a single name: TensorBoard writes to OUTPUT_DIR/logs/NAME (default segcore)",
+    )
+    p.add_argument(
+        "--run-name",
+        type=SingleName(),
+        help="the run's name in the trackers, a single name (default: the output folder's name)",
+    )
     p.add_argument("--log-every", type=POSITIVE_INT, help="metrics.jsonl row every N iterations (default 10)")
     p.add_argument("--eval-mode", choices=("whole", "slide"), help="override the recipe's eval mode")
     p.add_argument("--max-eval-samples", type=POSITIVE_INT, help="validate on the first N images only")

@@ -3,15 +3,18 @@
 Nothing is written into ``--output-dir`` before the run is known to be allowed there:
 
 * a new run needs a missing or empty folder, or one segcore made that holds no results yet (an earlier start
-  that stopped before its first checkpoint); ``--overwrite`` accepts any folder and first removes the files an
-  earlier run left there (:data:`RUN_FILES`), never anything else;
+  that stopped before its first checkpoint); ``--overwrite`` also accepts another run's folder, or a folder
+  segcore did not make, and first removes what the earlier run's :class:`Manifest` lists, never anything else;
+* no run writes over a name it does not own: a folder where one of :data:`RUN_NAMES` is taken by something no
+  manifest lists is refused, even with ``--overwrite`` (a user's ``README.md`` is kept, the model card skipped);
 * ``--resume`` needs a run folder with its ``settings.json`` and a checkpoint that loads (checked by the trainer
   before :func:`claim`);
 * :class:`RunLock` keeps a second run out while the first one is alive: an advisory ``flock`` on
   :data:`LOCK`, which holds the owner's PID so that the refusal can name it. The kernel drops the lock when
   its process dies, so a killed run leaves no stale lock behind.
 
-A run folder is marked by :data:`MARKER` (JSON: segcore version, creation time, the dataset's classes).
+A run folder is marked by :data:`MARKER` (JSON: segcore version, creation time, the dataset's classes, and the
+run's manifest: every file and folder it writes, recorded before it is written).
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ __all__ = [
     "MARKER",
     "LOCK",
     "SETTINGS",
-    "RUN_FILES",
+    "RUN_NAMES",
+    "Manifest",
+    "read_manifest",
     "RunLock",
     "read_run_settings",
     "check_new_run",
@@ -56,20 +61,21 @@ logger = logging.getLogger("segcore.train")
 MARKER = ".segcore-run"
 LOCK = ".segcore-run.lock"
 SETTINGS = "settings.json"
-# What a run writes at the top of its folder; --overwrite removes these and nothing else.
-RUN_FILES = (
-    MARKER,
+CARD = "README.md"
+# The names a run writes (or replaces) at the top of its folder, besides MARKER and, with trackers, logs/. One of
+# them taken by something the folder's manifest does not list stops a new run: it would be replaced.
+RUN_NAMES = (
     SETTINGS,
     "config.json",
     "model.safetensors",
-    "README.md",
+    CARD,
     "metrics.jsonl",
     "curves.png",
     "best",
+    ".tmp-best",  # best/'s temporary and previous copies (checkpointing.replace_folder)
+    ".tmp-old-best",
     "checkpoints",
     "eval",
-    "logs",
-    "tb",  # TensorBoard's folder before trackers moved under logs/
 )
 # What makes a folder hold results: a new run there would destroy them.
 _RESULTS = ("model.safetensors", "metrics.jsonl", "best", "checkpoints")
@@ -111,31 +117,230 @@ def read_run_settings(output_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return saved
 
 
-def check_new_run(folder: Path, overwrite: bool) -> None:
+def check_new_run(folder: Path, overwrite: bool, also: Sequence[str] = ()) -> None:
     """Refuse to start a new run in ``folder`` when that could destroy anything (read-only).
 
+    Args:
+        folder: the run folder.
+        overwrite: ``--overwrite``: an earlier run's folder, or one segcore did not make, is accepted.
+        also: names the run writes besides :data:`RUN_NAMES` (``logs`` with trackers).
+
     Raises:
-        TrainingError: for a folder that holds another run's results, or files segcore did not write.
+        TrainingError: for a folder that holds another run's results (without ``overwrite``), files segcore did
+            not write (without ``overwrite``), a name the run would write taken by something its manifest does not
+            list, or a manifest that names a path outside the folder.
     """
     if folder.exists() and not folder.is_dir():
         raise TrainingError(f"--output-dir {folder} is a file, not a folder")
     names = _entries(folder)
-    if not names or overwrite:
+    if not names:
         return
+    manifest = read_manifest(folder)
     results = [n for n in _RESULTS if n in names]
-    if MARKER in names and not results:
-        return  # segcore's own folder from a start that stopped before writing any result
-    if MARKER in names or (SETTINGS in names and results):  # a run, or one from before the marker
+    is_run = MARKER in names or (SETTINGS in names and bool(results))  # a run, or one from before the marker
+    if not overwrite and is_run and results:
         held = results + [f"checkpoints/{p.name}" for p in list_checkpoints(folder / "checkpoints")]
         raise TrainingError(
             f"{folder} already holds a run ({_listing(held)}): continue it with --resume, start it over with "
-            "--overwrite (its files are removed), or choose another --output-dir"
+            f"--overwrite (it removes what that run wrote, listed in its {MARKER}, and nothing else), or choose "
+            "another --output-dir"
         )
+    if not overwrite and not is_run:
+        raise TrainingError(
+            f"{folder} is not empty and was not made by segcore train (it holds {_listing(names)}): choose another "
+            "--output-dir, or pass --overwrite to train beside these files (nothing that segcore did not write is "
+            "removed or replaced)"
+        )
+    taken = _taken(folder, manifest, also)
+    if not taken:
+        return
+    if manifest is None and is_run:
+        raise TrainingError(
+            f"{folder} holds a run of an older segcore, which did not record the files it wrote ({MARKER} lists "
+            f"none), so --overwrite removes none of them: delete {_listing(taken)} yourself, or choose another "
+            "--output-dir"
+        )
+    whose = "no segcore run recorded" if manifest is None else f"its run did not write (not in its {MARKER})"
     raise TrainingError(
-        f"{folder} is not empty and was not made by segcore train (it holds {_listing(names)}): choose another "
-        "--output-dir, or pass --overwrite to train into it anyway (files of an earlier run there are replaced, "
-        "others are left alone)"
+        f"{folder} holds {_listing(taken)}, which {whose} and which this run would write: nothing was changed. "
+        "Move them away, or choose another --output-dir"
     )
+
+
+def _taken(folder: Path, manifest: Manifest | None, also: Sequence[str]) -> list[str]:
+    """The names this run would write in ``folder`` that exist and are not the manifest's.
+
+    A ``README.md`` segcore did not write is kept (``save_pretrained`` skips the card) unless it is an unedited
+    segcore card, which would be replaced. A symbolic link is taken even when listed: segcore writes none.
+    """
+    from segcore.cards import is_segcore_card
+
+    taken = []
+    for name in (*RUN_NAMES, *also):
+        path = folder / name
+        if path.is_symlink():  # never written through: it would write (and prune) wherever it points
+            taken.append(name)
+            continue
+        if not path.exists() or (manifest is not None and manifest.owns(name)):
+            continue
+        if name == CARD and path.is_file() and not is_segcore_card(path.read_text(errors="replace")):
+            continue
+        taken.append(name)
+    return taken
+
+
+class Manifest:
+    """Every file and folder a run wrote into its folder: the ``files`` and ``folders`` lists of its :data:`MARKER`.
+
+    ``files`` are files, and folders written whole (a checkpoint, an evaluation, ``best/``, ``logs/``); ``folders``
+    hold several of those (``checkpoints/``, ``eval/``) and are removed only once empty, so that anything else put
+    into them stays. A name is recorded before it is written, and the marker is rewritten aside and renamed into
+    place: a kill at any moment leaves a complete list. ``--overwrite`` removes what it lists, and nothing else.
+    """
+
+    def __init__(self, folder: Path, info: dict[str, Any]) -> None:
+        """The manifest of ``folder`` with the marker's other fields ``info`` (version, creation, classes)."""
+        self.folder = folder
+        self.info = {k: v for k, v in info.items() if k not in ("files", "folders")}
+        self.files: list[str] = list(info.get("files", []))
+        self.folders: list[str] = list(info.get("folders", []))
+
+    def owns(self, name: str) -> bool:
+        """Whether the run wrote ``name`` (a path relative to the folder), or made it to hold what it wrote."""
+        return name in self.files or name in self.folders
+
+    def add(self, *names: str, folder: bool = False) -> None:
+        """Record ``names`` (relative paths) before writing them; ``folder``: they hold several recorded entries.
+
+        Raises:
+            TrainingError: when the marker cannot be written (naming it and the cause).
+        """
+        entries = self.folders if folder else self.files
+        new = [n for n in names if n not in entries]
+        if new:
+            entries.extend(new)
+            self.save()
+
+    def add_model(self) -> None:
+        """Record the final model's files before saving it: its ``README.md`` only where segcore writes one.
+
+        A ``README.md`` the run did not write is kept by ``save_pretrained`` (the card is skipped), so it is not
+        recorded: a later ``--overwrite`` leaves it.
+        """
+        card = self.folder / CARD
+        self.add("config.json", "model.safetensors", *([CARD] if self.owns(CARD) or not card.exists() else []))
+
+    def save(self) -> None:
+        """Write the marker with the manifest, atomically (a temporary file renamed into place).
+
+        Raises:
+            TrainingError: naming the marker and the cause.
+        """
+        path, tmp = self.folder / MARKER, self.folder / f"{MARKER}.tmp"
+        data = {**self.info, "files": self.files, "folders": self.folders}
+        try:
+            tmp.write_text(json.dumps(data, indent=2) + "\n")
+            os.replace(tmp, path)
+        except OSError as err:
+            raise storage_error(err, path) from err
+
+    def remove(self) -> int:
+        """Remove every listed path, then the marker; folders in ``folders`` only when empty. Returns the count.
+
+        A path reached through a symbolic link to elsewhere is not followed (its link, if listed, is removed).
+        """
+        removed = 0
+        by_depth = sorted(self.files, key=lambda n: n.count("/"), reverse=True)
+        for name in by_depth:
+            path = self.folder / name
+            if not _directly_inside(self.folder, name):
+                continue
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path)
+            else:
+                continue
+            removed += 1
+        for name in sorted(self.folders, key=lambda n: n.count("/"), reverse=True):
+            path = self.folder / name
+            if _directly_inside(self.folder, name) and path.is_dir() and not path.is_symlink():
+                with contextlib.suppress(OSError):  # not empty: it holds something the run did not write
+                    path.rmdir()
+                    removed += 1
+        (self.folder / MARKER).unlink(missing_ok=True)
+        return removed
+
+    def unlisted(self) -> list[str]:
+        """What the folder holds that the manifest does not list (paths inside listed ``folders`` included)."""
+        found: list[str] = []
+        stack = [""]
+        while stack:
+            prefix = stack.pop()
+            for path in sorted((self.folder / prefix).iterdir()) if (self.folder / prefix).is_dir() else []:
+                name = f"{prefix}{path.name}"
+                if name in (MARKER, LOCK, f"{MARKER}.tmp") or name in self.files:
+                    continue
+                if name in self.folders and path.is_dir() and not path.is_symlink():
+                    stack.append(name + "/")
+                else:
+                    found.append(name)
+        return sorted(found)
+
+
+def _adopted(folder: Path) -> dict[str, list[str]]:
+    """The manifest of a run from before manifests, on resume: the names a run writes, and its checkpoints."""
+    from segcore.cards import is_segcore_card
+
+    files = [n for n in (*RUN_NAMES, "logs") if (folder / n).exists() and n not in ("checkpoints", "eval")]
+    if CARD in files and not is_segcore_card((folder / CARD).read_text(errors="replace")):
+        files.remove(CARD)
+    for sub in ("checkpoints", "eval"):
+        files += [f"{sub}/{p.name}" for p in sorted((folder / sub).glob("iter_*"))]
+    return {"files": files, "folders": [n for n in ("checkpoints", "eval") if (folder / n).is_dir()]}
+
+
+def _directly_inside(folder: Path, name: str) -> bool:
+    """Whether ``folder / name`` is reached without leaving ``folder`` through a symbolic link on the way."""
+    parts = name.split("/")
+    return os.path.realpath(folder.joinpath(*parts[:-1])) == os.path.realpath(folder) + "".join(
+        os.sep + p for p in parts[:-1]
+    )
+
+
+def _bad_entry(name: Any) -> bool:
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name or name.startswith("/"):
+        return True
+    return any(part in ("", ".", "..") for part in name.split("/"))
+
+
+def read_manifest(folder: Path) -> Manifest | None:
+    """The manifest in ``folder``'s :data:`MARKER`; ``None`` without a marker, or one from before manifests.
+
+    Raises:
+        TrainingError: for a marker that is not a JSON object, or a manifest that is not a list of paths inside
+            the folder (an edited or planted marker: ``--overwrite`` must not remove anything it names).
+    """
+    path = folder / MARKER
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise TrainingError(f"{path} is not readable JSON ({err}): delete it, or the folder, to start over") from err
+    if not isinstance(info, dict):
+        raise TrainingError(f"{path} does not hold a JSON object: delete it, or the folder, to start over")
+    if "files" not in info:
+        return None
+    for key in ("files", "folders"):
+        entries = info.get(key, [])
+        bad = [e for e in entries if _bad_entry(e)] if isinstance(entries, list) else [entries]
+        if bad:
+            raise TrainingError(
+                f'{path}: "{key}" lists {bad[0]!r}, which is not a relative path inside the run folder (the marker '
+                "was edited): fix or delete that entry"
+            )
+    return Manifest(folder, info)
 
 
 def check_classes(folder: Path, classes: Sequence[str]) -> None:
@@ -291,17 +496,26 @@ def check_writable(folder: Path) -> None:
 
 @contextlib.contextmanager
 def claim(
-    folder: Path, settings: dict[str, Any], classes: Sequence[str], overwrite: bool, seen: tuple[Any, ...]
-) -> Iterator[None]:
+    folder: Path,
+    settings: dict[str, Any],
+    classes: Sequence[str],
+    overwrite: bool,
+    seen: tuple[Any, ...],
+    resume: bool = False,
+) -> Iterator[Manifest]:
     """Lock ``folder`` for this run and write its marker and settings; unlock when the run ends.
 
     Args:
         folder: the run folder (made when missing).
         settings: written as ``settings.json``.
         classes: the dataset's classes, recorded in the marker for the resume check.
-        overwrite: first remove the files of an earlier run (:data:`RUN_FILES`).
+        overwrite: first remove what the earlier run's manifest lists (:meth:`Manifest.remove`), nothing else.
         seen: :func:`snapshot` of the folder when it was checked; a folder changed since (by another run) is
             refused, because the checks no longer hold.
+        resume: the run continues the one in ``folder`` (its marker's classes and creation time are kept).
+
+    Yields:
+        The run's :class:`Manifest`: record each path in it before writing it.
 
     Raises:
         TrainingError: when another run holds the folder or changed it, or it cannot be written.
@@ -315,24 +529,55 @@ def claim(
     try:
         if snapshot(folder) != seen:
             raise TrainingError(f"{folder} changed while this run was starting (another run?): start it again")
-        if overwrite:
-            for name in RUN_FILES:
-                path = folder / name
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
+        manifest = _start_manifest(folder, classes, overwrite, resume)
+        manifest.add(SETTINGS)
+        manifest.add("checkpoints", folder=True)
         check_writable(folder)
-        marker = folder / MARKER
+        tmp = folder / f".{SETTINGS}.tmp"
         try:
-            if not marker.exists():
-                from segcore import __version__
-
-                info = {"segcore": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "classes": classes}
-                marker.write_text(json.dumps(info, indent=2) + "\n")
-            (folder / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
+            tmp.write_text(json.dumps(settings, indent=2) + "\n")
+            os.replace(tmp, folder / SETTINGS)
         except OSError as err:
             raise storage_error(err, folder / SETTINGS) from err
-        yield
+        yield manifest
     finally:
         lock.release()
+
+
+def _start_manifest(folder: Path, classes: Sequence[str], overwrite: bool, resume: bool) -> Manifest:
+    """The run's manifest, saved: on ``overwrite`` after removing what the earlier one lists (saying what stays)."""
+    from segcore import __version__
+
+    earlier = read_manifest(folder)
+    if overwrite:
+        removed = earlier.remove() if earlier is not None else 0
+        left = (earlier or Manifest(folder, {})).unlisted()
+        if earlier is not None:
+            logger.warning(
+                "--overwrite: removed the %d files and folders the earlier run in %s wrote%s",
+                removed,
+                folder,
+                f"; left what it did not write: {_listing(left, 10)}" if left else "",
+            )
+        elif left:
+            logger.warning(
+                "--overwrite: %s holds no files of a segcore run, so nothing was removed; the run writes beside %s, "
+                "which stay as they are",
+                folder,
+                _listing(left, 10),
+            )
+        earlier = None
+    info: dict[str, Any] = {}
+    if resume:
+        with contextlib.suppress(OSError, ValueError):
+            marked = json.loads((folder / MARKER).read_text())
+            info = marked if isinstance(marked, dict) else {}
+    if not info:  # a new run (or one from before the marker): its own version, time and classes
+        info = {"segcore": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "classes": list(classes)}
+    if earlier is not None:  # an earlier start that wrote no results, or the run resumed: its entries stay listed
+        info = {**info, "files": earlier.files, "folders": earlier.folders}
+    elif resume:  # the resumed run is from before manifests: what it wrote is where a run writes it
+        info = {**info, **_adopted(folder)}
+    manifest = Manifest(folder, info)
+    manifest.save()
+    return manifest

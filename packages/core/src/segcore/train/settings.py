@@ -95,8 +95,9 @@ class TrainSettings:
             else is refused unless ``overwrite``.
         resume: continue the run in ``output_dir`` from its newest loadable checkpoint, with its own saved
             settings (``--resume``); flags that contradict them are an error, except :data:`RESUME_MAY_CHANGE`.
-        overwrite: start a new run in a folder that is not empty (``--overwrite``): the files of an earlier run
-            there are removed first, other files are left alone.
+        overwrite: start a new run in a folder that is not empty (``--overwrite``): what an earlier run there wrote
+            (listed in its manifest) is removed first; nothing else is removed or replaced, and a folder where a
+            name the run writes is taken by anything else is refused.
         eval_every: validation period in iterations (``--eval-every``; 0 only at the end).
         checkpoint_every: checkpoint period in iterations (``--checkpoint-every``; 0 only at the end).
         keep_checkpoints: keep only the newest N checkpoints, 0 keeps all (``--keep-checkpoints``); ``None``:
@@ -109,9 +110,10 @@ class TrainSettings:
         log_with: Accelerate trackers to log to (``--log-with tensorboard,wandb,...``): the resolved settings as the
             run config, loss, lr, throughput, every validation score (per class too) and, where the tracker takes
             images, the confusion matrix and prediction panels. Local files go under ``output_dir/logs``.
-        tracker_project: the trackers' project name (``--tracker-project``; a TensorBoard sub-folder of ``logs``);
-            ``None``: ``segcore``.
-        run_name: the run's name in the trackers that name runs (``--run-name``); ``None``: the folder's name.
+        tracker_project: the trackers' project name (``--tracker-project``; a TensorBoard sub-folder of ``logs``, so
+            one path component); ``None``: ``segcore``.
+        run_name: the run's name in the trackers that name runs (``--run-name``; one path component); ``None``: the
+            folder's name.
         log_every: write a ``metrics.jsonl`` row every this many iterations (``--log-every``); ``None``: 10.
         eval_mode: ``whole`` or ``slide`` (``--eval-mode``); ``None`` takes the recipe's protocol.
         max_eval_samples: evaluate on the first N validation images only (``--max-eval-samples``).
@@ -192,6 +194,10 @@ class TrainSettings:
             raise TrainingError(f"--log-with must name one or more trackers, got {self.log_with}")
         if self.eval_mode not in (None, "whole", "slide"):
             raise TrainingError(f"--eval-mode must be whole or slide, not {self.eval_mode!r}")
+        for flag, name in (("--tracker-project", self.tracker_project), ("--run-name", self.run_name)):
+            problem = None if name is None else _path_component_problem(name)
+            if problem:
+                raise TrainingError(f"{flag} must be a single name (trackers name folders after it), {problem}")
         if self.init_from is not None and not str(self.init_from).strip():
             raise TrainingError("--init-from must name a model folder, a Hub repo id or a registered checkpoint")
         if isinstance(self.pretrained_encoder, str) and not self.pretrained_encoder.strip():
@@ -207,6 +213,17 @@ class TrainSettings:
         if out["crop_size"] is not None:
             out["crop_size"] = list(out["crop_size"])
         return out
+
+
+def _path_component_problem(name: Any) -> str | None:
+    """What keeps ``name`` from being a single path component (``--tracker-project``, ``--run-name``), or ``None``."""
+    if not isinstance(name, str) or not name.strip():
+        return f"not empty: got {name!r}"
+    if "/" in name or "\\" in name or name in (".", ".."):
+        return f"not a path: got {name!r} (no /, \\, . or ..)"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f"without control characters: got {name!r}"
+    return None
 
 
 @dataclass(frozen=True)

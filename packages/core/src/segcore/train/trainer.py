@@ -38,6 +38,7 @@ from segcore.train.data import Batches, Sampler, Samples, check_splits, loader, 
 from segcore.train.optim import build_optimizer, poly_lr_factor
 from segcore.train.plots import plot_curves
 from segcore.train.run_folder import (
+    Manifest,
     check_classes,
     check_new_run,
     claim,
@@ -133,11 +134,14 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
     start, best = _resume(accelerator, out, s, parts.classes) if s.resume else (0, -math.inf)
     with contextlib.ExitStack() as held:
         # Only now, with the run known to be possible, is the folder locked and written to.
-        _on_main(accelerator, lambda: held.enter_context(claim(out, s.to_dict(), parts.classes, s.overwrite, seen)))
+        manifest = _on_main(
+            accelerator,
+            lambda: held.enter_context(claim(out, s.to_dict(), parts.classes, s.overwrite, seen, resume=s.resume)),
+        )
         if s.resume:
             _on_main(accelerator, lambda: trim_metrics(out, start))
         accelerator.wait_for_everyone()
-        return _Loop(run, accelerator, parts, stop).run(start, best)
+        return _Loop(run, accelerator, parts, stop, manifest).run(start, best)
 
 
 T = TypeVar("T")
@@ -192,7 +196,7 @@ def _check_folder(out: Path, s: TrainSettings) -> tuple[Any, ...]:
     if pid is not None:
         raise in_use_error(out, pid)
     if not s.resume:
-        check_new_run(out, s.overwrite)
+        check_new_run(out, s.overwrite, (LOGS,) if s.tensorboard or s.log_with else ())
     return snapshot(out)
 
 
@@ -348,9 +352,12 @@ def _resume(accelerator: Any, out: Path, s: TrainSettings, classes: list[str]) -
 class _Loop:
     """The training loop and its periodic work (log, validate, checkpoint) on a run set up by :func:`_train`."""
 
-    def __init__(self, run: ResolvedRun, accelerator: Any, parts: _Parts, stop: dict[str, bool]) -> None:
+    def __init__(
+        self, run: ResolvedRun, accelerator: Any, parts: _Parts, stop: dict[str, bool], manifest: Manifest | None
+    ) -> None:
         self.s, self.recipe = run.settings, run.recipe
         self.accelerator, self.parts, self.stop = accelerator, parts, stop
+        self.manifest = manifest  # the main process's: every path is recorded in it before it is written
         self.out = Path(self.s.output_dir)
         self.ckpt_root = self.out / "checkpoints"
         self.metrics_file = self.out / "metrics.jsonl"
@@ -366,6 +373,7 @@ class _Loop:
         assert s.iters is not None
         self.best = best
         if accelerator.log_with:
+            self._own(LOGS)
             project = s.tracker_project or "segcore"
             accelerator.init_trackers(project, config=run_config(s), init_kwargs=init_kwargs(s, self.out))
         batches = self._batches(start)
@@ -390,6 +398,9 @@ class _Loop:
         accelerator.wait_for_everyone()
         if self.main:
             final = self._eval_model()  # its card and config carry the last validation scores
+            if self.manifest is not None:
+                self.manifest.add_model()
+            self._own("curves.png")
             self._write(self.out, lambda: save_evaluated(final, self.out, self.metrics_file, self.parts.protocol))
             if self.metrics_file.exists():
                 plot_curves(self.metrics_file, self.out / "curves.png")
@@ -480,6 +491,7 @@ class _Loop:
 
     def _log(self, row: dict[str, Any]) -> None:
         if self.main:
+            self._own(self.metrics_file.name)
             self._write(self.metrics_file, lambda: _append_line(self.metrics_file, json.dumps(row)))
 
     def _validate(self, iteration: int, bar: Any) -> None:
@@ -509,9 +521,11 @@ class _Loop:
         if summary["mIoU"] > self.best:
             self.best = summary["mIoU"]
             if self.main:  # written aside and swapped in: a failed write keeps the previous best/
+                self._own("best")
                 scores = {**summary, "iter": iteration}
                 replace_folder(self.out / "best", lambda folder: save_evaluated(model, folder, scores, parts.protocol))
         if self.main:
+            self._own("curves.png")
             plot_curves(self.metrics_file, self.out / "curves.png")
 
     def _record(self, iteration: int, model: torch.nn.Module, result: dict[str, Any]) -> None:
@@ -520,6 +534,8 @@ class _Loop:
 
         s, parts, device = self.s, self.parts, self.accelerator.device
         folder = self.out / "eval" / f"iter_{iteration}"
+        self._own("eval", folder=True)
+        self._own(f"eval/{folder.name}")
         if iteration == s.iters:  # the final evaluation: the page, with the curves up to here
             facts = {"model": f"{s.encoder} + {s.decoder}", "dataset": f"{s.dataset} (val)", "run": str(self.out)}
             title = f"segcore run {self.out.name}: evaluation at iteration {iteration}"
@@ -540,6 +556,7 @@ class _Loop:
 
     def _checkpoint(self, iteration: int) -> None:
         state = {"iter": iteration, "best_mIoU": self.best, "seed": self.s.seed}
+        self._own(f"checkpoints/iter_{iteration}")
         save_atomic(
             self.ckpt_root,
             iteration,
@@ -568,6 +585,11 @@ class _Loop:
         averaged = copy.deepcopy(self.parts.raw)
         self.parts.ema.copy_to(averaged)
         return averaged
+
+    def _own(self, *names: str, folder: bool = False) -> None:
+        """Record ``names`` (relative to the run folder) in the run's manifest before writing them (main process)."""
+        if self.manifest is not None:
+            self.manifest.add(*names, folder=folder)
 
     @staticmethod
     def _write(path: Path, write: Callable[[], Any]) -> None:
