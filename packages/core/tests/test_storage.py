@@ -158,11 +158,12 @@ assert limit < sizes["report.html"], sizes
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # as a shell that ignores it: writes fail with EFBIG
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 big = {"w": torch.zeros(limit // 4 + 1024)}
+fill = lambda folder: save_file(big, str(folder / "model.safetensors"))  # what accelerate's save_state writes
 out = {}
 for name, write in (
     ("report", lambda: write_report(root / "limited", result, None, None)),
     ("weights", lambda: save_weights(big, root / "model.safetensors")),
-    ("checkpoint", lambda: save_atomic(root / "checkpoints", 2, lambda t: save_file(big, str(t / "model.safetensors")), {})),
+    ("checkpoint", lambda: save_atomic(root / "checkpoints", 2, fill, {})),
 ):
     try:
         write()
@@ -219,6 +220,16 @@ def test_a_report_goes_only_into_a_new_empty_or_earlier_report_folder(tmp_path):
     assert check_report_folder(empty) == empty
 
 
+def test_tables_mark_their_folder_so_that_a_later_report_may_replace_them(tmp_path):
+    """A run's eval/iter_<N>/ holds the tables of a validation; a final report there (after a resume) is allowed."""
+    folder = tmp_path / "eval" / "iter_4"
+    save_tables(_result(), folder)
+    assert sorted(read_manifest(folder / REPORT_MARKER)) == sorted(
+        ["per_class.json", "per_class.csv", "confusion.csv", "confusion.png"]
+    )
+    assert write_report(folder, _result(), None, None) == folder / "report.html"
+
+
 @pytest.mark.parametrize("name", ["report.html", "per_class.csv", "confusion.png", "notes.txt"])
 def test_a_folder_with_user_files_is_refused_and_left_byte_for_byte(tmp_path, name):
     folder = tmp_path / "mine"
@@ -247,7 +258,7 @@ def test_a_report_folder_inside_the_dataset_or_the_model_is_refused(tmp_path):
     model.mkdir()
     dataset = type("Dataset", (), {"root": str(data)})()
     with pytest.raises(OutputFolderError, match=f"report folder {data / 'masks' / 'val'} is inside the dataset's"):
-        write_report(data / "masks" / "val", _result(), None, dataset)
+        check_report_folder(data / "masks" / "val", dataset)
     with pytest.raises(OutputFolderError, match="is inside the model folder"):
         check_report_folder(model / "report", model_folder=model)
     link = tmp_path / "link"

@@ -5,8 +5,8 @@
 with the protocol and headline scores, a sorted per-class IoU bar chart, the confusion matrix, the worst images as
 image | ground truth | prediction, and for a training run its curves. Drawing uses matplotlib's Agg backend, so no
 display is needed. Every file is written atomically (:mod:`segcore.storage`), and a report replaces only files an
-earlier report wrote: it goes into a missing or empty folder or one marked by ``.segcore-report.json``, never into
-the evaluated dataset's folder (:func:`check_report_folder`).
+earlier report wrote: it goes into a missing or empty folder or one marked by ``.segcore-report.json`` (which
+:func:`save_tables` writes too), and :func:`check_report_folder` also refuses one inside the dataset or the model.
 """
 
 from __future__ import annotations
@@ -145,13 +145,13 @@ def save_tables(result: Mapping[str, Any], folder: str | Path) -> list[Path]:
 
     Args:
         result: what :func:`segcore.evaluate.evaluate` returns (``per_class`` and ``confusion`` are used).
-        folder: created if missing.
+        folder: created if missing, and marked as segcore's (:data:`REPORT_MARKER` lists the files).
 
     Returns:
         The four paths.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    _mark(folder, REPORT_FILES[:4])
     names = _names(result)
     summary = {k: _plain(result[k]) for k in SCORES if k in result}
     table = [{k: _plain(v) for k, v in c.items()} for c in result["per_class"]]
@@ -271,8 +271,8 @@ def write_report(
 ) -> Path:
     """Write the tables (:func:`save_tables`) and ``report.html`` into ``folder``; return the page's path.
 
-    ``folder`` must be missing, empty or an earlier report's (:func:`check_report_folder`); each file is written
-    atomically.
+    ``folder`` must be missing, empty or an earlier report's (:func:`check_report_folder`; ``segcore eval --report``
+    also refuses one inside the dataset or the model before it evaluates); each file is written atomically.
 
     Args:
         folder: created if missing.
@@ -287,13 +287,13 @@ def write_report(
         device: where the model runs.
 
     Raises:
-        OutputFolderError: ``folder`` holds files segcore did not write, or lies inside the dataset's folder.
+        OutputFolderError: ``folder`` is a file or holds files segcore did not write.
         StorageError: a file could not be written (the message names it and the cause).
 
     Example:
         >>> write_report("report", evaluate(model, ds), model, ds)  # doctest: +SKIP
     """
-    folder = check_report_folder(folder, dataset)
+    folder = check_report_folder(folder)
     curves = metrics_file is not None and Path(metrics_file).is_file()
     _mark(folder, [name for name in REPORT_FILES if curves or name != "curves.png"])
     save_tables(result, folder)
@@ -319,14 +319,7 @@ def write_report(
         "<details><summary>per-class table</summary><table><tr><th>class</th><th>IoU</th><th>Acc</th><th>Dice</th>"
         f"<th>pixels</th></tr>{table}</table></details>",
     ]
-    scored = [(s, i) for i, s in result.get("images", []) if not math.isnan(s)]
-    if scored and worst > 0:
-        parts.append("<h2>Worst images</h2><p>image | ground truth | prediction</p>")
-        for score, index in sorted(scored)[:worst]:
-            sample = dataset[index]
-            label = f"#{index} {Path(str(sample.get('path', ''))).name} mIoU {score:.2f}"
-            parts.append(f"<figure>{_img(_array_png(panel(model, sample, protocol, device)), label)}")
-            parts.append(f"<figcaption>{html.escape(label)}</figcaption></figure>")
+    parts += _worst_images(result, model, dataset, protocol, worst, device)
     if curves:
         from segcore.train.plots import plot_curves
 
@@ -335,6 +328,22 @@ def write_report(
     page = folder / "report.html"
     write_atomic(page, _PAGE.format(title=html.escape(title), body="\n".join(parts)))
     return page
+
+
+def _worst_images(
+    result: Mapping[str, Any], model: torch.nn.Module, dataset: Any, protocol: Any, worst: int, device: Any
+) -> list[str]:
+    """The page's section of the ``worst`` lowest-scoring images as image | ground truth | prediction panels."""
+    scored = [(s, i) for i, s in result.get("images", []) if not math.isnan(s)]
+    if not scored or worst <= 0:
+        return []
+    parts = ["<h2>Worst images</h2><p>image | ground truth | prediction</p>"]
+    for score, index in sorted(scored)[:worst]:
+        sample = dataset[index]
+        label = f"#{index} {Path(str(sample.get('path', ''))).name} mIoU {score:.2f}"
+        parts.append(f"<figure>{_img(_array_png(panel(model, sample, protocol, device)), label)}")
+        parts.append(f"<figcaption>{html.escape(label)}</figcaption></figure>")
+    return parts
 
 
 def _facts(protocol: Any, facts: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
