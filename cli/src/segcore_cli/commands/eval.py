@@ -50,7 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="write DIR/report.html (protocol, scores, sorted per-class IoU, confusion matrix, worst images, a run's "
         "training curves) with the per-class table (per_class.json/.csv) and the confusion matrix "
-        "(confusion.csv/.png); without it a local model folder keeps the tables in MODEL/eval/DATASET-SPLIT/",
+        "(confusion.csv/.png). DIR must be missing, empty or an earlier report's (marked by .segcore-report.json), and "
+        "outside the dataset and the model folder: nothing else is replaced. Without it a local model folder keeps "
+        "the tables in MODEL/eval/DATASET-SPLIT/",
     )
     p.add_argument(
         "--write-card",
@@ -91,8 +93,6 @@ def _check_data(model: Any, model_ref: str, dataset: Any, dataset_name: str, spl
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the metrics."""
-    import json
-    import math
     import sys
 
     import segcore
@@ -113,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
         **parse_component_options("datasets", dataset_name, args.dataset_opt),
     )
     notes = _check_data(model, args.model, dataset, dataset_name, args.split)
+    if args.report:  # before the evaluation: a folder that cannot take the report is refused at once
+        from segcore.report import check_report_folder
+
+        check_report_folder(args.report, dataset, model_folder=args.model)
     for note in notes if main else ():
         print(f"segcore eval: warning: {note}", file=sys.stderr)
     # The model's own protocol (a paper checkpoint's test pipeline, or the one it was trained with), else the
@@ -144,6 +148,14 @@ def run(args: argparse.Namespace) -> int:
         _save_tables(args, result, dataset_name)
     if args.write_card:
         _write_card(args.model, model, result, protocol, dataset_name, args.split, quiet=args.json)
+    _print_result(args, result, protocol, dataset_name, notes)
+    return 0
+
+
+def _print_result(args: argparse.Namespace, result: dict, protocol: Any, dataset_name: str, notes: list[str]) -> None:
+    """The scores as a table, or as one JSON document with ``--json``."""
+    import json
+    import math
 
     def num(v: float) -> float | None:
         return None if math.isnan(v) else round(v, 2)
@@ -168,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
                 }
             )
         )
-        return 0
+        return
     width = max(len("class"), *(len(c["name"]) for c in result["per_class"]))
     print(f"{'class':<{width}}  {'IoU':>6}  {'Acc':>6}")
     for c in result["per_class"]:
@@ -178,7 +190,6 @@ def run(args: argparse.Namespace) -> int:
         f"({dataset_name} {args.split}, {protocol.mode}, scales {list(protocol.scales)}, flip {protocol.flip}, "
         f"{args.precision})"
     )
-    return 0
 
 
 def _save_tables(args: argparse.Namespace, result: dict, dataset_name: str) -> None:

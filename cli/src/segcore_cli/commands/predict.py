@@ -6,6 +6,10 @@ give ``OUT/a/x_label.png`` and ``OUT/b/x_label.png``; two images of one folder w
 ``x.jpg``) give ``x_png_label.png`` and ``x_jpg_label.png``. Images are read by core's reader with their EXIF
 orientation applied, so a label lines up with the photo as viewers show it. A file that cannot be read is reported
 at the end and the others are still written (exit status 1).
+
+Nothing under ``--out`` that predict did not write is replaced: ``OUT/.segcore-predict.json`` lists the files its
+runs wrote, and a run whose outputs would land on any other file refuses before predicting, naming those files.
+Each file is written to a temporary name and renamed into place, so Ctrl-C never leaves a truncated PNG.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 from segcore_cli._common import Number, add_precision_option
 
 MIN_SIDE = 32  # the coarsest stride of the encoders: a smaller window holds no feature map
+MANIFEST = ".segcore-predict.json"  # in --out: the files predict wrote there (the ones a later run may replace)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -144,6 +149,7 @@ def _palette(config: Any, k: int) -> Any:
 def _save_label(labels: Any, palette: Any, path: Path) -> None:
     import numpy as np
     from PIL import Image
+    from segcore.storage import atomic_open
 
     if labels.dtype == np.uint8:
         img = Image.fromarray(labels, mode="P")
@@ -151,19 +157,71 @@ def _save_label(labels: Any, palette: Any, path: Path) -> None:
     else:
         # More than 256 classes: a palette PNG would wrap class 257 to 1; a 16-bit grey PNG keeps every value.
         img = Image.fromarray(labels.astype(np.uint16))
-    img.save(path)
+    with atomic_open(path, "wb") as handle:
+        img.save(handle, format="PNG")
 
 
 def _save_overlay(rgb: Any, labels: Any, palette: Any, alpha: float, path: Path) -> None:
     import numpy as np
     from PIL import Image
+    from segcore.storage import atomic_open
 
     out = np.empty_like(rgb)
     band = max(1, (1 << 22) // max(1, rgb.shape[1]))  # rows per step: float temporaries of ~100 MB at most
     for y in range(0, rgb.shape[0], band):
         part = rgb[y : y + band] * (1 - alpha) + palette[labels[y : y + band]] * alpha
         out[y : y + band] = part.round().astype(np.uint8)
-    Image.fromarray(out).save(path)
+    with atomic_open(path, "wb") as handle:
+        Image.fromarray(out).save(handle, format="PNG")
+
+
+def _outputs(out: Path, stem: Path) -> tuple[Path, Path]:
+    """The label PNG and the overlay PNG of the input with output stem ``stem``."""
+    return out / stem.parent / f"{stem.name}_label.png", out / stem.parent / f"{stem.name}_overlay.png"
+
+
+def check_out(out: Path, items: list[tuple[Path, Path]]) -> list[str]:
+    """Refuse, before predicting, outputs that would replace files predict did not write; return what it wrote.
+
+    Returns:
+        The files (relative to ``out``) that earlier runs listed in ``out``'s manifest.
+
+    Raises:
+        OutputFolderError: ``out`` is a file, or files of other origin are where outputs would go (named).
+    """
+    from segcore.errors import OutputFolderError
+    from segcore.storage import read_manifest
+
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(f"--out {out} is a file, not a folder: give a folder (it is created if missing)")
+    earlier = read_manifest(out / MANIFEST) or []
+    ours = set(earlier)
+    blocked = [
+        target
+        for _, stem in items
+        for target in _outputs(out, stem)
+        if (target.exists() or target.is_symlink()) and target.relative_to(out).as_posix() not in ours
+    ]
+    if blocked:
+        shown = ", ".join(map(str, blocked[:5])) + (f" and {len(blocked) - 5} more" if len(blocked) > 5 else "")
+        raise OutputFolderError(
+            f"--out {out}: {len(blocked)} output file(s) would replace files that segcore predict did not write "
+            f"({shown}); nothing was predicted. Give another --out, or remove (or move) those files first."
+        )
+    return earlier
+
+
+def _write(rgb: Any, labels: Any, palette: Any, alpha: float, files: tuple[Path, Path]) -> str | None:
+    """Write the label PNG and the overlay PNG (atomically); a failure is returned as a message."""
+    from segcore.errors import SegcoreError
+
+    try:
+        files[0].parent.mkdir(parents=True, exist_ok=True)
+        _save_label(labels, palette, files[0])
+        _save_overlay(rgb, labels, palette, alpha, files[1])
+    except OSError as err:  # a StorageError names the file and the cause
+        return str(err) if isinstance(err, SegcoreError) else f"cannot write its outputs ({type(err).__name__}: {err})"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,18 +230,50 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     import segcore
+    from segcore.storage import write_manifest
+
+    out = Path(args.out)
+    items, failed = collect_inputs(args.images, out)
+    if not items:
+        raise ValueError("no images to segment: " + "; ".join(failed))
+    earlier = check_out(out, items)
+    model = segcore.SegModel.from_pretrained(args.model)
+    # Listed before anything is written, so that a run stopped midway leaves its files marked as its own.
+    planned = [f.relative_to(out).as_posix() for _, stem in items for f in _outputs(out, stem)]
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifest(out / MANIFEST, [*earlier, *planned], "segcore predict")
+    try:
+        written = _predict_all(args, model, items, out, failed)
+    finally:  # the manifest keeps only files that exist
+        kept = [f for f in {*earlier, *planned} if (out / f).exists()]
+        write_manifest(out / MANIFEST, kept, "segcore predict")
+    if args.json:
+        print(json.dumps(written + [{"error": message} for message in failed]))
+    else:
+        for row in written:
+            print(f"{row['image']} -> {row['label']}, {row['overlay']}")
+    if failed:
+        print(f"segcore predict: {len(failed)} input(s) failed, the others were written:", file=sys.stderr)
+        for message in failed:
+            print(f"  {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _predict_all(
+    args: argparse.Namespace, model: Any, items: list[tuple[Path, Path]], out: Path, failed: list[str]
+) -> list[dict[str, str]]:
+    """Predict and write every image; failures are appended to ``failed``; returns the written files."""
+    import sys
+
     import torch
     from segcore.data.io import read_image
     from segcore.errors import ImageReadError
     from segcore.inference import EvalProtocol, precision, predict_label_map
     from tqdm.auto import tqdm
 
-    out = Path(args.out)
-    items, failed = collect_inputs(args.images, out)
-    if not items:
-        raise ValueError("no images to segment: " + "; ".join(failed))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = segcore.SegModel.from_pretrained(args.model).to(device).eval()
+    model = model.to(device).eval()
     k = model.config.num_classes
     palette = _palette(model.config, k)
     base = EvalProtocol.from_dict(model.config.eval)
@@ -215,25 +305,11 @@ def run(args: argparse.Namespace) -> int:
             labels = predict_label_map(model, image, protocol, k, progress=step)
         if inner:
             inner[0].close()
-        label_file = out / stem.parent / f"{stem.name}_label.png"
-        overlay_file = out / stem.parent / f"{stem.name}_overlay.png"
-        try:
-            label_file.parent.mkdir(parents=True, exist_ok=True)
-            _save_label(labels, palette, label_file)
-            _save_overlay(rgb, labels, palette, args.alpha, overlay_file)
-        except OSError as err:
-            failed.append(f"{path}: cannot write its outputs ({type(err).__name__}: {err})")
+        files = _outputs(out, stem)
+        problem = _write(rgb, labels, palette, args.alpha, files)
+        if problem:
+            failed.append(f"{path}: {problem}")
             continue
-        written.append({"image": str(path), "label": str(label_file), "overlay": str(overlay_file)})
+        written.append({"image": str(path), "label": str(files[0]), "overlay": str(files[1])})
     bar.close()
-    if args.json:
-        print(json.dumps(written + [{"error": message} for message in failed]))
-    else:
-        for row in written:
-            print(f"{row['image']} -> {row['label']}, {row['overlay']}")
-    if failed:
-        print(f"segcore predict: {len(failed)} input(s) failed, the others were written:", file=sys.stderr)
-        for message in failed:
-            print(f"  {message}", file=sys.stderr)
-        return 1
-    return 0
+    return written

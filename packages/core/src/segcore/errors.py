@@ -17,6 +17,8 @@ __all__ = [
     "NotCachedError",
     "TrainingError",
     "TrainingInterrupted",
+    "StorageError",
+    "OutputFolderError",
 ]
 
 
@@ -69,6 +71,17 @@ class HubNetworkError(CheckpointError):
 
 class NotCachedError(CheckpointError):
     """Offline (``HF_HUB_OFFLINE=1`` or ``local_files_only=True``) and the model is not in the local cache."""
+
+
+class StorageError(SegcoreError, OSError):
+    """A file that could not be written (disk full, file-size limit, permission); the message names it and why.
+
+    An :class:`OSError` too, so that code catching write failures catches it.
+    """
+
+
+class OutputFolderError(SegcoreError, ValueError):
+    """An output folder where writing would replace files segcore did not write, or mix outputs with inputs."""
 
 
 class TrainingError(SegcoreError):

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from segcore.errors import SegcoreError
+from segcore.storage import atomic_path
 
 if TYPE_CHECKING:
     from segcore.model import SegModel
@@ -193,6 +194,32 @@ def _check_deterministic(model: SegModel, x: torch.Tensor, tolerance: float) -> 
         )
 
 
+def _trace(model: SegModel, example: torch.Tensor, path: Path, opset: int, dynamic: bool) -> None:
+    """Trace ``model`` on ``example`` into the ONNX file ``path`` (inputs, outputs and dynamic axes named)."""
+    axes = {0: "batch", 2: "height", 3: "width"}
+    # Traced with an input that requires grad: otherwise some torch modules (nn.MultiheadAttention,
+    # nn.TransformerEncoderLayer) run fused inference kernels that have no ONNX form.
+    traced_input = example.detach().requires_grad_(True)
+    with warnings.catch_warnings(), torch.enable_grad():
+        # Tracer warnings flag Python values read from tensors; the checks below test what they warn about.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # The choice of exporter is deliberate (module docstring); its deprecation notice is not for users.
+        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based", DeprecationWarning)
+        warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning)  # torch-internal
+        warnings.filterwarnings("ignore", "Constant folding - Only steps=1", UserWarning)  # strided slices stay
+        torch.onnx.export(
+            model,
+            (traced_input,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes} if dynamic else None,
+            do_constant_folding=True,
+        )
+
+
 def _write_metadata(path: Path, model: SegModel) -> None:
     onnx = _require("onnx")
     import segcore
@@ -314,31 +341,11 @@ def export_onnx(
     try:
         # Also runs the model once eagerly before tracing (modules may prepare constants on a first call).
         _check_deterministic(model, example, atol)
-        axes = {0: "batch", 2: "height", 3: "width"}
-        # Traced with an input that requires grad: otherwise some torch modules (nn.MultiheadAttention,
-        # nn.TransformerEncoderLayer) run fused inference kernels that have no ONNX form.
-        traced_input = example.detach().requires_grad_(True)
-        with warnings.catch_warnings(), torch.enable_grad():
-            # Tracer warnings flag Python values read from tensors; the checks below test what they warn about.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            # The choice of exporter is deliberate (module docstring); its deprecation notice is not for users.
-            warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based", DeprecationWarning)
-            warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning)  # torch-internal
-            warnings.filterwarnings("ignore", "Constant folding - Only steps=1", UserWarning)  # strided slices stay
-            torch.onnx.export(
-                model,
-                (traced_input,),
-                str(path),
-                dynamo=False,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes} if dynamic else None,
-                do_constant_folding=True,
-            )
+        with atomic_path(path, "ONNX file") as tmp:  # a failed or interrupted export leaves no partial file
+            _trace(model, example, tmp, opset, dynamic)
+            _write_metadata(tmp, model)
     finally:
         model.train(was_training)
-    _write_metadata(path, model)
     report = ExportReport(
         path=str(path),
         opset=opset,

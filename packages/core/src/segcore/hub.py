@@ -33,6 +33,7 @@ from segcore.cards import CARD_NAME, eval_result, is_segcore_card, scores_from_m
 from segcore.errors import CheckpointError, HubNetworkError, NotCachedError
 from segcore.model_config import SegModelConfig
 from segcore.state_dict import load_strict
+from segcore.storage import atomic_path, replace_file, write_atomic
 from segcore.transformers_format import (
     PREPROCESSOR_NAME,
     WEIGHT_FILES,
@@ -105,34 +106,16 @@ def network_timeout() -> float:
 
 
 # ------------------------------------------------------------------------------------------------------------ save
-def _umask() -> int:
-    try:  # Linux: read it without changing it (os.umask would, briefly, for every thread)
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def replace_file(tmp: Path, target: Path) -> None:
-    """Move ``tmp`` onto ``target`` atomically, with the permissions a plain ``open()`` gives (the umask's).
-
-    Temporary files may be created 0600 (safetensors does); the result gets the mode a plain ``open()`` would.
-    """
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, target)
-
-
 def save_weights(tensors: Mapping[str, Tensor], target: Path) -> None:
-    """Write ``tensors`` as safetensors with segcore's metadata, atomically (see :func:`replace_file`)."""
+    """Write ``tensors`` as safetensors with segcore's metadata, atomically (see :func:`segcore.storage.atomic_path`).
+
+    Raises:
+        StorageError: the file could not be written (the message names it and the cause: disk full, size limit...).
+    """
     from safetensors.torch import save_file
 
-    tmp = target.with_name(f".{target.name}.tmp")
-    save_file(dict(tensors), str(tmp), metadata={"format": "pt", "library": "segcore"})
-    replace_file(tmp, target)
+    with atomic_path(target, "weights") as tmp:
+        save_file(dict(tensors), str(tmp), metadata={"format": "pt", "library": "segcore"})
 
 
 def _is_segcore_config(path: Path) -> bool:
@@ -216,9 +199,7 @@ def save_pretrained(
         files[CARD_NAME] = str(card).encode()
     save_weights(_tensors_for_saving(model), out / WEIGHTS_NAME)
     for name, data in files.items():
-        tmp = out / f".{name}.tmp"
-        tmp.write_bytes(data)
-        replace_file(tmp, out / name)
+        write_atomic(out / name, data)
     return out
 
 

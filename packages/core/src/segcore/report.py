@@ -4,7 +4,9 @@
 ``confusion.png``); :func:`write_report` adds ``report.html``, one self-contained page (its pictures are inlined)
 with the protocol and headline scores, a sorted per-class IoU bar chart, the confusion matrix, the worst images as
 image | ground truth | prediction, and for a training run its curves. Drawing uses matplotlib's Agg backend, so no
-display is needed.
+display is needed. Every file is written atomically (:mod:`segcore.storage`), and a report replaces only files an
+earlier report wrote: it goes into a missing or empty folder or one marked by ``.segcore-report.json`` (which
+:func:`save_tables` writes too), and :func:`check_report_folder` also refuses one inside the dataset or the model.
 """
 
 from __future__ import annotations
@@ -22,7 +24,21 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["save_tables", "write_report", "confusion_figure", "iou_figure", "panel", "figure_array", "SCORES"]
+from segcore.errors import OutputFolderError
+from segcore.storage import atomic_open, read_manifest, write_atomic, write_manifest
+
+__all__ = [
+    "save_tables",
+    "write_report",
+    "check_report_folder",
+    "REPORT_FILES",
+    "REPORT_MARKER",
+    "confusion_figure",
+    "iou_figure",
+    "panel",
+    "figure_array",
+    "SCORES",
+]
 
 # The headline scores, in the order the page and the tables show them.
 SCORES = ("mIoU", "mAcc", "aAcc", "mDice", "fwIoU")
@@ -143,35 +159,105 @@ def save_tables(result: Mapping[str, Any], folder: str | Path) -> list[Path]:
 
     Args:
         result: what :func:`segcore.evaluate.evaluate` returns (``per_class`` and ``confusion`` are used).
-        folder: created if missing.
+        folder: created if missing, and marked as segcore's (:data:`REPORT_MARKER` lists the files).
 
     Returns:
         The four paths.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    _mark(folder, REPORT_FILES[:4])
     names = _names(result)
     summary = {k: _plain(result[k]) for k in SCORES if k in result}
     table = [{k: _plain(v) for k, v in c.items()} for c in result["per_class"]]
-    (folder / "per_class.json").write_text(json.dumps({**summary, "per_class": table}, indent=2) + "\n")
-    with open(folder / "per_class.csv", "w", newline="") as handle:
+    write_atomic(folder / "per_class.json", json.dumps({**summary, "per_class": table}, indent=2) + "\n")
+    with atomic_open(folder / "per_class.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["class", "IoU", "Acc", "Dice", "pixels"])
         for c in result["per_class"]:
             row = [_csv_text(c["name"]), _fmt(c["IoU"]), _fmt(c["Acc"]), _fmt(c["Dice"]), c.get("pixels", "")]
             writer.writerow(row)
-    with open(folder / "confusion.csv", "w", newline="") as handle:
+    with atomic_open(folder / "confusion.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["ground truth \\ prediction", *map(_csv_text, names)])
         for name, row in zip(names, result["confusion"]):
             writer.writerow([_csv_text(name), *row])
-    (folder / "confusion.png").write_bytes(_png(confusion_figure(result["confusion"], names)))
+    write_atomic(folder / "confusion.png", _png(confusion_figure(result["confusion"], names)))
     return [folder / n for n in ("per_class.json", "per_class.csv", "confusion.csv", "confusion.png")]
 
 
 def _plain(value: Any) -> Any:
     """JSON has no nan: a class never seen is ``null``."""
     return None if isinstance(value, float) and math.isnan(value) else value
+
+
+# What ``write_report`` writes, and the file that marks a folder as one of its reports (it lists the files written).
+REPORT_FILES = ("per_class.json", "per_class.csv", "confusion.csv", "confusion.png", "curves.png", "report.html")
+REPORT_MARKER = ".segcore-report.json"
+
+
+def _local_roots(dataset: Any, model_folder: str | Path | None) -> list[tuple[str, Path]]:
+    roots = []
+    root = getattr(dataset, "root", None)
+    if isinstance(root, (str, Path)) and Path(root).expanduser().is_dir():
+        roots.append((f"the dataset's folder {root}", Path(root).expanduser()))
+    if model_folder is not None and Path(model_folder).expanduser().is_dir():
+        roots.append((f"the model folder {model_folder}", Path(model_folder).expanduser()))
+    return roots
+
+
+def check_report_folder(folder: str | Path, dataset: Any = None, model_folder: str | Path | None = None) -> Path:
+    """Refuse a report folder where :func:`write_report` would replace or mix with files it did not write.
+
+    A report goes into a missing or empty folder, or one an earlier report made (marked by :data:`REPORT_MARKER`,
+    which lists the files it wrote; only those are replaced). It never goes inside the evaluated dataset's folder
+    (its pictures would be read as masks) or the model folder. Paths are compared resolved (symlinks followed).
+
+    Args:
+        folder: the report folder.
+        dataset: the evaluated dataset (its ``root``, when a local folder, is protected).
+        model_folder: the evaluated model's local folder, if any.
+
+    Returns:
+        ``folder`` as a path.
+
+    Raises:
+        OutputFolderError: the folder is a file, lies inside the dataset or the model folder, or holds files that
+            segcore did not write; the message names them and what to do.
+    """
+    folder = Path(folder).expanduser()
+    fix = "Choose a new or empty folder for the report"
+    if folder.exists() and not folder.is_dir():
+        raise OutputFolderError(f"report folder {folder} is a file, not a folder. {fix} (it is created if missing).")
+    resolved = folder.resolve()
+    for what, root in _local_roots(dataset, model_folder):
+        if resolved.is_relative_to(root.resolve()):
+            raise OutputFolderError(
+                f"report folder {folder} is inside {what}: its files would mix with the ones there (a later "
+                f"evaluation would read confusion.png as a mask). {fix} outside it."
+            )
+    if not folder.is_dir():
+        return folder
+    present = sorted(p.name for p in folder.iterdir())
+    marked = read_manifest(folder / REPORT_MARKER)
+    if marked is None and present:
+        shown = ", ".join(present[:5]) + (f" and {len(present) - 5} more" if len(present) > 5 else "")
+        raise OutputFolderError(
+            f"report folder {folder} is not empty ({shown}) and no earlier segcore report made it (it has no "
+            f"{REPORT_MARKER}): nothing in it is replaced. {fix}, or remove those files first."
+        )
+    foreign = [name for name in REPORT_FILES if name in present and name not in (marked or [])]
+    if foreign:
+        raise OutputFolderError(
+            f"report folder {folder} holds {', '.join(foreign)}, which the earlier report there did not write: "
+            f"they are not replaced. {fix}, or remove those files first."
+        )
+    return folder
+
+
+def _mark(folder: Path, files: Sequence[str]) -> None:
+    """Mark ``folder`` as a report's before writing into it, listing ``files`` with what earlier reports wrote."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_manifest(folder / REPORT_MARKER, [*(read_manifest(folder / REPORT_MARKER) or []), *files], "segcore report")
 
 
 def _img(data: bytes, alt: str) -> str:
@@ -200,6 +286,9 @@ def write_report(
 ) -> Path:
     """Write the tables (:func:`save_tables`) and ``report.html`` into ``folder``; return the page's path.
 
+    ``folder`` must be missing, empty or an earlier report's (:func:`check_report_folder`; ``segcore eval --report``
+    also refuses one inside the dataset or the model before it evaluates); each file is written atomically.
+
     Args:
         folder: created if missing.
         result: what :func:`segcore.evaluate.evaluate` returns.
@@ -212,10 +301,16 @@ def write_report(
         metrics_file: a run's ``metrics.jsonl``: its training curves are drawn on the page.
         device: where the model runs.
 
+    Raises:
+        OutputFolderError: ``folder`` is a file or holds files segcore did not write.
+        StorageError: a file could not be written (the message names it and the cause).
+
     Example:
         >>> write_report("report", evaluate(model, ds), model, ds)  # doctest: +SKIP
     """
-    folder = Path(folder)
+    folder = check_report_folder(folder)
+    curves = metrics_file is not None and Path(metrics_file).is_file()
+    _mark(folder, [name for name in REPORT_FILES if curves or name != "curves.png"])
     save_tables(result, folder)
     rows = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in _facts(protocol, facts)
@@ -239,22 +334,31 @@ def write_report(
         "<details><summary>per-class table</summary><table><tr><th>class</th><th>IoU</th><th>Acc</th><th>Dice</th>"
         f"<th>pixels</th></tr>{table}</table></details>",
     ]
-    scored = [(s, i) for i, s in result.get("images", []) if not math.isnan(s)]
-    if scored and worst > 0:
-        parts.append("<h2>Worst images</h2><p>image | ground truth | prediction</p>")
-        for score, index in sorted(scored)[:worst]:
-            sample = dataset[index]
-            label = f"#{index} {Path(str(sample.get('path', ''))).name} mIoU {score:.2f}"
-            parts.append(f"<figure>{_img(_array_png(panel(model, sample, protocol, device)), label)}")
-            parts.append(f"<figcaption>{html.escape(label)}</figcaption></figure>")
-    if metrics_file is not None and Path(metrics_file).is_file():
+    parts += _worst_images(result, model, dataset, protocol, worst, device)
+    if curves:
         from segcore.train.plots import plot_curves
 
-        curves = plot_curves(metrics_file, folder / "curves.png")
-        parts += ["<h2>Training curves</h2>", _img(curves.read_bytes(), "training curves")]
+        drawn = plot_curves(metrics_file, folder / "curves.png")
+        parts += ["<h2>Training curves</h2>", _img(drawn.read_bytes(), "training curves")]
     page = folder / "report.html"
-    page.write_text(_PAGE.format(title=html.escape(title), body="\n".join(parts)))
+    write_atomic(page, _PAGE.format(title=html.escape(title), body="\n".join(parts)))
     return page
+
+
+def _worst_images(
+    result: Mapping[str, Any], model: torch.nn.Module, dataset: Any, protocol: Any, worst: int, device: Any
+) -> list[str]:
+    """The page's section of the ``worst`` lowest-scoring images as image | ground truth | prediction panels."""
+    scored = [(s, i) for i, s in result.get("images", []) if not math.isnan(s)]
+    if not scored or worst <= 0:
+        return []
+    parts = ["<h2>Worst images</h2><p>image | ground truth | prediction</p>"]
+    for score, index in sorted(scored)[:worst]:
+        sample = dataset[index]
+        label = f"#{index} {Path(str(sample.get('path', ''))).name} mIoU {score:.2f}"
+        parts.append(f"<figure>{_img(_array_png(panel(model, sample, protocol, device)), label)}")
+        parts.append(f"<figcaption>{html.escape(label)}</figcaption></figure>")
+    return parts
 
 
 def _facts(protocol: Any, facts: Mapping[str, Any] | None) -> list[tuple[str, Any]]:

@@ -11,7 +11,6 @@ half-deleted folder that looks like a checkpoint.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -21,42 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from segcore.errors import TrainingError
+from segcore.storage import storage_error as _storage_error
+from segcore.storage import write_errors
 
 __all__ = ["save_atomic", "list_checkpoints", "prune", "replace_folder", "storage_error", "STATE_FILE"]
 
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^iter_(\d+)$")
-# Below this much free space a failed write is reported as a full disk: torch's writer reports ENOSPC only as
-# "PytorchStreamWriter failed writing file", without the errno.
-_LOW_SPACE = 64 * 2**20
-
-
-def _free_bytes(path: Path) -> int | None:
-    for candidate in (path, *path.parents):
-        try:
-            return shutil.disk_usage(candidate).free
-        except OSError:
-            continue
-    return None
 
 
 def storage_error(err: BaseException, path: Path, what: str = "") -> TrainingError:
-    """A :class:`TrainingError` naming ``path`` and why writing it failed (disk full, permission, ...).
+    """:func:`segcore.storage.storage_error` as a :class:`TrainingError`: names ``path`` and why writing it failed.
 
     Call it before removing a partial write, so that a full disk still reads as full.
     """
-    code = getattr(err, "errno", None)
-    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    free = _free_bytes(path)
-    if code in (errno.ENOSPC, errno.EDQUOT) or (code is None and free is not None and free < _LOW_SPACE):
-        cause = f"the disk is full ({free / 2**20:.0f} MiB free; {first_line})" if free is not None else "disk full"
-    elif code in (errno.EACCES, errno.EPERM):
-        cause = "permission denied (make the folder writable or choose another --output-dir)"
-    elif code == errno.EROFS:
-        cause = "read-only file system (choose another --output-dir)"
-    else:
-        cause = f"{type(err).__name__}: {first_line}"
-    return TrainingError(f"cannot write {what + ' ' if what else ''}{path}: {cause}")
+    return _storage_error(err, path, what, error=TrainingError)  # type: ignore[return-value]
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -117,7 +95,7 @@ def save_atomic(
             os.replace(tmp, final)
             _fsync_dir(root)
     except BaseException as err:
-        error = storage_error(err, final, "checkpoint") if isinstance(err, (OSError, RuntimeError)) else None
+        error = storage_error(err, final, "checkpoint") if isinstance(err, (*write_errors(), RuntimeError)) else None
         if is_main:
             shutil.rmtree(tmp, ignore_errors=True)
         if error is not None:
@@ -156,7 +134,7 @@ def replace_folder(dest: Path, write: Callable[[Path], None]) -> Path:
             os.replace(dest, old)
         os.replace(tmp, dest)
     except BaseException as err:
-        error = storage_error(err, dest) if isinstance(err, (OSError, RuntimeError)) else None
+        error = storage_error(err, dest) if isinstance(err, (*write_errors(), RuntimeError)) else None
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not dest.exists():
             os.replace(old, dest)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from segcore.storage import atomic_path
+
 __all__ = ["plot_curves"]
 
 
 def plot_curves(metrics_file: str | Path, out_file: str | Path) -> Path:
-    """Draw the curves of a run (matplotlib's Agg backend: no display needed)."""
+    """Draw the curves of a run (matplotlib's Agg backend: no display needed); ``out_file`` is written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,6 +38,9 @@ def plot_curves(metrics_file: str | Path, out_file: str | Path) -> Path:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     out_file = Path(out_file)
-    fig.savefig(out_file, dpi=90)
-    plt.close(fig)
+    try:
+        with atomic_path(out_file, "curves") as tmp:  # the temporary name keeps the suffix: savefig's format
+            fig.savefig(tmp, dpi=90)
+    finally:
+        plt.close(fig)
     return out_file
