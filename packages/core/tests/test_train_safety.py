@@ -160,18 +160,18 @@ def test_retention_keeps_exactly_the_newest_n(tmp_path):
 
 
 def test_a_checkpoint_is_deleted_only_after_a_newer_one_is_complete(tmp_path, monkeypatch):
-    from accelerate import Accelerator
+    from segcore.train import trainer
 
-    original = Accelerator.save_state
+    original = trainer.save_state
     calls = {"n": 0}
 
-    def fails_the_third(self, output_dir=None, **kw):
+    def fails_the_third(folder, *args):
         calls["n"] += 1
         if calls["n"] == 3:
             raise OSError(errno.EIO, "Input/output error")
-        return original(self, output_dir, **kw)
+        return original(folder, *args)
 
-    monkeypatch.setattr(Accelerator, "save_state", fails_the_third)
+    monkeypatch.setattr(trainer, "save_state", fails_the_third)
     out = tmp_path / "run"
     with pytest.raises(TrainingError, match="iter_6"):
         train(_settings(out, iters=8, checkpoint_every=2, eval_every=0, keep_checkpoints=1))
@@ -398,13 +398,13 @@ def test_a_second_run_is_locked_out_and_told_the_pid(tmp_path):
 # -------------------------------------------------------------------------------------- storage and precision
 def _fail_on_save(monkeypatch, error: BaseException) -> None:
     """``save_state`` writes part of a checkpoint, then fails as a full disk or a permission problem does."""
-    from accelerate import Accelerator
+    from segcore.train import trainer
 
-    def partial(self, output_dir=None, **kw):
-        (Path(output_dir) / "model.safetensors").write_bytes(b"\0" * 4096)
+    def partial(folder, *args):
+        (Path(folder) / "model.safetensors").write_bytes(b"\0" * 4096)
         raise error
 
-    monkeypatch.setattr(Accelerator, "save_state", partial)
+    monkeypatch.setattr(trainer, "save_state", partial)
 
 
 def test_a_full_disk_names_the_path_and_leaves_no_partial_checkpoint(tmp_path, monkeypatch):

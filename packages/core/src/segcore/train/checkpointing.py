@@ -12,6 +12,7 @@ half-deleted folder that looks like a checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -23,7 +24,7 @@ from segcore.errors import TrainingError
 from segcore.storage import storage_error as _storage_error
 from segcore.storage import write_errors
 
-__all__ = ["save_atomic", "list_checkpoints", "prune", "replace_folder", "storage_error", "STATE_FILE"]
+__all__ = ["save_atomic", "list_checkpoints", "read_state", "prune", "replace_folder", "storage_error", "STATE_FILE"]
 
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^iter_(\d+)$")
@@ -67,7 +68,7 @@ def save_atomic(
     Args:
         root: the ``checkpoints`` folder.
         iteration: names the checkpoint ``iter_<iteration>``.
-        write: fills the temporary folder (e.g. ``accelerator.save_state``).
+        write: fills the temporary folder (e.g. :func:`segcore.train.resume.save_state`).
         state: written as :data:`STATE_FILE`, last.
         is_main: this process marks, renames and prunes.
         barrier: waits for every process.
@@ -155,3 +156,31 @@ def list_checkpoints(root: Path) -> list[Path]:
         if match and (path / STATE_FILE).is_file():
             found.append((int(match.group(1)), path))
     return [p for _, p in sorted(found, reverse=True)]
+
+
+def read_state(ckpt: Path) -> dict[str, Any]:
+    """``ckpt``'s :data:`STATE_FILE`, checked: ``iter`` is the iteration its folder names, ``best_mIoU`` a score.
+
+    Raises:
+        ValueError: naming the file and the field that is wrong. A resume skips such a checkpoint.
+    """
+    try:
+        state = json.loads((ckpt / STATE_FILE).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{STATE_FILE} is not readable JSON ({(str(err).splitlines() or [''])[0]})") from err
+    if not isinstance(state, dict):
+        raise ValueError(f"{STATE_FILE} is not a JSON object")
+    match = _NAME.match(ckpt.name)
+    expected = int(match.group(1)) if match else None
+    iteration = state.get("iter")
+    if type(iteration) is not int or iteration < 1 or iteration != expected:
+        raise ValueError(
+            f'{STATE_FILE}: "iter" is {json.dumps(iteration)}, not {expected}, the iteration of its folder {ckpt.name}'
+        )
+    best = state.get("best_mIoU", -math.inf)
+    if type(best) not in (int, float) or not (best == -math.inf or 0 <= best <= 100):
+        raise ValueError(
+            f'{STATE_FILE}: "best_mIoU" is {json.dumps(best)}, not a score in [0, 100] (-Infinity before the first '
+            "validation)"
+        )
+    return state

@@ -13,7 +13,7 @@ __all__ = ["ModelEMA"]
 class ModelEMA:
     """``shadow = decay * shadow + (1 - decay) * weights`` after every optimiser step; buffers are copied.
 
-    Works with :meth:`accelerate.Accelerator.register_for_checkpointing` (``state_dict``/``load_state_dict``).
+    A checkpoint stores :meth:`state_dict` as ``ema.safetensors`` (:mod:`segcore.train.resume`).
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
@@ -43,6 +43,6 @@ class ModelEMA:
         return {"decay": self.decay, "shadow": self.shadow}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output."""
+        """Restore :meth:`state_dict` output, each tensor on the device of the one it replaces."""
         self.decay = state["decay"]
-        self.shadow = {k: v.clone() for k, v in state["shadow"].items()}
+        self.shadow = {k: v.to(self.shadow[k].device, copy=True) for k, v in state["shadow"].items()}

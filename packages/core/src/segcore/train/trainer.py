@@ -7,7 +7,8 @@ through ``accelerator.accumulate``). What it adds (DESIGN.md "Training"):
   ``permutation(seed, epoch)[j % N]`` augmented with ``numpy.random.default_rng([seed, j])``; so resuming at
   iteration ``n`` needs no sampler state and is bitwise exact on CPU;
 * the learning rate is set from the iteration number every step (no scheduler state to drift);
-* full-state checkpoints (model, optimiser, scaler, EMA, every RNG, iteration) written atomically;
+* full-state checkpoints (model, optimiser, scaler, EMA, every RNG, iteration) written atomically as safetensors
+  and JSON, and a resume that is exact or refuses (:mod:`segcore.train.resume`);
 * SIGTERM saves and exits cleanly; a non-finite loss stops with a message, the last good checkpoint kept;
 * ``metrics.jsonl``, ``curves.png``, ``best/`` (best validation mIoU) and the final ``from_pretrained`` folder.
 """
@@ -33,10 +34,11 @@ from segcore.errors import TrainingError, TrainingInterrupted
 from segcore.evaluate import evaluate
 from segcore.hub import save_evaluated
 from segcore.settings import EvalProtocol
-from segcore.train.checkpointing import STATE_FILE, list_checkpoints, replace_folder, save_atomic, storage_error
+from segcore.train.checkpointing import list_checkpoints, replace_folder, save_atomic, storage_error
 from segcore.train.data import Batches, Sampler, Samples, check_splits, loader, train_transform
 from segcore.train.optim import build_optimizer, poly_lr_factor
 from segcore.train.plots import plot_curves
+from segcore.train.resume import STATE_FORMAT, resume, save_state
 from segcore.train.run_folder import (
     Manifest,
     check_classes,
@@ -131,7 +133,11 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
     accelerator = _accelerator(s, out, tracker_names(s))  # a tracker that is not installed stops here
     seen = _on_main(accelerator, lambda: _check_folder(out, s))  # read-only
     parts = _build(run, accelerator)  # data, model, optimiser: nothing is written
-    start, best = _resume(accelerator, out, s, parts.classes) if s.resume else (0, -math.inf)
+    start, best = (0, -math.inf)
+    if s.resume:
+        assert s.iters is not None and s.seed is not None
+        check_classes(out, parts.classes)
+        start, best = resume(out, s.seed, s.iters, accelerator, parts.raw, parts.optimizer, parts.ema)
     with contextlib.ExitStack() as held:
         # Only now, with the run known to be possible, is the folder locked and written to.
         manifest = _on_main(
@@ -275,8 +281,6 @@ def _build(run: ResolvedRun, accelerator: Any) -> _Parts:
     wrapped, optimizer = accelerator.prepare(_WithLoss(model), optimizer)
     raw = accelerator.unwrap_model(wrapped).model
     ema = ModelEMA(raw, s.ema_decay) if s.ema_decay else None
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
     return _Parts(train_ds, val_ds, classes, protocol, wrapped, raw, optimizer, ema, per_device)
 
 
@@ -310,43 +314,6 @@ def _init_weights(model: torch.nn.Module, source: str, classes: list[str], main:
             comparison.model_count,
             comparison.describe_renamed(),
         )
-
-
-def _resume(accelerator: Any, out: Path, s: TrainSettings, classes: list[str]) -> tuple[int, float]:
-    """Load the newest checkpoint that loads; ``(iteration, best mIoU)``. Reads only.
-
-    Raises:
-        TrainingError: naming each checkpoint and why it did not load, when none does; or when ``--iters`` is
-            below the checkpoint's iteration.
-    """
-    assert s.iters is not None
-    check_classes(out, classes)
-    failures = []
-    for ckpt in list_checkpoints(out / "checkpoints"):
-        try:
-            state = json.loads((ckpt / STATE_FILE).read_text())
-            start, best = int(state["iter"]), float(state.get("best_mIoU", -math.inf))
-            accelerator.load_state(str(ckpt))
-        except Exception as err:  # noqa: BLE001 - every failure is reported, in words, if none loads
-            failures.append(f"{ckpt.name}: {(str(err).strip().splitlines() or [type(err).__name__])[0]}")
-            continue
-        if start > s.iters:
-            raise TrainingError(
-                f"cannot resume {out}: --iters {s.iters} is below iteration {start} of its checkpoint {ckpt.name}; "
-                f"give --iters {start} or more"
-            )
-        if accelerator.is_main_process:
-            skipped = f" ({'; '.join(failures)} did not load)" if failures else ""
-            logger.warning("resuming from %s (iteration %d)%s", ckpt, start, skipped)
-        return start, best
-    if failures:
-        raise TrainingError(f"cannot resume {out}: no checkpoint loads ({'; '.join(failures)}); nothing was changed")
-    partial = sorted(p.name for p in (out / "checkpoints").glob(".tmp-*"))
-    raise TrainingError(
-        f"cannot resume {out}: it holds no complete checkpoint"
-        + (f" (only the unfinished {', '.join(partial)})" if partial else "")
-        + "; nothing was changed. Start a new run with --overwrite, or in another --output-dir"
-    )
 
 
 class _Loop:
@@ -555,12 +522,13 @@ class _Loop:
             log_images(self.accelerator, images, iteration)
 
     def _checkpoint(self, iteration: int) -> None:
-        state = {"iter": iteration, "best_mIoU": self.best, "seed": self.s.seed}
+        state = {"iter": iteration, "best_mIoU": self.best, "seed": self.s.seed, "format": STATE_FORMAT}
         self._own(f"checkpoints/iter_{iteration}")
+        parts = self.parts
         save_atomic(
             self.ckpt_root,
             iteration,
-            lambda tmp: self.accelerator.save_state(str(tmp)),
+            lambda tmp: save_state(tmp, self.accelerator, parts.raw, parts.optimizer, parts.ema),
             state,
             is_main=self.main,
             barrier=self.accelerator.wait_for_everyone,
