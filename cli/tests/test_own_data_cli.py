@@ -217,7 +217,7 @@ def test_predict_label_values_above_255_and_16bit_images(tmp_path, capsys):
     assert main([*argv, "--alpha", "0", "--device", "cpu"]) == 0
     label = Image.open(out / "deep_label.png")
     assert label.mode.startswith("I") and np.unique(np.asarray(label)).tolist() == [299]
-    from segcore_datasets.base import read_image as dataset_reader
+    from segcore_datasets.dataset import read_image as dataset_reader
 
     # alpha 0: the overlay is the image as read, the same as a dataset reads it (rescaled, not clipped to white)
     overlay = np.asarray(Image.open(out / "deep_overlay.png"))

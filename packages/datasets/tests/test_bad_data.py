@@ -10,8 +10,8 @@ import segcore
 import torch
 from PIL import Image
 from segcore.testing import write_image, write_label
-from segcore_datasets.base import DatasetError
-from segcore_datasets.check import check_dataset, preflight
+from segcore_datasets.audit import check_dataset, preflight
+from segcore_datasets.dataset import DatasetError
 
 RNG = np.random.default_rng(0)
 

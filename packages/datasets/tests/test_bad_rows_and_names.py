@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import segcore
 from PIL import Image
-from segcore_datasets.base import DatasetError
-from segcore_datasets.check import check_dataset
+from segcore_datasets.audit import check_dataset
+from segcore_datasets.dataset import DatasetError
 
 RNG = np.random.default_rng(0)
 GARBAGE = b"this is not an image at all"

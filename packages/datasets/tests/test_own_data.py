@@ -10,8 +10,8 @@ import pytest
 import segcore
 from PIL import Image
 from segcore.data import preflight
-from segcore_datasets.base import DatasetError
-from segcore_datasets.check import check_dataset
+from segcore_datasets.audit import check_dataset
+from segcore_datasets.dataset import DatasetError
 
 RNG = np.random.default_rng(0)
 

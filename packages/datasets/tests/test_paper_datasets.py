@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from segcore.data import TestTransform, TrainTransform
 from segcore.testing import write_image, write_label
-from segcore_datasets.base import DatasetError, reduce_zero_label_lut
+from segcore_datasets.dataset import DatasetError, reduce_zero_label_lut
 from segcore_datasets.prepare import prepare
 
 RNG = np.random.default_rng(0)

@@ -10,7 +10,7 @@ import pytest
 import segcore
 from PIL import Image
 from segcore.testing import write_image
-from segcore_datasets.base import DatasetError
+from segcore_datasets.dataset import DatasetError
 from segcore_datasets.prepare import isaid_windows, prepare
 
 

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if action == "check":
         return _check(args)
     if action == "bench":
-        from segcore_datasets.bench import bench_pipeline
+        from segcore_datasets.throughput import bench_pipeline
 
         r = bench_pipeline(n=args.n, passes=args.passes, crop=args.crop, root=args.data_root)
         print(
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     import segcore
-    from segcore_datasets.check import EXPECTED_COUNTS, check_dataset
+    from segcore_datasets.audit import EXPECTED_COUNTS, check_dataset
 
     options = parse_component_options("datasets", args.dataset, args.dataset_opt)
     splits = [args.split] if args.split else ["train", "val"]

@@ -13,13 +13,13 @@ __version__ = "0.1.0"
 _LAZY = {
     "SyntheticShapes": "segcore_datasets.synthetic",
     "SyntheticShapesOptions": "segcore_datasets.synthetic",
-    "SegDataset": "segcore_datasets.base",
-    "DatasetError": "segcore_datasets.base",
+    "SegDataset": "segcore_datasets.dataset",
+    "DatasetError": "segcore_datasets.dataset",
     "TrainTransform": "segcore.data.transforms",
     "TestTransform": "segcore.data.transforms",
-    "preflight": "segcore_datasets.check",
+    "preflight": "segcore_datasets.audit",
     "train_loader": "segcore_datasets.loader",
-    "check_dataset": "segcore_datasets.check",
+    "check_dataset": "segcore_datasets.audit",
 }
 __all__ = ["__version__", *_LAZY]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from segcore.hookspecs import hookimpl
 from segcore.specs import ComponentSpec
 
-_B = "segcore_datasets.base"
+_P = "segcore_datasets.papers"
 _M = "segcore_datasets.meta"
 _MMSEG = "mmsegmentation 0.x conventions (datasets.md)"
 
@@ -16,8 +16,8 @@ def segcore_datasets() -> dict[str, ComponentSpec]:
 
     def paper(key: str, desc: str, classes: str) -> ComponentSpec:
         return ComponentSpec(
-            factory=f"{_B}:{key.replace('-', '_')}",
-            options=f"{_B}:FolderOptions",
+            factory=f"{_P}:{key.replace('-', '_')}",
+            options=f"{_P}:PaperDatasetOptions",
             description=desc,
             source=_MMSEG,
             classes=f"{_M}:{classes}",
@@ -56,8 +56,8 @@ def segcore_datasets() -> dict[str, ComponentSpec]:
             source="segcore",
         ),
         "hf:": ComponentSpec(
-            factory="segcore_datasets.hub:hub_dataset",
-            options="segcore_datasets.hub:HubDatasetOptions",
+            factory="segcore_datasets.hf:hub_dataset",
+            options="segcore_datasets.hf:HubDatasetOptions",
             description="any Hugging Face dataset: hf:<repo id>, a parquet folder or a save_to_disk folder",
             source="https://huggingface.co/docs/datasets",
         ),

@@ -1,7 +1,7 @@
 """Dataset preparation (``segcore data prepare <dataset> SRC DST``), following mmseg's converters (datasets.md).
 
 Each function reads a release layout under ``src`` and writes the prepared layout the readers in
-:mod:`segcore_datasets.base` expect under ``dst`` (which may equal ``src`` for in-place conversion).
+:mod:`segcore_datasets.papers` expect under ``dst`` (which may equal ``src`` for in-place conversion).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image
 
 from segcore_datasets import meta
-from segcore_datasets.base import DatasetError, _map_lut, coco_stuff10k_mat_lut, colours_to_ids, read_label
+from segcore_datasets.dataset import DatasetError, colours_to_ids, map_lut, read_label
+from segcore_datasets.papers import coco_stuff10k_mat_lut
 
 __all__ = [
     "PREPARERS",
@@ -65,7 +66,7 @@ def prepare_cityscapes(src: Path, dst: Path, quiet: bool = False) -> dict[str, i
     files = sorted(gt.rglob("*_gtFine_labelIds.png"))
     if not files:
         raise DatasetError(f"{gt}: no *_gtFine_labelIds.png files")
-    lut = _map_lut(meta.CITYSCAPES_LABELID_TO_TRAINID)
+    lut = map_lut(meta.CITYSCAPES_LABELID_TO_TRAINID)
     counts: dict[str, int] = {}
     for f in _progress(files, "cityscapes labelTrainIds", quiet=quiet):
         rel = f.relative_to(src)
@@ -79,7 +80,7 @@ def prepare_cityscapes(src: Path, dst: Path, quiet: bool = False) -> dict[str, i
 
 def prepare_coco_stuff164k(src: Path, dst: Path, quiet: bool = False) -> dict[str, int]:
     """Raw stuffthingmaps (0..181, 255) -> ``<stem>_labelTrainIds.png`` (0..170, 255) (§4.2)."""
-    lut = _map_lut(meta.COCO_STUFF_RAW_TO_TRAINID)
+    lut = map_lut(meta.COCO_STUFF_RAW_TO_TRAINID)
     lut[255] = 255
     counts: dict[str, int] = {}
     for split in ("train2017", "val2017"):

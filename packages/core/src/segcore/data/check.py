@@ -15,13 +15,18 @@ import numpy as np
 
 from segcore.errors import ClassMismatchError, ClassNamesError
 
-__all__ = ["preflight", "ClassComparison", "compare_classes", "check_classes", "check_class_names"]
+__all__ = ["preflight", "label_arrays", "ClassComparison", "compare_classes", "check_classes", "check_class_names"]
 
 # The preflight's message lists this many problems, then counts the rest (``segcore data check`` lists them all).
 MAX_LISTED = 50
 
 
-def _arrays(ds: Any, i: int) -> tuple[np.ndarray, np.ndarray, str]:
+def label_arrays(ds: Any, i: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Sample ``i`` of a duck-typed dataset as ``(image [H, W, 3], label [H, W], path)``.
+
+    ``ds.load_arrays(i)`` when the dataset has it (no tensors made), else ``ds[i]`` with its ``[3, H, W]`` image
+    seen as ``[H, W, 3]``; the path names the sample in messages.
+    """
     if hasattr(ds, "load_arrays"):
         out = ds.load_arrays(i)
         image, label = out[0], out[1]
@@ -34,7 +39,7 @@ def _arrays(ds: Any, i: int) -> tuple[np.ndarray, np.ndarray, str]:
 
 def _sample_problems(ds: Any, i: int, c: int, ignore: int, seen: set[int]) -> list[str]:
     try:
-        image, label, path = _arrays(ds, i)
+        image, label, path = label_arrays(ds, i)
     except ValueError as err:  # a reader's own check (missing file, value out of range) names the file
         return [str(err)]
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

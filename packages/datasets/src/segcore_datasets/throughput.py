@@ -46,9 +46,9 @@ def bench_pipeline(
         per-core figure when the core is shared with other jobs).
     """
     import torch
+    from segcore.data.transforms import TrainTransform
 
-    from segcore_datasets.base import ade20k
-    from segcore_datasets.transforms import TrainTransform
+    from segcore_datasets.papers import ade20k
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segcore_datasets.base import IGNORE, SKIP_HINT, DatasetError, SegDataset, _as_pil
-from segcore_datasets.folder import (
+from segcore_datasets.dataset import IGNORE, SKIP_HINT, DatasetError, SegDataset, as_pil
+from segcore_datasets.own_data import (
     OPTION_SOURCE,
     OwnDataOptions,
     class_names,
@@ -43,6 +43,7 @@ __all__ = [
     "load_table",
     "find_columns",
     "skip_bad_rows",
+    "encoded",
     "IMAGE_COLUMNS",
     "LABEL_COLUMNS",
 ]
@@ -60,7 +61,7 @@ SPLITS = {
 
 @dataclass(frozen=True)
 class HubDatasetOptions(OwnDataOptions):
-    """Options of the ``hf:`` datasets: those of :class:`~segcore_datasets.folder.OwnDataOptions` and these.
+    """Options of the ``hf:`` datasets: those of :class:`~segcore_datasets.own_data.OwnDataOptions` and these.
 
     Attributes:
         image_column: the column holding the images (default: found by name).
@@ -233,7 +234,7 @@ def _names_from_id2label(data: Any, source: str, ignore: int) -> tuple[str, ...]
 def _first_size(table: Any, column: str, where: str, row: int = 0) -> tuple[int, int]:
     if len(table) == 0:
         raise DatasetError(f"{where}: the split is empty")
-    img = _as_pil(table[row][column], f"{where} row {row}, column {column!r}")
+    img = as_pil(table[row][column], f"{where} row {row}, column {column!r}")
     return img.height, img.width
 
 
@@ -284,7 +285,7 @@ def hub_dataset(ref: str, root: str | None = None, split: str = "train", **optio
     table, hub_split = load_table(ref, split, (opts.hf_split,) if opts.hf_split else None, opts.config)
     where = f"{name} ({hub_split} split)"
     img_col, lab_col = find_columns(table, opts.image_column, opts.label_column, where, LABEL_COLUMNS)
-    table = _encoded(table.select_columns([img_col] if img_col == lab_col else [img_col, lab_col]))
+    table = encoded(table.select_columns([img_col] if img_col == lab_col else [img_col, lab_col]))
     ignore = opts.ignore_index if opts.ignore_index is not None else IGNORE
     names, source = _classes(ref, table, lab_col, opts, ignore)
     kw: dict[str, Any] = dict(
@@ -322,7 +323,7 @@ def _classes(ref: str, table: Any, lab_col: str, opts: HubDatasetOptions, ignore
     )
 
 
-def _encoded(table: Any) -> Any:
+def encoded(table: Any) -> Any:
     """The table with its Image columns left encoded (``decode=False``): each row is decoded when read, by us.
 
     ``datasets``' own decoding applies EXIF rotation, which would turn a photo away from its mask (datasets.md §12).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from segcore.data.check import _arrays, preflight
+from segcore.data.check import label_arrays, preflight
 
 __all__ = ["EXPECTED_COUNTS", "preflight", "check_dataset"]
 
@@ -47,7 +47,7 @@ def check_dataset(
         it = tqdm(it, desc=f"check {name}/{getattr(ds, 'split', '')}", unit="img")
     for i in it:
         try:
-            image, label, _ = _arrays(ds, i)
+            image, label, _ = label_arrays(ds, i)
             if image.shape[:2] != label.shape:
                 raise ValueError(f"sample {i}: image size {image.shape[:2]} != label size {label.shape}")
             counts = np.bincount(label.ravel().astype(np.int64), minlength=256)
