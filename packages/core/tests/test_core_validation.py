@@ -135,6 +135,20 @@ def test_init_from_refuses_a_tampered_config_in_the_dry_run_and_the_run(saved, t
         unregister_tiny_shapes()
 
 
+def test_a_tampered_config_on_the_hub_is_refused_before_its_weights_are_read(saved, tmp_path, monkeypatch):
+    from segcore.testing import serve_hub
+
+    folder = _tampered(saved, tmp_path / "m", decoder_options={"channels": 10**7})
+    read = []
+    monkeypatch.setattr("safetensors.torch.load_file", lambda *a, **k: read.append(a))
+    with serve_hub({"someone/tampered": folder}):
+        with pytest.raises(SegcoreError, match=r"config.json: mlp.channels: 10000000 is out of range"):
+            SegModel.from_pretrained("someone/tampered")
+        with pytest.raises(TrainingError, match=r"--init-from someone/tampered: .*config.json: mlp.channels"):
+            resolve_run(TrainSettings(output_dir=str(tmp_path / "run"), init_from="someone/tampered"))
+    assert read == []
+
+
 def test_the_parameter_limit_is_an_environment_variable(saved, tmp_path, monkeypatch):
     assert max_param_bytes() == DEFAULT_MAX_PARAM_BYTES == 16 * 2**30
     model = SegModel.from_pretrained(saved)

@@ -170,10 +170,7 @@ def _check_range(value: float, limits: tuple[float | None, float | None, bool] |
 
 
 def _convert(value: Any, hint: Any, where: str, limits: tuple[float | None, float | None, bool] | None = None) -> Any:
-    """Convert a (JSON) value to the annotation ``hint``; raise :class:`OptionsError` when it cannot fit.
-
-    ``limits`` is the field's :func:`bounds` (for a tuple or list: of each item); ``None`` takes the default.
-    """
+    """Convert a (JSON) value to ``hint`` within ``limits`` (:func:`bounds`); raise :class:`OptionsError` if not."""
     if hint is None or hint is Any or isinstance(hint, str):
         return value
     origin, args = typing.get_origin(hint), typing.get_args(hint)
