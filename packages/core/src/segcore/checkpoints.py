@@ -21,7 +21,7 @@ import os
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "from_pretrained",
+    "source_kind",
     "checkpoint_config",
     "convert_registered",
     "load_pretrained_encoder_state",
@@ -190,11 +191,41 @@ def _converted_dir(name: str, f: Fetch) -> Path:
     return root / "converted" / name
 
 
+def source_kind(name_or_path: str | Path) -> Literal["folder", "registered", "hub"]:
+    """What a model source names: a local ``folder``, a ``registered`` model checkpoint or a ``hub`` repo id.
+
+    The one decision :func:`from_pretrained` and ``segcore train --init-from`` (its dry run too) take, so that a
+    path that a real run refuses is refused without downloading anything.
+
+    Raises:
+        CheckpointError: a path that is no folder (``./nonexistent``, a file), a registered encoder checkpoint,
+            or a name that is no Hub repo id (``org/name``).
+    """
+    text = str(name_or_path)
+    local = Path(text).expanduser()
+    if local.is_dir():
+        return "folder"
+    registered = components("checkpoints")
+    if text in registered:
+        if registered[text].kind != "model":
+            raise CheckpointError(
+                f"{text!r} holds encoder weights only; use it with build_model(pretrained_encoder=True)"
+            )
+        return "registered"
+    looks_local = text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1) or local.exists()
+    if looks_local or text.count("/") != 1:
+        models = ", ".join(sorted(n for n, s in registered.items() if s.kind == "model")) or "(none)"
+        what = ": it is a file, not a folder" if local.exists() else ": no such folder" if looks_local else ""
+        raise CheckpointError(
+            f"{text!r} is not a model folder, a registered checkpoint or a Hub repo id (org/name){what}; "
+            f"registered checkpoints: {models}"
+        )
+    return "hub"
+
+
 def _from_registered(
     model_cls: type[SegModel], name: str, spec: CheckpointSpec, f: Fetch, map_location: str | torch.device
 ) -> SegModel:
-    if spec.kind != "model":
-        raise CheckpointError(f"{name!r} holds encoder weights only; use it with build_model(pretrained_encoder=True)")
     converted = _converted_dir(name, f)
     if converted.is_dir() and not f.force_download:
         return load_folder(model_cls, converted, map_location)
@@ -256,19 +287,11 @@ def from_pretrained(
     """
     f = Fetch(revision, cache_dir, token, local_files_only, force_download)
     text = str(name_or_path)
-    local = Path(text).expanduser()
-    if local.is_dir():
-        return load_folder(model_cls, local, map_location)
-    registered = components("checkpoints")
-    if text in registered:
-        return _from_registered(model_cls, text, registered[text], f, map_location)
-    looks_local = text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1) or local.exists()
-    if looks_local or text.count("/") != 1:
-        models = ", ".join(sorted(n for n, s in registered.items() if s.kind == "model")) or "(none)"
-        raise CheckpointError(
-            f"{text!r} is not a model folder, a registered checkpoint or a Hub repo id (org/name); "
-            f"registered checkpoints: {models}"
-        )
+    kind = source_kind(text)
+    if kind == "folder":
+        return load_folder(model_cls, Path(text).expanduser(), map_location)
+    if kind == "registered":
+        return _from_registered(model_cls, text, components("checkpoints")[text], f, map_location)
     source = text + (f"@{revision}" if revision else "")
     return load_folder(model_cls, download_repo(text, f), map_location, source=source)
 

@@ -7,7 +7,7 @@ Each follows mmseg 0.x's implementation of the paper (``SETRUPHead`` with ``num_
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from segcore.contracts import Decoder, DecoderOutput
 from segcore.layers import ConvBNReLU, UPerBody
 from segcore.layers import resize as _resize
-from segcore.options import parse_options
+from segcore.options import FRACTION, parse_options
 from segcore.specs import PYRAMID_STRIDES, FeatureInfo
 
 __all__ = [
@@ -50,7 +50,7 @@ class LinearHeadOptions:
 
     channels: int = 256
     in_index: int = -1
-    dropout: float = 0.1
+    dropout: float = field(default=0.1, metadata=FRACTION)
 
 
 class LinearHead(Decoder):
@@ -86,7 +86,7 @@ class MLPHeadOptions:
     """
 
     channels: int = 256
-    dropout: float = 0.1
+    dropout: float = field(default=0.1, metadata=FRACTION)
 
 
 class MLPHead(Decoder):
@@ -133,7 +133,7 @@ class UPerHeadOptions:
 
     channels: int = 512
     pool_scales: tuple[int, ...] = (1, 2, 3, 6)
-    dropout: float = 0.1
+    dropout: float = field(default=0.1, metadata=FRACTION)
 
 
 class UPerHead(UPerBody, Decoder):

@@ -7,7 +7,7 @@ size works (position embeddings are interpolated).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from segcore.contracts import Encoder
 from segcore.errors import OptionsError, SegcoreError
-from segcore.options import parse_options
+from segcore.options import FRACTION, SIZE, parse_options
 from segcore.specs import FeatureInfo
 
 __all__ = ["TimmEncoderOptions", "TimmEncoder", "ChannelLayerNorm", "timm_encoder"]
@@ -40,8 +40,8 @@ class TimmEncoderOptions:
     """
 
     out_indices: tuple[int, ...] | None = None
-    drop_path_rate: float = 0.0
-    img_size: int | None = None
+    drop_path_rate: float = field(default=0.0, metadata=FRACTION)
+    img_size: int | None = field(default=None, metadata=SIZE)
     in_chans: int = 3
     size_divisor: int | None = None
     out_norm: str = "none"

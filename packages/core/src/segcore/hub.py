@@ -30,7 +30,7 @@ from torch import Tensor
 
 from segcore import cards
 from segcore.cards import CARD_NAME, eval_result, is_segcore_card, scores_from_metrics, with_eval_results
-from segcore.errors import CheckpointError, HubNetworkError, NotCachedError
+from segcore.errors import CheckpointError, HubNetworkError, NotCachedError, OptionsError
 from segcore.model_config import SegModelConfig
 from segcore.state_dict import load_strict
 from segcore.storage import atomic_path, replace_file, write_atomic
@@ -263,7 +263,14 @@ def _load_transformers(
 ) -> SegModel:
     pre = folder / PREPROCESSOR_NAME
     preprocessor = read_json(pre) if pre.is_file() else None
-    model_config_from_transformers(data, preprocessor)  # an unsupported model is said before reading its weights
+    # An unsupported model, a bad value or a model too large is said before reading its weights.
+    fields = model_config_from_transformers(data, preprocessor)
+    config_path = str(folder / CONFIG_NAME)
+    try:
+        config = SegModelConfig.from_names(pair_defaults=False, **fields)
+    except OptionsError as err:
+        raise CheckpointError(f"{config_path}: {err}") from err
+    model_cls.check_config(config, source=config_path)
     model = build_from_transformers(model_cls, data, read_weights(folder), preprocessor, source)
     extra = model.config.extra
     is_folder = Path(source).expanduser().exists()
@@ -286,6 +293,9 @@ def load_folder(
         map_location: device of the returned model.
         source: what to name as the model's source (a Hub repo id; default the folder).
 
+    Before anything is allocated, every value of ``config.json`` is checked (type and range) and the model's size
+    against :func:`~segcore.model.max_param_bytes` (:meth:`SegModel.check_config <segcore.model.SegModel>`).
+
     Raises:
         CheckpointError: no model folder, an invalid config or weights that do not match, said in words.
     """
@@ -306,9 +316,10 @@ def load_folder(
             "save_pretrained or segcore train holds config.json and model.safetensors)"
         )
     try:
-        config = SegModelConfig.from_dict(data)
-    except TypeError as err:
-        raise CheckpointError(f"{config_path} is not a valid segcore config: {err}") from err
+        config = SegModelConfig.from_dict(data, source=str(config_path))
+    except OptionsError as err:
+        raise CheckpointError(str(err)) from err
+    model_cls.check_config(config, source=str(config_path))
     try:
         state = load_file(str(weights_path), device=str(map_location))
     except Exception as err:

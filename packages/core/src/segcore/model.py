@@ -7,7 +7,9 @@ The model sits on top of the weight I/O (:mod:`segcore.state_dict` < :mod:`segco
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from segcore import checkpoints, convert, hub
 from segcore.adapters import build_adapter
 from segcore.components import build_decoder, build_encoder, build_loss, validate_options
 from segcore.contracts import Decoder, DecoderOutput, Encoder, Loss
-from segcore.errors import SegcoreError, WiringError
+from segcore.errors import CheckpointError, SegcoreError, WiringError
 from segcore.model_config import SegModelConfig
 from segcore.ops import is_tracing
 from segcore.registry import components, get_spec
@@ -28,7 +30,39 @@ from segcore.settings import IMAGENET_MEAN, IMAGENET_STD
 from segcore.specs import ComponentSpec, FeatureInfo
 from segcore.state_dict import load_state_dict_file
 
-__all__ = ["SegModelConfig", "SegModel", "build_model", "convert_checkpoint", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = [
+    "SegModelConfig",
+    "SegModel",
+    "build_model",
+    "convert_checkpoint",
+    "max_param_bytes",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MAX_PARAM_BYTES_ENV",
+    "DEFAULT_MAX_PARAM_BYTES",
+]
+
+# A config read from a file (config.json, local or from the Hub) is refused before anything is allocated when its
+# model would hold more than this many bytes of parameters and buffers: 16 GiB is 4G fp32 values, 13x ViT-L.
+MAX_PARAM_BYTES_ENV = "SEGCORE_MAX_PARAM_BYTES"
+DEFAULT_MAX_PARAM_BYTES = 16 * 2**30
+
+
+def max_param_bytes() -> int:
+    """The most bytes of parameters and buffers a loaded config may ask for: ``SEGCORE_MAX_PARAM_BYTES`` or 16 GiB.
+
+    Raises:
+        SegcoreError: ``SEGCORE_MAX_PARAM_BYTES`` is set but is not a positive whole number of bytes.
+    """
+    text = os.environ.get(MAX_PARAM_BYTES_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PARAM_BYTES
+    if not text.isdigit() or int(text) <= 0:
+        raise SegcoreError(
+            f"{MAX_PARAM_BYTES_ENV}={text!r} is not a positive whole number of bytes; give e.g. "
+            f"{MAX_PARAM_BYTES_ENV}={2 * DEFAULT_MAX_PARAM_BYTES} (32 GiB), or unset it for 16 GiB"
+        )
+    return int(text)
 
 
 class SegModel(nn.Module):
@@ -82,6 +116,43 @@ class SegModel(nn.Module):
         self._loss: Loss | None = None
         if check:
             self._check_wiring()
+
+    @classmethod
+    def check_config(cls, config: SegModelConfig, source: str = "") -> int:
+        """Check ``config`` before a model is allocated; return the bytes of its parameters and buffers.
+
+        The model is built on the meta device (no memory, no initialisation), which checks every component option
+        (types and ranges, :mod:`segcore.options`), and its size is compared with :func:`max_param_bytes`: a
+        tampered ``config.json`` (``num_classes: 1000000000``, ``channels: 10000000``) is refused in words.
+
+        Args:
+            config: the config to check.
+            source: the file it was read from, named in errors.
+
+        Raises:
+            SegcoreError: an invalid option (its own type), a model that cannot be built, or one above the limit
+                (:class:`CheckpointError`), naming ``source``.
+        """
+        prefix = f"{source}: " if source else ""
+        try:
+            with torch.device("meta"):
+                model = cls(config, check=False)
+        except SegcoreError as err:
+            raise type(err)(f"{prefix}{err}") from err
+        except Exception as err:  # noqa: BLE001 - a plugin's own check, e.g. dims that heads do not divide
+            raise CheckpointError(
+                f"{prefix}the model of this config cannot be built: {type(err).__name__}: {err}"
+            ) from err
+        size = sum(t.numel() * t.element_size() for t in itertools.chain(model.parameters(), model.buffers()))
+        limit = max_param_bytes()
+        if size > limit:
+            raise CheckpointError(
+                f"{prefix}the model ({config.encoder} + {config.decoder}, {config.num_classes} classes) would hold "
+                f"{_bytes(size)} of parameters and buffers, above the limit of {_bytes(limit)}: "
+                f"check num_classes and the channel and dim options there, or set {MAX_PARAM_BYTES_ENV} (bytes) "
+                "higher if the model really is this large"
+            )
+        return size
 
     # ----------------------------------------------------------------------------------------------------- wiring
     @property
@@ -317,6 +388,14 @@ def _adapter_for(
             f"returns {describe(in_features)}: {err}. Choose encoder outputs at power-of-two multiples of those "
             f"strides (e.g. encoder option out_indices) or a decoder that reads any maps ({', '.join(flexible)})."
         ) from err
+
+
+def _bytes(n: int) -> str:
+    """``n`` bytes in words: ``64.0 GiB``, ``2.1 MiB``, ``512 bytes``."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _pad_to(n: int, divisor: int) -> int:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from segcore.components import with_pair_defaults
-from segcore.errors import SegcoreError
-from segcore.settings import IMAGENET_MEAN, IMAGENET_STD, EvalProtocol
+from segcore.errors import OptionsError
+from segcore.options import CLASSES_LIMIT, bounds, check_fields
+from segcore.settings import IMAGENET_MEAN, IMAGENET_STD, MEAN_RANGE, STD_RANGE, EvalProtocol
 
 __all__ = ["SegModelConfig"]
 
@@ -42,40 +43,58 @@ class SegModelConfig:
 
     encoder: str
     decoder: str
-    num_classes: int
+    num_classes: int = field(metadata=bounds(1, CLASSES_LIMIT))
     encoder_options: dict[str, Any] = field(default_factory=dict)
     decoder_options: dict[str, Any] = field(default_factory=dict)
     loss: str = ""
     loss_options: dict[str, Any] = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
-    palette: list[list[int]] = field(default_factory=list)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    palette: list[list[int]] = field(default_factory=list, metadata=bounds(0, 255))
+    mean: tuple[float, float, float] = field(default=IMAGENET_MEAN, metadata=MEAN_RANGE)
+    std: tuple[float, float, float] = field(default=IMAGENET_STD, metadata=STD_RANGE)
     ignore_index: int = 255
     eval: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        """Check the eval protocol strictly (an unknown key names the valid ones) and store it in full."""
+        """Check every field's type and range, and the eval protocol strictly; store the protocol in full.
+
+        Raises:
+            OptionsError: naming the field (``num_classes: expected an integer, got 'three'``).
+        """
+        check_fields(self)
         if self.eval:
-            self.eval = EvalProtocol.from_dict(self.eval, "config.json eval").to_dict()
+            self.eval = EvalProtocol.from_dict(self.eval, "eval").to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (tuples become lists)."""
         return _jsonable(dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SegModelConfig:
-        """Rebuild from :meth:`to_dict` output; unknown keys are an error that names them."""
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config.json") -> SegModelConfig:
+        """Rebuild from :meth:`to_dict` output, checking every value's type and range.
+
+        Args:
+            data: the contents of ``config.json``.
+            source: the file it was read from, named in errors.
+
+        Raises:
+            OptionsError: an unknown or missing key, or a value of the wrong type or out of range, naming the field
+                and ``source``.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise SegcoreError(f"config.json has unknown keys {unknown}; valid keys are {sorted(names)}")
-        kwargs = dict(data)
-        for key in ("mean", "std"):
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
-        return cls(**kwargs)
+            raise OptionsError(f"{source} has unknown keys {unknown}; valid keys are {sorted(names)}")
+        missing = sorted(f.name for f in dataclasses.fields(cls) if f.name not in data and _required(f))
+        if missing:
+            raise OptionsError(f"{source} is not a valid segcore config: it lacks {', '.join(missing)}")
+        try:
+            return cls(**data)
+        except OptionsError as err:
+            raise OptionsError(
+                f"{source} is not a valid segcore config: {err} (fix the value in the file, or save the model again)"
+            ) from err
 
     @classmethod
     def from_names(
@@ -111,6 +130,10 @@ class SegModelConfig:
             decoder_options=decoder_options,
             **fields,
         )
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def _jsonable(value: Any) -> Any:

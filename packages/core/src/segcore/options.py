@@ -3,6 +3,12 @@
 Every component keeps its options in a frozen dataclass whose defaults are the paper's base setting.
 :func:`parse_options` builds that dataclass from keyword arguments and rejects unknown keys with the
 list of valid ones, so a typo fails where it is made.
+
+Every value is also checked against a bound, so that a tampered ``config.json`` cannot ask for a terabyte: an
+integer lies in ``[-INT_LIMIT, INT_LIMIT]`` (channels, dims, depths, heads, indices) and a float is finite, unless
+the field declares its own range as metadata (``field(default=..., metadata=bounds(low, high))``; :data:`SIZE` for
+image sizes, :data:`FRACTION` for probabilities and rates, :data:`DEPTH` for blocks per stage, :data:`COUNT` and
+:data:`SEED`). A tuple's or list's bound applies to each item.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -17,9 +24,60 @@ from typing import Any, TypeVar
 
 from segcore.errors import OptionsError
 
-__all__ = ["parse_options", "option_names", "coerce_option", "unknown_options_message", "to_jsonable_options"]
+__all__ = [
+    "parse_options",
+    "check_fields",
+    "bounds",
+    "option_names",
+    "coerce_option",
+    "unknown_options_message",
+    "to_jsonable_options",
+    "INT_LIMIT",
+    "SIZE_LIMIT",
+    "CLASSES_LIMIT",
+    "SIZE",
+    "FRACTION",
+    "DEPTH",
+    "COUNT",
+    "SEED",
+]
 
 T = TypeVar("T")
+
+# The largest integer option (channels, dims, depths, heads, ...) unless its field declares a range.
+INT_LIMIT = 65_536
+# The largest image, crop or window side in pixels.
+SIZE_LIMIT = 16_384
+# The most classes a model may have (labels are stored as 16-bit PNGs, and 65535 is left for ignore).
+CLASSES_LIMIT = 65_535
+_BOUNDS = "segcore_bounds"
+
+
+def bounds(low: float | None = None, high: float | None = None, *, open_low: bool = False) -> dict[str, Any]:
+    """Field metadata giving the range ``[low, high]`` of an option (of each item, for a tuple or list).
+
+    Args:
+        low: the smallest value; ``None``: no lower bound.
+        high: the largest value; ``None``: no upper bound.
+        open_low: exclude ``low`` itself (``(low, high]``), e.g. for a std that must be positive.
+
+    Example:
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class HeadOptions:
+        ...     dropout: float = dataclasses.field(default=0.1, metadata=bounds(0.0, 1.0))
+        >>> parse_options(HeadOptions, {"dropout": 2.0})
+        Traceback (most recent call last):
+        ...
+        segcore.errors.OptionsError: HeadOptions.dropout: 2.0 is out of range [0.0, 1.0]; give a value in that range
+    """
+    return {_BOUNDS: (low, high, open_low)}
+
+
+SIZE = bounds(1, SIZE_LIMIT)  # an image, crop or window side in pixels
+FRACTION = bounds(0.0, 1.0)  # a probability, a dropout or drop-path rate
+DEPTH = bounds(0, 1_024)  # blocks or layers of a stage: each is Python objects, even on the meta device
+COUNT = bounds(0, 2**31 - 1)  # a number of samples or iterations
+SEED = bounds(0, 2**64 - 1)  # a random seed (torch takes up to 2**64 - 1)
 
 
 def option_names(options_cls: type) -> list[str]:
@@ -66,8 +124,8 @@ def parse_options(options_cls: type[T], options: Mapping[str, Any], component: s
     unknown = [k for k in options if k not in valid]
     if unknown:
         raise OptionsError(unknown_options_message(where, unknown, valid))
-    hints = _field_types(options_cls)
-    kwargs = {key: _convert(value, hints.get(key), f"{where}.{key}") for key, value in options.items()}
+    hints, limits = _field_types(options_cls), _field_limits(options_cls)
+    kwargs = {key: _convert(value, hints.get(key), f"{where}.{key}", limits.get(key)) for key, value in options.items()}
     try:
         return options_cls(**kwargs)
     except (TypeError, ValueError) as err:
@@ -76,8 +134,43 @@ def parse_options(options_cls: type[T], options: Mapping[str, Any], component: s
         raise OptionsError(f"{where}: {err}") from err
 
 
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    """Convert a (JSON) value to the annotation ``hint``; raise :class:`OptionsError` when it cannot fit."""
+def check_fields(instance: Any, where: str = "") -> None:
+    """Check and convert every field of the dataclass ``instance`` in place, as :func:`parse_options` does.
+
+    For dataclasses that are also built directly (not only from JSON): a ``__post_init__`` calls it so that a
+    value of the wrong type or out of range fails at construction, naming the field (``where.field``).
+
+    Raises:
+        OptionsError: for a value that does not fit its field's type or range.
+    """
+    hints, limits = _field_types(type(instance)), _field_limits(type(instance))
+    for f in dataclasses.fields(instance):
+        name = f"{where}.{f.name}" if where else f.name
+        value = _convert(getattr(instance, f.name), hints.get(f.name), name, limits.get(f.name))
+        object.__setattr__(instance, f.name, value)  # frozen dataclasses too
+
+
+def _field_limits(options_cls: type) -> dict[str, tuple[float | None, float | None, bool]]:
+    return {f.name: f.metadata[_BOUNDS] for f in dataclasses.fields(options_cls) if _BOUNDS in f.metadata}
+
+
+def _check_range(value: float, limits: tuple[float | None, float | None, bool] | None, where: str) -> None:
+    """Raise unless ``value`` lies in ``limits`` (default: ``|value| <= INT_LIMIT`` for integers, finite floats)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise OptionsError(f"{where}: {value} is not a finite number; give a number")
+    default = limits is None
+    if limits is None:
+        limits = (-INT_LIMIT, INT_LIMIT, False) if isinstance(value, int) else (None, None, False)
+    low, high, open_low = limits
+    below = low is not None and (value <= low if open_low else value < low)
+    if below or (high is not None and value > high):
+        interval = f"{'(' if open_low else '['}{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        why = " (segcore's bound on an integer option: channels, dims, depths, heads, indices)" if default else ""
+        raise OptionsError(f"{where}: {value} is out of range {interval}{why}; give a value in that range")
+
+
+def _convert(value: Any, hint: Any, where: str, limits: tuple[float | None, float | None, bool] | None = None) -> Any:
+    """Convert a (JSON) value to ``hint`` within ``limits`` (:func:`bounds`); raise :class:`OptionsError` if not."""
     if hint is None or hint is Any or isinstance(hint, str):
         return value
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -89,7 +182,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return _convert(value, arg, where)
+                return _convert(value, arg, where, limits)
             except OptionsError as err:
                 errors.append(str(err))
         raise OptionsError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {hint}")
@@ -103,10 +196,10 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise OptionsError(f"{where}: expected a list, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], where) for v in value)
+            return tuple(_convert(v, args[0], where, limits) for v in value)
         if args and len(args) != len(value):
             raise OptionsError(f"{where}: expected {len(args)} values, got {len(value)} ({value!r})")
-        return tuple(_convert(v, a, where) for v, a in zip(value, args)) if args else tuple(value)
+        return tuple(_convert(v, a, where, limits) for v, a in zip(value, args)) if args else tuple(value)
     if origin in (dict, Mapping) or hint in (dict, Mapping) or origin is collections.abc.Mapping:
         if not isinstance(value, Mapping):
             raise OptionsError(f"{where}: expected a mapping, got {value!r}")
@@ -114,7 +207,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     if origin is list or hint is list:
         if not isinstance(value, (list, tuple)):
             raise OptionsError(f"{where}: expected a list, got {value!r}")
-        return [_convert(v, args[0], where) for v in value] if args else list(value)
+        return [_convert(v, args[0], where, limits) for v in value] if args else list(value)
     if hint is bool:
         if not isinstance(value, bool):
             raise OptionsError(f"{where}: expected true or false, got {value!r}")
@@ -122,10 +215,12 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise OptionsError(f"{where}: expected an integer, got {value!r}")
+        _check_range(value, limits, where)
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise OptionsError(f"{where}: expected a number, got {value!r}")
+        _check_range(float(value), limits, where)
         return float(value)
     if hint is str:
         if not isinstance(value, str):

@@ -3,7 +3,9 @@
 Recipes (:class:`~segcore.specs.RecipeSpec`), paper pairs (:class:`~segcore.specs.PairSpec`), checkpoints, models
 (``config.eval``) and datasets describe their settings with these frozen dataclasses. Each is built strictly:
 :meth:`from_dict` rejects an unknown key naming the valid ones, and ``__post_init__`` rejects a value out of range,
-so no setting can be registered and then ignored. Torch-free (``segcore list`` imports it).
+so no setting can be registered and then ignored. Every value is also checked for its type and range
+(:func:`~segcore.options.check_fields`: sizes up to :data:`~segcore.options.SIZE_LIMIT` pixels, a mean in
+``[0, 255]``), however the dataclass is built. Torch-free (``segcore list`` imports it).
 
 The semantics are mmseg 0.x's, as the papers' configs use them (specs/datasets.md §1.4-§1.6, §9).
 """
@@ -16,11 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from segcore.errors import OptionsError
-from segcore.options import parse_options, to_jsonable_options
+from segcore.options import FRACTION, SIZE, bounds, check_fields, parse_options, to_jsonable_options
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MEAN_RANGE",
+    "STD_RANGE",
     "Photometric",
     "TrainPipeline",
     "EvalProtocol",
@@ -31,6 +35,11 @@ __all__ = [
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
+# The range of a normalisation mean and std (of 0-255 pixel values): field metadata of every mean/std setting.
+MEAN_RANGE = bounds(0.0, 255.0)
+STD_RANGE = bounds(0.0, 255.0, open_low=True)
+# Resize factors (ratio_range, test scales): positive, and at most 16x.
+_FACTOR = bounds(0.0, 16.0, open_low=True)
 
 S = TypeVar("S")
 
@@ -81,6 +90,7 @@ class Photometric(_Settings):
 
     def __post_init__(self) -> None:  # noqa: D105
         where = "photometric"
+        check_fields(self, where)
         _check(
             0 <= self.brightness_delta <= 255,
             where,
@@ -108,19 +118,18 @@ class TrainPipeline(_Settings):
         pad_value: image pad value in normalised space (the official pipelines normalise, then pad with 0).
     """
 
-    scale: tuple[int, int] | None = (2048, 512)
-    ratio_range: tuple[float, float] | None = (0.5, 2.0)
+    scale: tuple[int, int] | None = field(default=(2048, 512), metadata=SIZE)
+    ratio_range: tuple[float, float] | None = field(default=(0.5, 2.0), metadata=_FACTOR)
     cat_max_ratio: float = 0.75
-    flip_prob: float = 0.5
+    flip_prob: float = field(default=0.5, metadata=FRACTION)
     photometric: Photometric | None = field(default_factory=Photometric)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, float, float] = field(default=IMAGENET_MEAN, metadata=MEAN_RANGE)
+    std: tuple[float, float, float] = field(default=IMAGENET_STD, metadata=STD_RANGE)
     pad_value: float = 0.0
 
     def __post_init__(self) -> None:  # noqa: D105
         where = "train_pipeline"
-        if isinstance(self.photometric, Mapping):  # given as a dict: parsed as strictly as from_dict would
-            object.__setattr__(self, "photometric", Photometric.from_dict(self.photometric, f"{where}.photometric"))
+        check_fields(self, where)  # a photometric mapping becomes Photometric, parsed as strictly as from_dict
         _positive_pair(self.scale, f"{where}.scale")
         if self.ratio_range is not None:
             lo, hi = self.ratio_range
@@ -168,17 +177,18 @@ class EvalProtocol(_Settings):
     """
 
     mode: Literal["whole", "slide"] = "whole"
-    crop_size: tuple[int, int] | None = None
-    stride: tuple[int, int] | None = None
-    resize: tuple[int, int] | None = None
+    crop_size: tuple[int, int] | None = field(default=None, metadata=SIZE)
+    stride: tuple[int, int] | None = field(default=None, metadata=SIZE)
+    resize: tuple[int, int] | None = field(default=None, metadata=SIZE)
     keep_ratio: bool = True
-    min_size: int | None = None
-    resize_to_multiple: int | None = None
-    scales: tuple[float, ...] = (1.0,)
+    min_size: int | None = field(default=None, metadata=SIZE)
+    resize_to_multiple: int | None = field(default=None, metadata=SIZE)
+    scales: tuple[float, ...] = field(default=(1.0,), metadata=_FACTOR)
     flip: bool = False
 
     def __post_init__(self) -> None:  # noqa: D105
         where = "eval protocol"
+        check_fields(self, where)
         _check(self.mode in ("whole", "slide"), where, f"mode must be 'whole' or 'slide', not {self.mode!r}")
         _positive_pair(self.crop_size, f"{where} crop_size")
         _positive_pair(self.stride, f"{where} stride")

@@ -7,10 +7,11 @@ the textured background and the overlap order are random, so colour alone cannot
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from segcore.options import COUNT, SEED, SIZE
 from segcore.settings import EvalProtocol
 
 __all__ = [
@@ -55,9 +56,9 @@ class SyntheticShapesOptions:
     batch 8: mIoU 63 with these defaults, 59 with 2-4 shapes of radius 0.14-0.3).
     """
 
-    size: int = 64
-    length: int | None = None
-    seed: int = 0
+    size: int = field(default=64, metadata=SIZE)
+    length: int | None = field(default=None, metadata=COUNT)
+    seed: int = field(default=0, metadata=SEED)
     min_shapes: int = 1
     max_shapes: int = 3
     min_radius: float = 0.2

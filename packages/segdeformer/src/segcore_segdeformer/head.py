@@ -20,7 +20,7 @@ What this port changes:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -30,7 +30,7 @@ from segcore.errors import OptionsError
 from segcore.layers import ConvBNReLU, UPerBody, init_classifier, init_weights
 from segcore.layers import resize as _resize
 from segcore.losses import cross_entropy
-from segcore.options import parse_options
+from segcore.options import FRACTION, parse_options
 from segcore.specs import PYRAMID_STRIDES, FeatureInfo
 from torch import Tensor, nn
 
@@ -71,7 +71,7 @@ class SegDeformerOptions:
     """
 
     channels: int = 256
-    dropout: float = 0.1
+    dropout: float = field(default=0.1, metadata=FRACTION)
     in_index: tuple[int, ...] | None = None
     attention: Attention = "sdpa"
     kv_reduction: int = 1

@@ -14,7 +14,7 @@ instead of ``nn.MultiheadAttention`` (same maths; the fused in-projection is kep
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -23,7 +23,7 @@ from segcore.checkpoints import load_pretrained_encoder
 from segcore.contracts import Encoder
 from segcore.errors import OptionsError
 from segcore.layers import init_module, packed_attention
-from segcore.options import parse_options
+from segcore.options import DEPTH, FRACTION, parse_options
 from segcore.specs import FeatureInfo
 from timm.layers import DropPath
 from torch import Tensor, nn
@@ -62,14 +62,14 @@ class MiTOptions:
     """
 
     embed_dims: tuple[int, ...] = (64, 128, 320, 512)
-    depths: tuple[int, ...] = (2, 2, 2, 2)
+    depths: tuple[int, ...] = field(default=(2, 2, 2, 2), metadata=DEPTH)
     num_heads: tuple[int, ...] = (1, 2, 5, 8)
     sr_ratios: tuple[int, ...] = (8, 4, 2, 1)
     patch_sizes: tuple[int, ...] = (7, 3, 3, 3)
     mlp_ratio: int = 4
-    drop_path_rate: float = 0.1
-    drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
+    drop_path_rate: float = field(default=0.1, metadata=FRACTION)
+    drop_rate: float = field(default=0.0, metadata=FRACTION)
+    attn_drop_rate: float = field(default=0.0, metadata=FRACTION)
     norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:

@@ -15,13 +15,13 @@ fusion is conv (no bias) + BatchNorm + ReLU. The two hold different tensors and 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from segcore.contracts import Decoder, DecoderOutput
 from segcore.decoders import ConvBNReLU
-from segcore.options import parse_options
+from segcore.options import FRACTION, parse_options
 from segcore.specs import PYRAMID_STRIDES, FeatureInfo
 from torch import Tensor, nn
 
@@ -39,7 +39,7 @@ class SegFormerHeadOptions:
     """
 
     channels: int = 256
-    dropout: float = 0.1
+    dropout: float = field(default=0.1, metadata=FRACTION)
 
 
 class SegFormerHead(Decoder):

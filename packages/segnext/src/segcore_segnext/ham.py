@@ -15,7 +15,7 @@ NCHW).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -24,7 +24,7 @@ from segcore.contracts import Decoder, DecoderOutput
 from segcore.errors import OptionsError
 from segcore.layers import MEMORY_FORMATS, MemoryFormat, init_classifier, init_weights
 from segcore.ops import is_tracing
-from segcore.options import parse_options
+from segcore.options import FRACTION, SEED, parse_options
 from segcore.specs import PYRAMID_STRIDES, FeatureInfo
 from torch import Tensor, nn
 
@@ -61,14 +61,14 @@ class LightHamHeadOptions:
     in_index: tuple[int, ...] = (-3, -2, -1)
     channels: int = 256
     ham_channels: int = 256
-    dropout_ratio: float = 0.1
+    dropout_ratio: float = field(default=0.1, metadata=FRACTION)
     num_groups: int = 32
     md_s: int = 1
     md_r: int = 16
     train_steps: int = 6
     eval_steps: int = 7
     inv_t: float = 1.0
-    nmf_seed: int | None = None
+    nmf_seed: int | None = field(default=None, metadata=SEED)
     memory_format: MemoryFormat = "channels_last"
 
     def __post_init__(self) -> None:

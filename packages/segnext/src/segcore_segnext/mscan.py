@@ -12,7 +12,7 @@ BatchNorm is plain ``nn.BatchNorm2d`` (SyncBN is eval-equivalent).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,7 +20,7 @@ from segcore.checkpoints import load_pretrained_encoder
 from segcore.contracts import Encoder
 from segcore.errors import OptionsError
 from segcore.layers import MEMORY_FORMATS, MemoryFormat, init_weights
-from segcore.options import parse_options
+from segcore.options import DEPTH, FRACTION, parse_options
 from segcore.specs import FeatureInfo
 from timm.layers import DropPath
 from torch import Tensor, nn
@@ -48,10 +48,10 @@ class MSCANOptions:
     """
 
     embed_dims: tuple[int, ...] = (32, 64, 160, 256)
-    depths: tuple[int, ...] = (3, 3, 5, 2)
+    depths: tuple[int, ...] = field(default=(3, 3, 5, 2), metadata=DEPTH)
     mlp_ratios: tuple[float, ...] = (8, 8, 4, 4)
-    drop_rate: float = 0.0
-    drop_path_rate: float = 0.1
+    drop_rate: float = field(default=0.0, metadata=FRACTION)
+    drop_path_rate: float = field(default=0.1, metadata=FRACTION)
     in_chans: int = 3
     memory_format: MemoryFormat = "channels_last"
 

@@ -24,7 +24,7 @@ What the port changed:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ from segcore.contracts import Decoder, DecoderOutput
 from segcore.errors import OptionsError, WiringError
 from segcore.layers import init_weights, packed_attention
 from segcore.ops import is_tracing
-from segcore.options import parse_options
+from segcore.options import DEPTH, FRACTION, SIZE, parse_options
 from segcore.specs import FeatureInfo
 from torch import Tensor, nn
 
@@ -66,9 +66,9 @@ class ATMOptions:
 
     embed_dims: int | None = None
     num_heads: int | None = None
-    num_layers: int = 3
-    dropout: float = 0.1
-    img_size: int | None = None
+    num_layers: int = field(default=3, metadata=DEPTH)
+    dropout: float = field(default=0.1, metadata=FRACTION)
+    img_size: int | None = field(default=None, metadata=SIZE)
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,9 @@ class ATMShrunkOptions:
 
     embed_dims: int | None = None
     num_heads: int | None = None
-    num_layers: int = 3
-    dropout: float = 0.1
-    img_size: int = 640
+    num_layers: int = field(default=3, metadata=DEPTH)
+    dropout: float = field(default=0.1, metadata=FRACTION)
+    img_size: int = field(default=640, metadata=SIZE)
 
     def __post_init__(self) -> None:
         """The pixel-query grid is ``img_size / 16`` per side."""

@@ -17,7 +17,7 @@ What the port changed:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from segcore.contracts import Encoder
 from segcore.errors import OptionsError
 from segcore.layers import packed_attention
 from segcore.ops import is_tracing
-from segcore.options import parse_options
+from segcore.options import DEPTH, FRACTION, SIZE, parse_options
 from segcore.specs import FeatureInfo
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
@@ -67,13 +67,13 @@ class ViTOptions:
         shrink_idx: layer at which the Shrunk QD halves the token grid; ``None`` for the plain ViT.
     """
 
-    img_size: int = 512
+    img_size: int = field(default=512, metadata=SIZE)
     embed_dim: int = 768
-    depth: int = 12
+    depth: int = field(default=12, metadata=DEPTH)
     num_heads: int = 12
     mlp_ratio: float = 4.0
     out_indices: tuple[int, ...] = (5, 7, 11)
-    drop_path_rate: float = 0.1
+    drop_path_rate: float = field(default=0.1, metadata=FRACTION)
     shrink_idx: int | None = None
 
     def __post_init__(self) -> None:

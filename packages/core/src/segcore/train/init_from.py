@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
-from segcore.checkpoints import checkpoint_config
-from segcore.errors import CheckpointError
+from segcore.checkpoints import checkpoint_config, source_kind
+from segcore.errors import CheckpointError, OptionsError
 from segcore.hub import CONFIG_NAME, read_json
 from segcore.model import SegModel, SegModelConfig
+from segcore.options import CLASSES_LIMIT
 from segcore.registry import components
 from segcore.state_dict import load_strict
 from segcore.transformers_format import PREPROCESSOR_NAME, is_transformers_config, model_config_from_transformers
@@ -33,28 +34,20 @@ def init_config(source: str, fetch: bool = True) -> SegModelConfig | None:
     """The config of the model ``source`` names, reading as little as possible.
 
     A local folder (a saved model or a finished training run, segcore or transformers format) and a registered
-    checkpoint name are read without loading weights. A Hub repo id is downloaded only when ``fetch`` (a dry run
-    passes ``False`` and gets ``None``).
+    checkpoint name are read without loading weights; a folder's config is checked as loading it would check it
+    (every value, and the model's size: :meth:`SegModel.check_config`). A Hub repo id is downloaded only when
+    ``fetch`` (a dry run passes ``False`` and gets ``None``). What ``source`` is, is decided as the real load
+    decides it (:func:`segcore.checkpoints.source_kind`), so a dry run refuses what the run would refuse.
 
     Raises:
-        CheckpointError: ``source`` is no model folder, registered checkpoint or Hub repo id.
+        CheckpointError: ``source`` is no model folder, registered checkpoint or Hub repo id, or its config is
+            invalid (naming the file and the field).
     """
-    local = Path(source).expanduser()
-    if local.is_dir():
-        if not (local / CONFIG_NAME).is_file():
-            raise CheckpointError(
-                f"--init-from {source}: {local} has no config.json (a training run has one once it has finished; "
-                "use its best/ folder or a finished run)"
-            )
-        data = read_json(local / CONFIG_NAME)
-        if is_transformers_config(data):
-            pre = local / PREPROCESSOR_NAME
-            fields = model_config_from_transformers(data, read_json(pre) if pre.is_file() else None)
-            return SegModelConfig(**fields)
-        return SegModelConfig.from_dict(data)
-    registered = components("checkpoints")
-    spec = registered.get(source)
-    if spec is not None and spec.kind == "model":
+    kind = source_kind(source)
+    if kind == "folder":
+        return _folder_config(Path(source).expanduser())
+    if kind == "registered":
+        spec = components("checkpoints")[source]
         fields = checkpoint_config(source, spec)
         return SegModelConfig(spec.encoder, spec.decoder, spec.num_classes, **fields)  # type: ignore[arg-type]
     if not fetch:
@@ -62,14 +55,37 @@ def init_config(source: str, fetch: bool = True) -> SegModelConfig | None:
     return SegModel.from_pretrained(source).config
 
 
+def _folder_config(folder: Path) -> SegModelConfig:
+    """The checked config of a local model folder (segcore or transformers format), without its weights."""
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(
+            f"{folder} has no config.json (a training run has one once it has finished; use its best/ folder or a "
+            "finished run)"
+        )
+    data = read_json(path)
+    try:
+        if is_transformers_config(data):
+            pre = folder / PREPROCESSOR_NAME
+            fields = model_config_from_transformers(data, read_json(pre) if pre.is_file() else None)
+            config = SegModelConfig(**fields)
+        else:
+            config = SegModelConfig.from_dict(data, source=str(path))
+    except OptionsError as err:
+        raise CheckpointError(str(err) if str(path) in str(err) else f"{path}: {err}") from err
+    SegModel.check_config(config, source=str(path))
+    return config
+
+
 def class_dependent_tensors(config: SegModelConfig) -> list[str]:
     """Names of the tensors whose shape depends on the number of classes (the classifier), in state-dict order.
 
-    The model is built on the meta device (no memory, no init) with ``K`` and ``K + 1`` classes and the shapes are
-    compared, so this holds for any decoder.
+    The model is built on the meta device (no memory, no init) with ``K`` and ``K + 1`` classes (``K - 1`` at the
+    limit) and the shapes are compared, so this holds for any decoder.
     """
     shapes = []
-    for k in (config.num_classes, config.num_classes + 1):
+    other = config.num_classes + 1 if config.num_classes < CLASSES_LIMIT else config.num_classes - 1
+    for k in (config.num_classes, other):
         with torch.device("meta"):
             model = SegModel(dataclasses.replace(config, num_classes=k), check=False)
         shapes.append({name: tuple(t.shape) for name, t in model.state_dict().items()})

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from segcore.components import resolved_options, with_pair_defaults
-from segcore.errors import SegcoreError, TrainingError
+from segcore.errors import OptionsError, SegcoreError, TrainingError
+from segcore.options import COUNT, SIZE, bounds, check_fields
 from segcore.settings import EvalProtocol, ModelSettings, TrainPipeline
 from segcore.specs import RecipeSpec
 from segcore.train.run_folder import read_run_settings
@@ -130,9 +131,9 @@ class TrainSettings:
     dataset: str | None = None
     data_root: str | None = None
     recipe: str | None = None
-    iters: int | None = None
-    batch_size: int | None = None
-    crop_size: tuple[int, int] | None = None
+    iters: int | None = field(default=None, metadata=COUNT)
+    batch_size: int | None = field(default=None, metadata=COUNT)
+    crop_size: tuple[int, int] | None = field(default=None, metadata=SIZE)
     lr: float | None = None
     weight_decay: float | None = None
     pretrained_encoder: bool | str | None = None
@@ -143,26 +144,30 @@ class TrainSettings:
     output_dir: str = "runs/segcore"
     resume: bool = False
     overwrite: bool = False
-    eval_every: int | None = None
-    checkpoint_every: int | None = None
-    keep_checkpoints: int | None = None
-    seed: int | None = None
-    grad_accum: int | None = None
+    eval_every: int | None = field(default=None, metadata=COUNT)
+    checkpoint_every: int | None = field(default=None, metadata=COUNT)
+    keep_checkpoints: int | None = field(default=None, metadata=COUNT)
+    seed: int | None = field(default=None, metadata=bounds(0, 2**32 - 1))
+    grad_accum: int | None = field(default=None, metadata=COUNT)
     clip_grad: float | None = None
     ema_decay: float | None = None
     tensorboard: bool = False
     log_with: list[str] | None = None
     tracker_project: str | None = None
     run_name: str | None = None
-    log_every: int | None = None
+    log_every: int | None = field(default=None, metadata=COUNT)
     eval_mode: Literal["whole", "slide"] | None = None
-    max_eval_samples: int | None = None
-    workers: int | None = None
+    max_eval_samples: int | None = field(default=None, metadata=COUNT)
+    workers: int | None = field(default=None, metadata=COUNT)
     progress: bool = True
     init_from: str | None = None
 
     def __post_init__(self) -> None:
-        """Reject values that make no sense, naming the flag and the valid range."""
+        """Reject values of the wrong type or that make no sense, naming the flag and the valid range."""
+        try:
+            check_fields(self)  # types and bounds: a settings.json read on --resume may have been edited
+        except OptionsError as err:
+            raise TrainingError(f"invalid setting {err}") from err
         ranges = {
             "--iters": (self.iters, lambda v: v >= 1, ">= 1"),
             "--batch-size": (self.batch_size, lambda v: v >= 1, ">= 1"),
@@ -467,9 +472,12 @@ def resume_settings(given: TrainSettings, saved: dict[str, Any]) -> TrainSetting
             f"cannot resume {given.output_dir}: {'; '.join(differences)}. A resumed run keeps its own settings: "
             f"leave these flags out (only {may} may change), or train a new run in another --output-dir"
         )
-    if merged.get("crop_size") is not None:
-        merged["crop_size"] = tuple(merged["crop_size"])
-    return TrainSettings(**merged)
+    try:
+        return TrainSettings(**merged)
+    except TrainingError as err:
+        raise TrainingError(
+            f"cannot resume {given.output_dir}: its settings.json holds an {err} (it was edited; restore it)"
+        ) from err
 
 
 def _with_mode(protocol: EvalProtocol, mode: str, crop_size: tuple[int, int]) -> EvalProtocol:
