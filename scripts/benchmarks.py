@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from segcore.benchmark import (
+from segcore.tools.benchmark import (
     NUM_CLASSES,
     PEER_REFERENCE,
     BenchmarkRow,
@@ -155,7 +155,7 @@ def _git(*args: str) -> str | None:
 def machine_protocol(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     """Describe the run: when, where, with what software, and how it measures."""
     import torch
-    from segcore.benchmark import cpu_description
+    from segcore.tools.benchmark import cpu_description
 
     cpu_model, cpu_flags = cpu_description()
     commit = _git("rev-parse", "--short", "HEAD")
@@ -334,7 +334,7 @@ def _models_lines(entries: list[dict[str, Any]]) -> list[str]:
         "",
         "- params: all parameters of the model. GMACs: multiply-adds of one forward pass (conv, linear, matrix "
         'products and attention; one multiply-add = 1, the papers\' "GFLOPs"), counted by '
-        "`segcore.benchmark.count_params_and_macs` (its default convention; the SegNeXt paper counted with "
+        "`segcore.tools.benchmark.count_params_and_macs` (its default convention; the SegNeXt paper counted with "
         "torchprofile, `--macs torchprofile`, compared in packages/segnext/README.md)",
         "- latency: one pass of `forward_output` (encoder + decoder, logits at the decoder's stride, no final "
         "resize); throughput = batch / median latency",

@@ -28,7 +28,7 @@ PAIRS = (("mscan-t", "ham"), ("mit-b0", "segdeformer"), ("timm:resnet18", "mlp")
 def _first_installed_pair() -> tuple[str, str]:
     """mscan-t + ham when segcore-segnext is installed, else the next first-party pair, else core's own."""
     from segcore.errors import UnknownComponentError
-    from segcore.registry import get_spec
+    from segcore.plugins.registry import get_spec
 
     for encoder, decoder in PAIRS:
         try:

@@ -18,7 +18,7 @@ Steps, in order (``--steps`` runs some of them, e.g. to re-run one that failed):
 * ``attention``: ``packages/segdeformer/benchmarks/attention.py --device cuda`` (MiT-B2, 512x512, fp32 and bf16);
   its table goes to ``attention.md``.
 * ``pytest``: ``pytest -m gpu``; its log goes to ``pytest.log``.
-* ``compile``: ``segcore.benchmark.benchmark_model`` of SegNeXt-T (batch 16, bf16), eager then ``torch.compile``.
+* ``compile``: ``segcore.tools.benchmark.benchmark_model`` of SegNeXt-T (batch 16, bf16), eager then ``torch.compile``.
 
 Usage (repository root)::
 
@@ -95,8 +95,8 @@ _PARTIAL: list[Path] = []  # a child's --result file: steps save what they measu
 
 
 def _benchmarks() -> dict[str, Any]:
-    """The shared benchmark API (``segcore.benchmark``) as a name -> object mapping."""
-    import segcore.benchmark as api
+    """The shared benchmark API (``segcore.tools.benchmark``) as a name -> object mapping."""
+    import segcore.tools.benchmark as api
 
     return {
         "NUM_CLASSES": api.NUM_CLASSES,
@@ -145,7 +145,7 @@ def step_env(plan: Plan, out: Path) -> dict[str, Any]:
     import importlib.metadata as md
 
     import torch
-    from segcore.benchmark import protocol
+    from segcore.tools.benchmark import protocol
 
     info: dict[str, Any] = {
         "python": sys.version.split()[0],
@@ -217,7 +217,7 @@ def step_throughput(plan: Plan, out: Path) -> dict[str, Any]:
     import segcore
     import torch
     import torch.nn.functional as F  # noqa: N812
-    from segcore.inference import precision as autocast
+    from segcore.evaluation.inference import precision as autocast
 
     bench = _benchmarks()
     torch.backends.cudnn.benchmark = True
@@ -307,7 +307,7 @@ def _train(plan: Plan, encoder: str) -> dict[str, Any]:
     """Step time and peak memory of training ``encoder`` + ham as the SegNeXt ADE20K recipe sets it up."""
     import segcore
     import torch
-    from segcore.inference import precision as autocast
+    from segcore.evaluation.inference import precision as autocast
     from segcore.train.optim import build_optimizer
     from segcore.train.trainer import TrainSettings, resolve_recipe
 
@@ -435,7 +435,7 @@ def step_compile(plan: Plan, out: Path) -> dict[str, Any]:
     """``benchmark_model`` of one model, eager then ``torch.compile`` (bf16, eval): speed-up and compile cost."""
     import segcore
     import torch
-    from segcore.benchmark import benchmark_model
+    from segcore.tools.benchmark import benchmark_model
 
     bench = _benchmarks()
     row = bench["find_row"](plan.compile_row)

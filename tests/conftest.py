@@ -29,7 +29,7 @@ TINY_DECODER_OPTIONS = {"upernet": {"channels": 64}}
 
 
 def registered(kind: str) -> list[str]:
-    from segcore.registry import components
+    from segcore.plugins.registry import components
 
     names = []
     for name in sorted(components(kind)):

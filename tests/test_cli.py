@@ -128,7 +128,7 @@ def test_benchmark_counts_json():
         for convention in ("segcore", "torchprofile")
     ]
     # torchprofile adds the affine BNs, the final bilinear resize and the products: strictly more.
-    from segcore.benchmark import MACS_CONVENTIONS
+    from segcore.tools.benchmark import MACS_CONVENTIONS
     from segcore_cli.commands.benchmark import MACS_CONVENTIONS as CLI_CHOICES
 
     assert CLI_CHOICES == MACS_CONVENTIONS

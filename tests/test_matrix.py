@@ -13,9 +13,9 @@ import copy
 import pytest
 import segcore
 import torch
-from segcore.adapters import SelectLevels
-from segcore.contracts import check_feature_info
-from segcore.registry import get_spec
+from segcore.models.adapters import SelectLevels
+from segcore.models.contracts import check_feature_info
+from segcore.plugins.registry import get_spec
 
 NUM_CLASSES = 5
 
@@ -69,12 +69,12 @@ def _last_encoder():
 def reuse_encoder(monkeypatch, _last_encoder):
     """Build each encoder once for the decoders that follow it (pytest varies the decoder fastest).
 
-    ``SegModel`` builds its encoder through ``segcore.model.build_encoder``: this returns a deep copy of the
+    ``SegModel`` builds its encoder through ``segcore.models.model.build_encoder``: this returns a deep copy of the
     last encoder built with the same arguments (seeded, so the weights do not depend on which tests run).
     """
-    import segcore.model
+    import segcore.models.model
 
-    build = segcore.model.build_encoder
+    build = segcore.models.model.build_encoder
 
     def cached(name, pretrained=False, **options):
         key = (name, pretrained, repr(sorted(options.items())))
@@ -85,7 +85,7 @@ def reuse_encoder(monkeypatch, _last_encoder):
                 _last_encoder.update(key=key, encoder=build(name, pretrained=pretrained, **options))
         return copy.deepcopy(_last_encoder["encoder"])
 
-    monkeypatch.setattr(segcore.model, "build_encoder", cached)
+    monkeypatch.setattr(segcore.models.model, "build_encoder", cached)
 
 
 def test_pair_trains_and_infers_at_any_size(

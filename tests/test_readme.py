@@ -13,7 +13,7 @@ import pytest
 import segcore
 import tomllib
 import torch
-from segcore import registry
+from segcore.plugins import registry
 from segcore_cli.main import build_parser
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import segcore
 import torch
-from segcore import registry
-from segcore.settings import EvalProtocol, TrainPipeline
+from segcore.config.settings import EvalProtocol, TrainPipeline
+from segcore.plugins import registry
 from segcore.train import TrainSettings, plan
 from segcore_cli.main import main
 
@@ -350,7 +350,7 @@ def _data_plugin(num_classes: int, size: tuple[int, int]) -> types.ModuleType:
 @pytest.mark.parametrize("name", MODEL_CHECKPOINTS, ids=MODEL_CHECKPOINTS)
 def test_checkpoint_protocol_reaches_segcore_eval(name, tmp_path, monkeypatch, capsys) -> None:
     """The converted model's config carries the paper's protocol; `segcore eval` runs it with no flags."""
-    from segcore.checkpoints import checkpoint_config
+    from segcore.weights.checkpoints import checkpoint_config
 
     spec = registry.components("checkpoints")[name]
     config = checkpoint_config(name, spec)

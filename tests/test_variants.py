@@ -1,4 +1,4 @@
-"""A new variant is one entry of its family's variant table (segcore.variants).
+"""A new variant is one entry of its family's variant table (segcore.models.variants).
 
 Parametrised over the families found in the registry (each registered encoder whose module exposes a
 ``VARIANTS`` table): add one entry to the table and its factory line to the family module, reload the registry,
@@ -18,10 +18,10 @@ import inspect
 import pytest
 import segcore
 import torch
-from segcore import registry
-from segcore.benchmark import benchmark_rows
-from segcore.specs import resolve
-from segcore.variants import VariantTable
+from segcore.models.variants import VariantTable
+from segcore.plugins import registry
+from segcore.plugins.specs import resolve
+from segcore.tools.benchmark import benchmark_rows
 
 # Option overrides that make a family's first entry tiny (widths and depths), so the new entry builds fast.
 TINY = {

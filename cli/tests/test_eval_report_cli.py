@@ -93,12 +93,12 @@ def _files(folder: Path) -> dict[str, bytes]:
 @pytest.fixture
 def no_evaluation(monkeypatch):
     """Fails the test if the evaluation starts: a refused --report must be refused before it."""
-    import segcore.evaluate
+    import segcore.evaluation.evaluate
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the evaluation ran although --report was to be refused first")
 
-    monkeypatch.setattr(segcore.evaluate, "evaluate", forbidden)
+    monkeypatch.setattr(segcore.evaluation.evaluate, "evaluate", forbidden)
 
 
 def test_eval_report_into_a_file_is_refused_before_the_evaluation(model_dir, tmp_path, capsys, no_evaluation):

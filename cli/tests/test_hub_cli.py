@@ -6,8 +6,8 @@ import pytest
 import segcore
 import torch
 from segcore import hookimpl
-from segcore.registry import register_plugin, unregister_plugin
-from segcore.specs import CheckpointSpec
+from segcore.plugins.registry import register_plugin, unregister_plugin
+from segcore.plugins.specs import CheckpointSpec
 from segcore.testing import TINY_MODEL, serve_hub
 from segcore_cli.main import main
 

@@ -41,12 +41,12 @@ def _predict(model_dir: Path, out: Path, *images: Path) -> list[str]:
 
 
 def test_predict_refuses_before_predicting_to_replace_a_users_label(model_dir, photos, capsys, monkeypatch):
-    import segcore.inference
+    import segcore.evaluation.inference
 
     def forbidden(*args, **kwargs):
         raise AssertionError("predicted although the outputs were to be refused first")
 
-    monkeypatch.setattr(segcore.inference, "predict_label_map", forbidden)
+    monkeypatch.setattr(segcore.evaluation.inference, "predict_label_map", forbidden)
     (photos / "a_label.png").write_bytes(b"the user's own label of a.png")
     before = _files(photos)
     assert main(_predict(model_dir, photos, photos / "a.png", photos / "b.jpg", "--no-progress")) == 2

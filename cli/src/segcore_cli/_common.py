@@ -28,7 +28,7 @@ def add_component_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_precision_option(parser: argparse.ArgumentParser) -> None:
-    """Add ``--precision fp32|bf16`` (what :func:`segcore.inference.precision` takes)."""
+    """Add ``--precision fp32|bf16`` (what :func:`segcore.evaluation.inference.precision` takes)."""
     parser.add_argument(
         "--precision",
         choices=("fp32", "bf16"),
@@ -44,9 +44,9 @@ def parse_component_options(kind: str, name: str | None, pairs: Sequence[str]) -
     Keys may be spelled with ``-`` or ``_``. With a component ``name`` the values are typed after its options
     dataclass and an unknown key is an error naming the valid ones; without one they are typed by their look.
     """
+    from segcore.config.options import coerce_option
     from segcore.errors import OptionsError
-    from segcore.options import coerce_option
-    from segcore.registry import get_spec
+    from segcore.plugins.registry import get_spec
 
     options_cls = get_spec(kind, name).load_options() if name else None
     out: dict[str, Any] = {}

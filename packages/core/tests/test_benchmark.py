@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
-from segcore.benchmark import _infer_step, count_params_and_macs
+from segcore.tools.benchmark import _infer_step, count_params_and_macs
 from torch import nn
 
 

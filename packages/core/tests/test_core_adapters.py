@@ -8,11 +8,11 @@ import warnings
 import pytest
 import segcore
 import torch
-from segcore import registry
-from segcore.adapters import SelectLevels, SimpleFeaturePyramid, build_adapter, match_levels
-from segcore.contracts import Decoder, DecoderOutput, Encoder
 from segcore.errors import OptionsError, SegcoreError, WiringError
-from segcore.specs import PYRAMID_STRIDES, ComponentSpec, FeatureInfo, check_strides
+from segcore.models.adapters import SelectLevels, SimpleFeaturePyramid, build_adapter, match_levels
+from segcore.models.contracts import Decoder, DecoderOutput, Encoder
+from segcore.plugins import registry
+from segcore.plugins.specs import PYRAMID_STRIDES, ComponentSpec, FeatureInfo, check_strides
 from torch import nn
 
 PLAIN3 = [FeatureInfo(96, 16)] * 3

@@ -14,8 +14,8 @@ import pytest
 import segcore
 import torch
 from safetensors.torch import save_file
-from segcore import registry
 from segcore.errors import CheckpointError
+from segcore.plugins import registry
 from segcore.testing import serve_hub
 
 
@@ -204,7 +204,7 @@ def test_revision_token_force_download_and_local_files_only(saved):
 
 
 def test_cache_dir_is_huggingface_home_or_segcore_cache(monkeypatch, tmp_path):
-    from segcore.hub import segcore_cache_dir
+    from segcore.weights.hub import segcore_cache_dir
 
     monkeypatch.delenv("SEGCORE_CACHE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -291,8 +291,8 @@ def test_unreachable_endpoint_is_a_network_failure_within_seconds(kind, monkeypa
 # ------------------------------------------------------------------------------------------------ model cards
 def test_cards_are_huggingface_model_cards_with_licence_and_model_index(saved, tmp_path):
     from huggingface_hub import ModelCard
-    from segcore.cards import eval_result, is_segcore_card, with_eval_results
-    from segcore.hub import save_evaluated
+    from segcore.weights.cards import eval_result, is_segcore_card, with_eval_results
+    from segcore.weights.hub import save_evaluated
 
     model, _ = saved
     model.config.extra.update({"dataset": "synthetic-shapes", "base_model": "segcore-test/base"})
@@ -306,7 +306,7 @@ def test_cards_are_huggingface_model_cards_with_licence_and_model_index(saved, t
         config.extra.update(
             {"license": "other", "license_name": "adelaidet-non-commercial", "license_note": "Non-commercial use only."}
         )
-        segcore.hub.save_pretrained(reloaded, tmp_path / "m", config=config)
+        segcore.weights.hub.save_pretrained(reloaded, tmp_path / "m", config=config)
     finally:
         for key in ("dataset", "base_model"):
             model.config.extra.pop(key)

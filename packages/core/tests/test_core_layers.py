@@ -1,4 +1,4 @@
-"""The shared layers of segcore.layers against torch's own modules and the mmcv init rules they stand for."""
+"""The shared layers of segcore.models.layers against torch's own modules and the mmcv init rules they stand for."""
 
 from __future__ import annotations
 
@@ -7,9 +7,16 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from segcore.config.options import parse_options
 from segcore.errors import OptionsError
-from segcore.layers import MEMORY_FORMATS, MemoryFormat, init_classifier, init_module, init_weights, packed_attention
-from segcore.options import parse_options
+from segcore.models.layers import (
+    MEMORY_FORMATS,
+    MemoryFormat,
+    init_classifier,
+    init_module,
+    init_weights,
+    packed_attention,
+)
 from torch import nn
 
 

@@ -33,7 +33,7 @@ def _imported(node: ast.AST) -> list[str]:
     if isinstance(node, ast.Import):
         return [alias.name for alias in node.names]
     if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-        # ``from segcore import hub`` imports the submodule segcore.hub.
+        # ``from segcore import hub`` imports the submodule segcore.weights.hub.
         return [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
     return []
 
@@ -97,12 +97,26 @@ def test_core_has_no_import_cycle():
 
 # The layers of weight I/O, bottom up: a module never reaches one above it, even through a third module.
 BELOW = {
-    "segcore.state_dict": ("segcore.convert", "segcore.hub", "segcore.checkpoints", "segcore.model"),
-    "segcore.convert": ("segcore.transformers_format", "segcore.hub", "segcore.checkpoints", "segcore.model"),
-    "segcore.model_config": ("segcore.hub", "segcore.checkpoints", "segcore.model"),
-    "segcore.transformers_format": ("segcore.hub", "segcore.checkpoints", "segcore.model"),
-    "segcore.hub": ("segcore.checkpoints", "segcore.model"),
-    "segcore.checkpoints": ("segcore.model",),
+    "segcore.weights.state_dict": (
+        "segcore.weights.convert",
+        "segcore.weights.hub",
+        "segcore.weights.checkpoints",
+        "segcore.models.model",
+    ),
+    "segcore.weights.convert": (
+        "segcore.weights.transformers_format",
+        "segcore.weights.hub",
+        "segcore.weights.checkpoints",
+        "segcore.models.model",
+    ),
+    "segcore.models.model_config": ("segcore.weights.hub", "segcore.weights.checkpoints", "segcore.models.model"),
+    "segcore.weights.transformers_format": (
+        "segcore.weights.hub",
+        "segcore.weights.checkpoints",
+        "segcore.models.model",
+    ),
+    "segcore.weights.hub": ("segcore.weights.checkpoints", "segcore.models.model"),
+    "segcore.weights.checkpoints": ("segcore.models.model",),
 }
 
 

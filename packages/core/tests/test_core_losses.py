@@ -8,7 +8,7 @@ import pytest
 import segcore
 import torch
 import torch.nn.functional as F
-from segcore.contracts import DecoderOutput
+from segcore.models.contracts import DecoderOutput
 
 
 def _logits_and_target():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import segcore
 import torch
-from segcore.adapters import SimpleFeaturePyramid
-from segcore.contracts import Decoder, DecoderOutput, check_feature_info
 from segcore.errors import SegcoreError, WiringError
+from segcore.models.adapters import SimpleFeaturePyramid
+from segcore.models.contracts import Decoder, DecoderOutput, check_feature_info
 from torch import nn
 
 TIMM_ENCODERS = ["timm:resnet18", "timm:pvt_v2_b0", "timm:vit_tiny_patch16_224"]  # CNN, hierarchical, plain ViT
@@ -84,7 +84,7 @@ class _BrokenDecoder(Decoder):
 def test_wiring_mismatch_is_reported_at_build_time_in_words():
     import types
 
-    from segcore import registry
+    from segcore.plugins import registry
 
     plugin = types.ModuleType("broken_plugin")
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import pytest
 import segcore
 import torch
-from segcore import registry
 from segcore.errors import ComponentClashError, OptionsError, UnknownComponentError
+from segcore.plugins import registry
 
 
 @pytest.fixture
@@ -37,8 +37,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 import segcore
-from segcore.contracts import Encoder
-from segcore.options import parse_options
+from segcore.models.contracts import Encoder
+from segcore.config.options import parse_options
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def test_plugin_module_is_not_imported_at_segcore_import():
 
 
 def test_option_coercion_from_strings():
-    from segcore.options import coerce_option
+    from segcore.config.options import coerce_option
 
     @dataclass(frozen=True)
     class Opts:

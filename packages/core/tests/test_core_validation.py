@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 import segcore
-from segcore.checkpoints import source_kind
+from segcore.config.options import CLASSES_LIMIT, FRACTION, INT_LIMIT, SIZE, parse_options
+from segcore.config.settings import EvalProtocol, TrainPipeline
 from segcore.errors import CheckpointError, OptionsError, SegcoreError
-from segcore.model import DEFAULT_MAX_PARAM_BYTES, MAX_PARAM_BYTES_ENV, SegModel, SegModelConfig, max_param_bytes
-from segcore.options import CLASSES_LIMIT, FRACTION, INT_LIMIT, SIZE, parse_options
-from segcore.settings import EvalProtocol, TrainPipeline
+from segcore.models.model import DEFAULT_MAX_PARAM_BYTES, MAX_PARAM_BYTES_ENV, SegModel, SegModelConfig, max_param_bytes
 from segcore.testing import TINY_MODEL, register_tiny_shapes, unregister_tiny_shapes
 from segcore.train import TrainingError, TrainSettings, plan, resolve_run
 from segcore.train.init_from import class_dependent_tensors, init_config
+from segcore.weights.checkpoints import source_kind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,10 +200,10 @@ def test_dry_run_and_real_run_decide_what_init_from_names_alike(saved, tmp_path,
 
 
 def test_a_registered_encoder_checkpoint_is_no_init_from(monkeypatch):
-    from segcore.specs import CheckpointSpec
+    from segcore.plugins.specs import CheckpointSpec
 
     encoder_only = CheckpointSpec(repo_id="x/y", revision="0" * 40, description="d", kind="encoder")
-    monkeypatch.setattr("segcore.checkpoints.components", lambda kind: {"enc-only": encoder_only})
+    monkeypatch.setattr("segcore.weights.checkpoints.components", lambda kind: {"enc-only": encoder_only})
     with pytest.raises(CheckpointError, match="'enc-only' holds encoder weights only"):
         source_kind("enc-only")
 

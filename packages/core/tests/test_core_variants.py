@@ -1,4 +1,4 @@
-"""segcore.variants: one table per encoder family, from which specs, factories and converter names derive."""
+"""segcore.models.variants: one table per encoder family, from which specs, factories and converter names derive."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 from segcore.errors import SegcoreError
-from segcore.specs import resolve
-from segcore.variants import Variant, VariantTable
+from segcore.models.variants import Variant, VariantTable
+from segcore.plugins.specs import resolve
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from segcore.data import check_classes, compare_classes, preflight, read_image
 from segcore.errors import ClassMismatchError, ImageReadError
-from segcore.inference import EvalProtocol, predict_label_map, predict_labels
+from segcore.evaluation.inference import EvalProtocol, predict_label_map, predict_labels
 
 
 # ------------------------------------------------------------------------------------------------------ reader

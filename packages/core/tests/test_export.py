@@ -15,13 +15,13 @@ import segcore
 import torch
 import torch.nn.functional as F
 from segcore.errors import SegcoreError
-from segcore.ops import adaptive_avg_pool2d
+from segcore.models.ops import adaptive_avg_pool2d
 from segcore.testing import compare_compiled
 
 onnxruntime = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from segcore.export import ExportError, default_sizes, export_onnx, onnx_available  # noqa: E402
+from segcore.tools.export import ExportError, default_sizes, export_onnx, onnx_available  # noqa: E402
 
 CORE_DECODERS = ["linear", "mlp", "upernet"]
 SIZES = [(1, 64, 64), (2, 96, 80)]
@@ -87,7 +87,7 @@ def test_missing_onnx_says_what_to_install(tmp_path, monkeypatch):
 
 
 def test_padding_equals_the_modulo():
-    from segcore.model import _pad_to
+    from segcore.models.model import _pad_to
 
     for d in (1, 16, 32):
         for n in range(1, 100):

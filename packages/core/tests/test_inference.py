@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import segcore
 import torch
-from segcore.inference import EvalProtocol, infer_logits, slide_logits
+from segcore.evaluation.inference import EvalProtocol, infer_logits, slide_logits
 from torch import nn
 
 
@@ -97,7 +97,7 @@ def test_real_model_slide_close_to_whole():
 
 def test_precision_context():
     from segcore.errors import SegcoreError
-    from segcore.inference import precision
+    from segcore.evaluation.inference import precision
 
     conv = torch.nn.Conv2d(3, 4, 1)
     x = torch.randn(1, 3, 8, 8)

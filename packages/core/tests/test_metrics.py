@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from segcore.metrics import SegMetric, confusion_matrix, metrics_from_confusion
+from segcore.evaluation.metrics import SegMetric, confusion_matrix, metrics_from_confusion
 
 
 def test_confusion_matrix_skips_ignore():

@@ -11,8 +11,8 @@ import segcore
 import torch
 from segcore.data import check_class_names
 from segcore.errors import ClassNamesError, HubNetworkError
-from segcore.metrics import metrics_from_confusion
-from segcore.report import save_tables
+from segcore.evaluation.metrics import metrics_from_confusion
+from segcore.evaluation.report import save_tables
 from segcore.testing import TINY_MODEL
 
 
@@ -82,7 +82,7 @@ def test_push_to_an_unreachable_hub_is_a_network_failure(closed_endpoint):
 
 
 def test_hub_network_leaves_other_errors_alone():
-    from segcore.hub import hub_network
+    from segcore.weights.hub import hub_network
 
     with pytest.raises(KeyError), hub_network("push to 'me/x'"):
         raise KeyError("not a network error")

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import segcore
-from segcore import storage
+from segcore.data import storage
+from segcore.data.storage import atomic_open, read_manifest, storage_error, write_atomic, write_manifest
 from segcore.errors import OutputFolderError, StorageError, TrainingError
-from segcore.report import REPORT_MARKER, check_report_folder, save_tables, write_report
-from segcore.storage import atomic_open, read_manifest, storage_error, write_atomic, write_manifest
+from segcore.evaluation.report import REPORT_MARKER, check_report_folder, save_tables, write_report
 
 CLASSES = ("background", "cat", "dog")
 
@@ -85,7 +85,7 @@ def test_ctrl_c_while_writing_leaves_no_file_at_the_final_name(tmp_path, interru
 
 
 def _curves(out: Path) -> None:
-    from segcore.train.plots import plot_curves
+    from segcore.evaluation.plots import plot_curves
 
     rows = [{"iter": 1, "loss": 1.0, "lr": 0.1}, {"iter": 2, "loss": 0.5, "lr": 0.1, "mIoU": 40.0}]
     (out.parent / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -99,7 +99,7 @@ def _tiny_model() -> segcore.SegModel:
 def test_an_interrupted_onnx_export_leaves_the_previous_file(tmp_path, monkeypatch):
     pytest.importorskip("onnx")
     import torch
-    from segcore.export import export_onnx
+    from segcore.tools.export import export_onnx
 
     target = tmp_path / "model.onnx"
     target.write_bytes(b"the previous export")
@@ -144,8 +144,8 @@ import json, resource, signal, sys
 from pathlib import Path
 import torch
 from segcore.errors import SegcoreError
-from segcore.hub import save_weights
-from segcore.report import write_report
+from segcore.weights.hub import save_weights
+from segcore.evaluation.report import write_report
 from segcore.train.checkpointing import save_atomic
 from safetensors.torch import save_file
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from segcore.config.settings import IMAGENET_MEAN, IMAGENET_STD, TrainPipeline
 from segcore.data import TrainTransform
-from segcore.settings import IMAGENET_MEAN, IMAGENET_STD, TrainPipeline
-from segcore.specs import RecipeSpec
+from segcore.plugins.specs import RecipeSpec
 from segcore.testing import TinyShapes
 from segcore.train.data import Batches, Sampler, Samples, loader, train_transform
 
@@ -57,7 +57,7 @@ def test_padding_is_zero_in_normalised_space(mean, std) -> None:
 
 def test_pipeline_photometric_values_are_used() -> None:
     """An edited photometric setting changes the output (it used to reduce to a boolean)."""
-    from segcore.settings import Photometric
+    from segcore.config.settings import Photometric
 
     img = np.full((8, 8, 3), 100, np.uint8)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from segcore import hookimpl
-from segcore.specs import ComponentSpec
+from segcore.plugins.specs import ComponentSpec
 from segcore.testing import TINY_MODEL, TinyShapes, register_tiny_shapes, unregister_tiny_shapes
 from segcore.train import TrainingError, TrainSettings, plan, resolve_run, train
 from segcore.train.init_from import class_dependent_tensors
@@ -48,7 +48,7 @@ class _Data:
 
 @pytest.fixture(autouse=True)
 def _plugins():
-    import segcore.registry as registry
+    import segcore.plugins.registry as registry
 
     register_tiny_shapes()
     registry.unregister_plugin(PLUGIN)
@@ -108,7 +108,7 @@ def test_init_from_loads_every_non_classifier_tensor_exactly(trained, tmp_path, 
 
 
 def test_classifier_tensors_are_found_by_shape_for_any_decoder():
-    from segcore.model import SegModelConfig
+    from segcore.models.model import SegModelConfig
 
     for decoder, expected in (("mlp", {"decoder.conv_seg.weight", "decoder.conv_seg.bias"}), ("upernet", None)):
         names = class_dependent_tensors(SegModelConfig("timm:test_convnext", decoder, 5))
@@ -145,7 +145,7 @@ def test_encoder_or_decoder_that_contradicts_init_from_is_refused(trained, tmp_p
 
 
 def test_a_recipe_gives_the_schedule_and_m_the_model_normalisation_and_weights(trained, tmp_path):
-    from segcore.model import SegModelConfig
+    from segcore.models.model import SegModelConfig
 
     folder = tmp_path / "m"
     folder.mkdir()
@@ -164,12 +164,12 @@ def test_a_recipe_gives_the_schedule_and_m_the_model_normalisation_and_weights(t
 
 
 def test_dry_run_reads_only_the_config_and_never_fetches(trained, tmp_path, monkeypatch):
-    import segcore.checkpoints
+    import segcore.weights.checkpoints
 
     def no_download(*args, **kwargs):
         raise AssertionError("a dry run downloaded")
 
-    monkeypatch.setattr(segcore.checkpoints, "from_pretrained", no_download)
+    monkeypatch.setattr(segcore.weights.checkpoints, "from_pretrained", no_download)
     resolved = plan(_settings(tmp_path / "p", dataset="tiny-merged", init_from=str(trained)))
     init = resolved["init_from"]
     assert init["encoder"] == "timm:test_convnext" and init["num_classes"] == 4

@@ -142,7 +142,7 @@ def test_interrupted_checkpoint_write_keeps_previous(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
-    from segcore.model import SegModel
+    from segcore.models.model import SegModel
 
     original = SegModel.compute_loss
     calls = {"n": 0}

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from segcore.specs import ParamGroupRule
+from segcore.plugins.recipes import core_recipes
+from segcore.plugins.specs import ParamGroupRule
 from segcore.train.optim import param_groups, poly_lr_factor
-from segcore.train.recipes import core_recipes
 from torch import nn
 
 
@@ -100,5 +100,5 @@ def test_core_recipes_module_is_torch_free():
     import subprocess
     import sys
 
-    code = "import sys, segcore.train.recipes as r; r.core_recipes(); print('torch' in sys.modules)"
+    code = "import sys, segcore.plugins.recipes as r; r.core_recipes(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

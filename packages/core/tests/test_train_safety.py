@@ -244,7 +244,7 @@ def test_overwrite_refuses_a_folder_where_a_name_the_run_writes_is_the_users(mad
     out = tmp_path / "project"
     if made == {"README.md": None}:
         import segcore
-        from segcore.hub import save_pretrained
+        from segcore.weights.hub import save_pretrained
 
         model = segcore.build_model("timm:test_convnext", "mlp", num_classes=4, decoder_options={"channels": 16})
         save_pretrained(model, tmp_path / "elsewhere")
@@ -434,7 +434,7 @@ def test_a_permission_error_names_the_path_and_the_cause(tmp_path, monkeypatch):
 
 
 def test_a_read_only_checkpoints_folder_is_found_before_the_first_step(tmp_path, monkeypatch):
-    from segcore.model import SegModel
+    from segcore.models.model import SegModel
 
     steps = {"n": 0}
     original = SegModel.compute_loss
@@ -498,7 +498,7 @@ def test_one_class_is_refused(tmp_path, monkeypatch):
 def test_evaluation_refuses_nan_metrics_and_uncovered_windows():
     import segcore
     from segcore.errors import EvaluationError, SegcoreError
-    from segcore.inference import slide_logits
+    from segcore.evaluation.inference import slide_logits
     from segcore.train import evaluate
 
     model = segcore.build_model("timm:test_convnext", "mlp", num_classes=4, decoder_options={"channels": 16})

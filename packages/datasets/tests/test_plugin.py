@@ -6,7 +6,7 @@ from segcore_datasets import meta
 
 
 def test_plugin_lists_all_datasets() -> None:
-    from segcore.registry import components
+    from segcore.plugins.registry import components
 
     names = set(components("datasets"))
     assert {

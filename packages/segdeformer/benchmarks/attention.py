@@ -37,9 +37,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from segcore.benchmark import time_interleaved
-from segcore.inference import PRECISIONS
-from segcore.inference import precision as _precision
+from segcore.evaluation.inference import PRECISIONS
+from segcore.evaluation.inference import precision as _precision
+from segcore.tools.benchmark import time_interleaved
 
 IMPLEMENTATIONS = ("sdpa", "materialized")
 

@@ -23,8 +23,8 @@ import statistics
 from collections.abc import Callable
 
 import torch
-from segcore.benchmark import build_segformer_b2 as _transformers_segformer_b2
-from segcore.benchmark import time_interleaved
+from segcore.tools.benchmark import build_segformer_b2 as _transformers_segformer_b2
+from segcore.tools.benchmark import time_interleaved
 
 # SegFormer-B2 (built from transformers' config) and the interleaved timing live in the repository's
 # scripts/benchmarks.py, which also runs this comparison (at input-size logits) for docs/benchmarks.md.

@@ -1,4 +1,4 @@
-"""Parameters and multiply-adds of the paper-table models through ``segcore.benchmark.count_params_and_macs``.
+"""Parameters and multiply-adds of the paper-table models through ``segcore.tools.benchmark.count_params_and_macs``.
 
 Usage (repository root)::
 
@@ -11,7 +11,7 @@ import argparse
 
 import segcore
 import torch
-from segcore.benchmark import count_params_and_macs
+from segcore.tools.benchmark import count_params_and_macs
 
 # (encoder, decoder, released-code params, released-code GMACs) — issue 7 / spec §10 item 6.
 TABLE = [

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import segcore
 import torch
-from segcore import registry
-from segcore.checkpoints import load_pretrained_encoder_state
-from segcore.convert import convert_component
 from segcore.errors import CheckpointError
-from segcore.registry import components
+from segcore.plugins import registry
+from segcore.plugins.registry import components
 from segcore.testing import serve_hub
+from segcore.weights.checkpoints import load_pretrained_encoder_state
+from segcore.weights.convert import convert_component
 from segcore_segdeformer.convert import convert_mit
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared"
@@ -178,7 +178,7 @@ def _to_mmseg(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def test_segdeformer_ade20k_mirror_card_then_load_by_name(tmp_path: Path, monkeypatch) -> None:
     """A user's mmseg checkpoint converted and pushed with a card (as `segcore hub mirror` does); the name loads it."""
-    from segcore.checkpoints import convert_registered
+    from segcore.weights.checkpoints import convert_registered
 
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(0)

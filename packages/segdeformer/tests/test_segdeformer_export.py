@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import segcore
 import torch
-from segcore.export import export_onnx, onnx_available
 from segcore.testing import compare_compiled
+from segcore.tools.export import export_onnx, onnx_available
 
 needs_onnx = pytest.mark.skipif(not onnx_available(), reason="needs segcore[onnx] (onnx, onnxruntime)")
 

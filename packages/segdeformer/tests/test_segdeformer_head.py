@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import segcore
 import torch
-from segcore.contracts import DecoderOutput
 from segcore.errors import OptionsError
-from segcore.specs import FeatureInfo
+from segcore.models.contracts import DecoderOutput
+from segcore.plugins.specs import FeatureInfo
 from segcore_segdeformer.head import SegDeformerLoss, segdeformer
 
 IN = [FeatureInfo(8, 4), FeatureInfo(16, 8), FeatureInfo(24, 16), FeatureInfo(32, 32)]
@@ -141,7 +141,7 @@ def test_upernet_fusion_feeds_the_segdeformer_block() -> None:
 
 
 def test_flat_encoder_goes_through_the_core_pyramid_adapter() -> None:
-    from segcore.adapters import SimpleFeaturePyramid
+    from segcore.models.adapters import SimpleFeaturePyramid
 
     torch.manual_seed(0)
     images = torch.randn(1, 3, 64, 64)

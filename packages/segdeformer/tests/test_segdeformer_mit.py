@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import segcore
 import torch
-from segcore.contracts import check_feature_info
 from segcore.errors import CheckpointError, OptionsError
+from segcore.models.contracts import check_feature_info
 from segcore_segdeformer.convert import convert_mit
 from segcore_segdeformer.mit import mit_b0
 

@@ -103,7 +103,7 @@ def test_param_counts_150_classes(name: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in MODELS if MODELS[n][3]], ids=[n for n in MODELS if MODELS[n][3]])
 def test_macs_512(name: str) -> None:
-    from segcore.benchmark import count_params_and_macs
+    from segcore.tools.benchmark import count_params_and_macs
 
     encoder, decoder, params, macs = MODELS[name]
     torch.manual_seed(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import segcore
-from segcore.registry import components
+from segcore.plugins.registry import components
 from segcore_segdeformer.recipes import SEGDEFORMER_ADE20K_160K, param_rule_for
 
 

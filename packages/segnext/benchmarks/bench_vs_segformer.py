@@ -24,7 +24,7 @@ from collections.abc import Callable
 import segcore
 import torch
 import torch.nn.functional as F  # noqa: N812
-from segcore.benchmark import build_segformer_b2, time_interleaved
+from segcore.tools.benchmark import build_segformer_b2, time_interleaved
 
 # SegFormer-B2, the interleaved timing and the SegNeXt-B head settings (spec §3.1) live in the repository's
 # scripts/benchmarks.py, which also runs this comparison for docs/benchmarks.md (its --peer section).

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import segcore
 import torch
-from segcore.convert import convert_component
 from segcore.errors import CheckpointError
-from segcore.registry import components
-from segcore.state_dict import load_state_dict_file, load_strict
+from segcore.plugins.registry import components
+from segcore.weights.convert import convert_component
+from segcore.weights.state_dict import load_state_dict_file, load_strict
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared"
 FIXTURE = SHARED / "fixtures" / "segnext" / "mscan_t_ham"
@@ -121,8 +121,8 @@ def test_imagenet_file_reproduces_fixture_features(fixture: dict, tmp_path: Path
 def test_registered_checkpoints_load_through_local_hub(fixture: dict, tmp_path: Path, monkeypatch) -> None:
     """The official file converted and pushed (what `segcore hub mirror` does); the registered names then load."""
     from safetensors.torch import save_file
-    from segcore.checkpoints import convert_registered
     from segcore.testing import serve_hub
+    from segcore.weights.checkpoints import convert_registered
 
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "cache"))
     spec = components("checkpoints")["segnext-t-ade20k"]
@@ -171,7 +171,7 @@ def test_mmseg_auxiliary_head_is_left_out_with_a_warning(fixture: dict, caplog: 
     state = dict(fixture["official"])
     state["auxiliary_head.conv_seg.weight"] = torch.zeros(150, 256, 1, 1)
     state["auxiliary_head.conv_seg.bias"] = torch.zeros(150)
-    with caplog.at_level("WARNING", logger="segcore.convert"):
+    with caplog.at_level("WARNING", logger="segcore.weights.convert"):
         model = segcore.convert_checkpoint(state, format="mmseg", official_config=fixture["config"])
     assert "leaving out 2 auxiliary_head.* tensors" in caplog.text
     assert model.config.extra["converted_from"]["dropped"] == "2 auxiliary_head.* tensors"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import segcore
 import torch
-from segcore.contracts import check_feature_info
 from segcore.errors import OptionsError
+from segcore.models.contracts import check_feature_info
 
 VARIANTS = ["mscan-t", "mscan-s", "mscan-b", "mscan-l"]
 HEAD = {
@@ -48,7 +48,7 @@ def test_parameter_count_150_classes(name: str) -> None:
     "name", [v if v == "mscan-t" else pytest.param(v, marks=pytest.mark.slow) for v in VARIANTS], ids=VARIANTS
 )
 def test_macs_512_within_3_percent_of_paper(name: str) -> None:
-    from segcore.benchmark import count_params_and_macs
+    from segcore.tools.benchmark import count_params_and_macs
 
     model = segcore.build_model(name, "ham", 150)  # the paper pair's head (segnext-* pairs)
     # The paper counted with torchprofile (spec §6): under that convention every variant is within 0.3 %.
@@ -255,7 +255,7 @@ def test_official_type_mapping() -> None:
 
 
 def test_plugin_registration() -> None:
-    from segcore.registry import components
+    from segcore.plugins.registry import components
 
     assert {"mscan-t", "mscan-s", "mscan-b", "mscan-l"} <= components("encoders").keys()
     assert components("decoders")["ham"].in_strides == (4, 8, 16, 32)
@@ -277,7 +277,7 @@ def test_plugin_registration() -> None:
 
 
 def test_recipes_match_spec() -> None:
-    from segcore.registry import components
+    from segcore.plugins.registry import components
 
     recipes = components("recipes")
     for name, dataset, iters, batch, crop, scale in [
@@ -341,7 +341,7 @@ def test_recipe_head_options_stay_with_their_decoder_and_flags_win() -> None:
 def test_recipe_rules_split_parameters_like_mmcv() -> None:
     """Spec §5.1 for T, through the trainer's own grouping: 378 tensors (3,895,200 values) at (6e-5, 0.01),
     66 norm tensors (8,384 values) at (6e-5, 0) and the 13 head tensors (359,830 values) at (6e-4, 0.01)."""
-    from segcore.registry import components
+    from segcore.plugins.registry import components
     from segcore.train.optim import build_optimizer
 
     recipe = components("recipes")["segnext-ade20k-160k"]
@@ -376,7 +376,7 @@ def test_drop_path_schedule_and_per_sample_mask() -> None:
 
 
 def test_ham_default_loss_is_mmseg_ce() -> None:
-    from segcore.registry import components
+    from segcore.plugins.registry import components
 
     spec = components("decoders")["ham"]
     assert spec.default_loss == "ce" and dict(spec.default_loss_options) == {"average": "all"}

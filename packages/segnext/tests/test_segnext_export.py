@@ -8,8 +8,8 @@ import pytest
 import segcore
 import torch
 import torch.nn.functional as F
-from segcore.export import ExportError, export_onnx, onnx_available
 from segcore.testing import compare_compiled
+from segcore.tools.export import ExportError, export_onnx, onnx_available
 from segcore_segnext.ham import EXPORT_MAX_IMAGES, NMF2D
 
 needs_onnx = pytest.mark.skipif(not onnx_available(), reason="needs segcore[onnx] (onnx, onnxruntime)")

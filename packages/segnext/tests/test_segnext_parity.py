@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import segcore
 import torch
-from segcore.state_dict import load_state_dict_file
+from segcore.weights.state_dict import load_state_dict_file
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared"
 FIXTURE = SHARED / "fixtures" / "segnext" / "mscan_t_ham"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import segcore
 import torch
-from segcore.benchmark import count_params_and_macs
-from segcore.contracts import check_feature_info
-from segcore.specs import FeatureInfo
+from segcore.models.contracts import check_feature_info
+from segcore.plugins.specs import FeatureInfo
+from segcore.tools.benchmark import count_params_and_macs
 from segcore_segvit.atm import ATMLayer, atm, atm_shrunk, select_qu_maps, semantic_map
 from segcore_segvit.convert import convert_atm, convert_vit, vit_from_official
 from segcore_segvit.loss import atm_loss
@@ -271,7 +271,7 @@ def _mmcv_rule(name: str) -> tuple[float, float]:
 
 def test_recipe_param_groups_match_official_custom_keys() -> None:
     """Translate every official parameter name of the atm_tiny fixture and compare lr/decay multipliers."""
-    from segcore.registry import components
+    from segcore.plugins.registry import components
     from segcore.train.optim import param_groups
     from segcore_segvit.convert import convert
 

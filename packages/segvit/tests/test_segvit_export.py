@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import segcore
 import torch
-from segcore.export import export_onnx, onnx_available
-from segcore.specs import FeatureInfo
+from segcore.plugins.specs import FeatureInfo
 from segcore.testing import compare_compiled
+from segcore.tools.export import export_onnx, onnx_available
 from segcore_segvit.atm import _decode_traced, atm_shrunk
 
 needs_onnx = pytest.mark.skipif(not onnx_available(), reason="needs segcore[onnx] (onnx, onnxruntime)")

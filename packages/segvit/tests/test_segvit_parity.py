@@ -95,7 +95,7 @@ CHECKPOINT_PARAMS = {
 
 def test_registered_checkpoints_build_the_official_models() -> None:
     """Every registered name builds (on meta) the model its official file needs: names, classes, sizes, params."""
-    from segcore.registry import components
+    from segcore.plugins.registry import components
 
     ckpts = {n: s for n, s in components("checkpoints").items() if n.startswith("segvit-")}
     expected = {"segvit-vit-b16-ade20k"} | {
@@ -130,7 +130,7 @@ def _tiny_spec(name: str, case: str, **changes: object):
     """The registered spec of ``name`` with the fixture's small architecture (same converter path)."""
     import dataclasses
 
-    from segcore.registry import components
+    from segcore.plugins.registry import components
     from segcore_segvit.convert import atm_from_official, tpn_atm_from_official, vit_shrink_from_official
 
     cfg = json.loads((FIXTURES / case / "case.json").read_text())["config"]
@@ -158,7 +158,7 @@ def test_registered_checkpoint_through_local_hub(name: str, case: str, tmp_path,
     The registered spec keeps its name, repo id, format and decoder; only the architecture is the fixture's
     small one so the official file (the fixture's official.safetensors) is converted for real.
     """
-    from segcore.registry import components
+    from segcore.plugins.registry import components
     from segcore.testing import serve_hub
 
     _, io, reference = _load(case)

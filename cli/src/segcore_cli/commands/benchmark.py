@@ -14,7 +14,7 @@ from segcore_cli._common import (
     print_json,
 )
 
-# Kept in step with segcore.benchmark.MACS_CONVENTIONS (not imported: building the parser must not import torch).
+# Kept in step with segcore.tools.benchmark.MACS_CONVENTIONS (not imported: building the parser must not import torch).
 MACS_CONVENTIONS = ("segcore", "torchprofile")
 
 
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     """Build, measure, print."""
     import segcore
     import torch
-    from segcore.benchmark import benchmark_model
+    from segcore.tools.benchmark import benchmark_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

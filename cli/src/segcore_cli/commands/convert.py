@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _from_transformers(args: argparse.Namespace) -> Any:
     import segcore
-    from segcore.hub import CONFIG_NAME
+    from segcore.weights.hub import CONFIG_NAME
 
     if args.encoder or args.decoder or args.num_classes or args.official_config:
         raise segcore.SegcoreError(
@@ -81,7 +81,7 @@ def _from_transformers(args: argparse.Namespace) -> Any:
     source = str(args.checkpoint)
     local = Path(source).expanduser()
     if local.is_dir():
-        from segcore.transformers_format import is_transformers_config
+        from segcore.weights.transformers_format import is_transformers_config
 
         config = local / CONFIG_NAME
         if config.is_file() and not is_transformers_config(json.loads(config.read_text() or "{}")):

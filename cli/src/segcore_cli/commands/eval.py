@@ -96,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     import segcore
-    from segcore.evaluate import evaluate, processes
-    from segcore.inference import precision
-    from segcore.settings import EvalProtocol
+    from segcore.config.settings import EvalProtocol
+    from segcore.evaluation.evaluate import evaluate, processes
+    from segcore.evaluation.inference import precision
 
     device, rank, world = processes(args.device)
     main = rank == 0
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     )
     notes = _check_data(model, args.model, dataset, dataset_name, args.split)
     if args.report:  # before the evaluation: a folder that cannot take the report is refused at once
-        from segcore.report import check_report_folder
+        from segcore.evaluation.report import check_report_folder
 
         check_report_folder(args.report, dataset, model_folder=args.model)
     for note in notes if main else ():
@@ -197,7 +197,7 @@ def _save_tables(args: argparse.Namespace, result: dict, dataset_name: str) -> N
     import re
     from pathlib import Path
 
-    from segcore.report import save_tables
+    from segcore.evaluation.report import save_tables
 
     folder = Path(args.model).expanduser()
     if not (folder / "config.json").is_file():
@@ -216,7 +216,7 @@ def _write_report(
     """The tables and ``report.html`` in ``--report``; a training run's folder adds its curves."""
     from pathlib import Path
 
-    from segcore.report import write_report
+    from segcore.evaluation.report import write_report
 
     run_metrics = Path(args.model).expanduser() / "metrics.jsonl"
     facts = {"model": args.model, "dataset": f"{dataset_name} ({args.split})", "precision": args.precision}
@@ -244,8 +244,8 @@ def _write_card(
     from pathlib import Path
 
     import segcore
-    from segcore.cards import eval_result, with_eval_results
-    from segcore.hub import save_pretrained
+    from segcore.weights.cards import eval_result, with_eval_results
+    from segcore.weights.hub import save_pretrained
 
     path = Path(folder).expanduser()
     if not (path / "config.json").is_file():

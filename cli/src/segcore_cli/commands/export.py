@@ -102,7 +102,7 @@ def _load(args: argparse.Namespace) -> SegModel:
 def run(args: argparse.Namespace) -> int:
     """Load or build, export, verify, print."""
     import segcore
-    from segcore.export import DEFAULT_OPSET, export_onnx
+    from segcore.tools.export import DEFAULT_OPSET, export_onnx
 
     if args.size is not None and len(args.size) not in (1, 2):
         raise segcore.SegcoreError(f"--size takes S or H W, got {len(args.size)} numbers")

@@ -71,14 +71,14 @@ def run_push(args: argparse.Namespace) -> int:
 def run_mirror(args: argparse.Namespace) -> int:
     """Convert a registered official checkpoint and push it."""
     import segcore
-    from segcore.registry import components
+    from segcore.plugins.registry import components
 
     spec = components("checkpoints").get(args.name)
     if spec is None:
         raise segcore.SegcoreError(f"no registered checkpoint {args.name!r}; see `segcore list --kind checkpoints`")
     if spec.kind != "model":
         raise segcore.SegcoreError(f"{args.name!r} is an encoder checkpoint; mirror full models only")
-    from segcore.checkpoints import convert_registered
+    from segcore.weights.checkpoints import convert_registered
 
     model = convert_registered(segcore.SegModel, args.name, spec, args.file)
     message = f"Mirror {args.name} from {spec.official_filename or 'official file'}"

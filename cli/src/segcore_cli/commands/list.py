@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the components."""
-    from segcore.options import to_jsonable_options
-    from segcore.registry import components, list_components
+    from segcore.config.options import to_jsonable_options
+    from segcore.plugins.registry import components, list_components
 
     table = list_components(args.kind)
     if args.json:

@@ -149,7 +149,7 @@ def _palette(config: Any, k: int) -> Any:
 def _save_label(labels: Any, palette: Any, path: Path) -> None:
     import numpy as np
     from PIL import Image
-    from segcore.storage import atomic_open
+    from segcore.data.storage import atomic_open
 
     if labels.dtype == np.uint8:
         img = Image.fromarray(labels, mode="P")
@@ -164,7 +164,7 @@ def _save_label(labels: Any, palette: Any, path: Path) -> None:
 def _save_overlay(rgb: Any, labels: Any, palette: Any, alpha: float, path: Path) -> None:
     import numpy as np
     from PIL import Image
-    from segcore.storage import atomic_open
+    from segcore.data.storage import atomic_open
 
     out = np.empty_like(rgb)
     band = max(1, (1 << 22) // max(1, rgb.shape[1]))  # rows per step: float temporaries of ~100 MB at most
@@ -189,8 +189,8 @@ def check_out(out: Path, items: list[tuple[Path, Path]]) -> list[str]:
     Raises:
         OutputFolderError: ``out`` is a file, or files of other origin are where outputs would go (named).
     """
+    from segcore.data.storage import read_manifest
     from segcore.errors import OutputFolderError
-    from segcore.storage import read_manifest
 
     if out.exists() and not out.is_dir():
         raise OutputFolderError(f"--out {out} is a file, not a folder: give a folder (it is created if missing)")
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     import segcore
-    from segcore.storage import write_manifest
+    from segcore.data.storage import write_manifest
 
     out = Path(args.out)
     items, failed = collect_inputs(args.images, out)
@@ -269,7 +269,7 @@ def _predict_all(
     import torch
     from segcore.data.io import read_image
     from segcore.errors import ImageReadError
-    from segcore.inference import EvalProtocol, precision, predict_label_map
+    from segcore.evaluation.inference import EvalProtocol, precision, predict_label_map
     from tqdm.auto import tqdm
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

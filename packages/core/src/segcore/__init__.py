@@ -24,29 +24,29 @@ from segcore.errors import (
     UnknownComponentError,
     WiringError,
 )
-from segcore.hookspecs import hookimpl
-from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, FeatureInfo, ParamGroupRule, RecipeSpec
+from segcore.plugins.hookspecs import hookimpl
+from segcore.plugins.specs import CheckpointSpec, ComponentSpec, ConverterSpec, FeatureInfo, ParamGroupRule, RecipeSpec
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "DecoderOutput": "segcore.contracts",
-    "Encoder": "segcore.contracts",
-    "Decoder": "segcore.contracts",
-    "Loss": "segcore.contracts",
-    "SegModel": "segcore.model",
-    "SegModelConfig": "segcore.model",
-    "build_model": "segcore.model",
-    "build_encoder": "segcore.components",
-    "build_decoder": "segcore.components",
-    "build_loss": "segcore.components",
-    "build_dataset": "segcore.components",
-    "list_components": "segcore.registry",
-    "ComponentInfo": "segcore.registry",
-    "parse_options": "segcore.options",
-    "convert_checkpoint": "segcore.model",
-    "load_state_dict_file": "segcore.state_dict",
-    "export_onnx": "segcore.export",
+    "DecoderOutput": "segcore.models.contracts",
+    "Encoder": "segcore.models.contracts",
+    "Decoder": "segcore.models.contracts",
+    "Loss": "segcore.models.contracts",
+    "SegModel": "segcore.models.model",
+    "SegModelConfig": "segcore.models.model",
+    "build_model": "segcore.models.model",
+    "build_encoder": "segcore.models.components",
+    "build_decoder": "segcore.models.components",
+    "build_loss": "segcore.models.components",
+    "build_dataset": "segcore.models.components",
+    "list_components": "segcore.plugins.registry",
+    "ComponentInfo": "segcore.plugins.registry",
+    "parse_options": "segcore.config.options",
+    "convert_checkpoint": "segcore.models.model",
+    "load_state_dict_file": "segcore.weights.state_dict",
+    "export_onnx": "segcore.tools.export",
 }
 
 __all__ = [
@@ -84,10 +84,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the names of _LAZY, for type checkers (they are in __all__ through *_LAZY)
-    from segcore.components import build_dataset, build_decoder, build_encoder, build_loss  # noqa: F401
-    from segcore.contracts import Decoder, DecoderOutput, Encoder, Loss  # noqa: F401
-    from segcore.export import export_onnx  # noqa: F401
-    from segcore.model import SegModel, SegModelConfig, build_model, convert_checkpoint  # noqa: F401
-    from segcore.options import parse_options  # noqa: F401
-    from segcore.registry import ComponentInfo, list_components  # noqa: F401
-    from segcore.state_dict import load_state_dict_file  # noqa: F401
+    from segcore.config.options import parse_options  # noqa: F401
+    from segcore.models.components import build_dataset, build_decoder, build_encoder, build_loss  # noqa: F401
+    from segcore.models.contracts import Decoder, DecoderOutput, Encoder, Loss  # noqa: F401
+    from segcore.models.model import SegModel, SegModelConfig, build_model, convert_checkpoint  # noqa: F401
+    from segcore.plugins.registry import ComponentInfo, list_components  # noqa: F401
+    from segcore.tools.export import export_onnx  # noqa: F401
+    from segcore.weights.state_dict import load_state_dict_file  # noqa: F401

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from segcore.hookspecs import hookimpl
-from segcore.specs import ComponentSpec
+from segcore.plugins.hookspecs import hookimpl
+from segcore.plugins.specs import ComponentSpec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -451,7 +451,7 @@ def register_tiny_shapes() -> None:
         >>> train(TrainSettings(dataset="tiny-shapes", output_dir="run", **TINY_MODEL))  # doctest: +SKIP
         >>> unregister_tiny_shapes()  # doctest: +SKIP
     """
-    from segcore import registry
+    from segcore.plugins import registry
 
     registry.unregister_plugin(TINY_SHAPES_PLUGIN)
     registry.register_plugin(_TinyShapesPlugin(), TINY_SHAPES_PLUGIN)
@@ -459,7 +459,7 @@ def register_tiny_shapes() -> None:
 
 def unregister_tiny_shapes() -> None:
     """Remove the ``tiny-shapes`` dataset registered by :func:`register_tiny_shapes`."""
-    from segcore import registry
+    from segcore.plugins import registry
 
     registry.unregister_plugin(TINY_SHAPES_PLUGIN)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from segcore.settings import EvalProtocol
+from segcore.config.settings import EvalProtocol
 
 __all__ = [
     "IGNORE",

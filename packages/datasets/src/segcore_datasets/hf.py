@@ -131,7 +131,7 @@ def load_table(
     try:
         builder = hfds.load_dataset_builder(str(local) if local.is_dir() else ref, name=config)
     except Exception as err:  # noqa: BLE001 - network, auth and format errors all end here: say which dataset
-        from segcore.hub import is_network_error, network_failure
+        from segcore.weights.hub import is_network_error, network_failure
 
         if is_network_error(err):
             raise network_failure(err, f"read the Hub dataset {ref!r}") from None

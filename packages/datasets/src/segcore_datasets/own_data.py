@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from segcore.config.settings import EvalProtocol
 from segcore.data.io import IMAGE_EXTENSIONS
-from segcore.settings import EvalProtocol
 
 from segcore_datasets.dataset import IGNORE, DatasetError
 
@@ -92,7 +92,7 @@ def normalise_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 def parse_own_options(cls: type, options: Mapping[str, Any], name: str) -> Any:
     """Parse ``options`` strictly into ``cls`` (an unknown key names the valid ones)."""
-    from segcore.options import parse_options
+    from segcore.config.options import parse_options
 
     return parse_options(cls, normalise_options(options), component=name)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from segcore.settings import EvalProtocol
+from segcore.config.settings import EvalProtocol
 
 from segcore_datasets import meta
 from segcore_datasets.dataset import DatasetError, SegDataset, map_lut, reduce_zero_label_lut
@@ -359,7 +359,7 @@ PAPERS: dict[str, Paper] = {
 
 
 def _options(options: dict[str, Any], name: str, root: str | None) -> PaperDatasetOptions:
-    from segcore.options import parse_options
+    from segcore.config.options import parse_options
 
     if not root:
         raise DatasetError(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from segcore.hookspecs import hookimpl
-from segcore.specs import ComponentSpec
+from segcore.plugins.hookspecs import hookimpl
+from segcore.plugins.specs import ComponentSpec
 
 _P = "segcore_datasets.papers"
 _M = "segcore_datasets.meta"

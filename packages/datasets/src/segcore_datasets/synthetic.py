@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from segcore.options import COUNT, SEED, SIZE
-from segcore.settings import EvalProtocol
+from segcore.config.options import COUNT, SEED, SIZE
+from segcore.config.settings import EvalProtocol
 
 __all__ = [
     "SHAPES_CLASSES",
@@ -202,6 +202,6 @@ class SyntheticShapes:
 
 def synthetic_shapes(root: str | None = None, split: str = "train", **options: Any) -> SyntheticShapes:
     """Factory of ``synthetic-shapes`` (``root`` is ignored: nothing is read from disk)."""
-    from segcore.options import parse_options
+    from segcore.config.options import parse_options
 
     return SyntheticShapes(split, parse_options(SyntheticShapesOptions, options, component="synthetic-shapes"))

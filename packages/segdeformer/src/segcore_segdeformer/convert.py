@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from segcore.errors import CheckpointError
-from segcore.state_dict import rename_keys
+from segcore.weights.state_dict import rename_keys
 from torch import Tensor
 
 from segcore_segdeformer.variants import MIT

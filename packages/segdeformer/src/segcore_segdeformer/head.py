@@ -25,13 +25,13 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from segcore.contracts import Decoder, DecoderOutput, Loss
+from segcore.config.options import FRACTION, parse_options
 from segcore.errors import OptionsError
-from segcore.layers import ConvBNReLU, UPerBody, init_classifier, init_weights
-from segcore.layers import resize as _resize
-from segcore.losses import cross_entropy
-from segcore.options import FRACTION, parse_options
-from segcore.specs import PYRAMID_STRIDES, FeatureInfo
+from segcore.models.contracts import Decoder, DecoderOutput, Loss
+from segcore.models.layers import ConvBNReLU, UPerBody, init_classifier, init_weights
+from segcore.models.layers import resize as _resize
+from segcore.models.losses import cross_entropy
+from segcore.plugins.specs import PYRAMID_STRIDES, FeatureInfo
 from torch import Tensor, nn
 
 __all__ = [

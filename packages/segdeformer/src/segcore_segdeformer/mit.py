@@ -1,4 +1,4 @@
-"""Mix Transformer (MiT-B0..B5), the SegFormer encoder, as a segcore :class:`~segcore.contracts.Encoder`.
+"""Mix Transformer (MiT-B0..B5), the SegFormer encoder, as a segcore :class:`~segcore.models.contracts.Encoder`.
 
 Paper: Xie, Wang, Yu, Anandkumar, Alvarez, Luo, *SegFormer: Simple and Efficient Design for Semantic
 Segmentation with Transformers*, NeurIPS 2021, arXiv:2105.15203.
@@ -19,12 +19,12 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from segcore.checkpoints import load_pretrained_encoder
-from segcore.contracts import Encoder
+from segcore.config.options import DEPTH, FRACTION, parse_options
 from segcore.errors import OptionsError
-from segcore.layers import init_module, packed_attention
-from segcore.options import DEPTH, FRACTION, parse_options
-from segcore.specs import FeatureInfo
+from segcore.models.contracts import Encoder
+from segcore.models.layers import init_module, packed_attention
+from segcore.plugins.specs import FeatureInfo
+from segcore.weights.checkpoints import load_pretrained_encoder
 from timm.layers import DropPath
 from torch import Tensor, nn
 
@@ -265,7 +265,7 @@ class MixVisionTransformer(Encoder):
         return outs
 
 
-# The sizes live in the torch-free table that the plugin registers from (segcore.variants).
+# The sizes live in the torch-free table that the plugin registers from (segcore.models.variants).
 VARIANTS = MIT
 
 

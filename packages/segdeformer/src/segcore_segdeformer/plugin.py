@@ -5,8 +5,8 @@ Imports no torch at import time.
 
 from __future__ import annotations
 
-from segcore.hookspecs import hookimpl
-from segcore.specs import PYRAMID_STRIDES, CheckpointSpec, ComponentSpec, ConverterSpec, PairSpec, RecipeSpec
+from segcore.plugins.hookspecs import hookimpl
+from segcore.plugins.specs import PYRAMID_STRIDES, CheckpointSpec, ComponentSpec, ConverterSpec, PairSpec, RecipeSpec
 
 from segcore_segdeformer.recipes import SEGDEFORMER_ADE20K_160K, segdeformer_recipes
 from segcore_segdeformer.variants import MIT
@@ -124,7 +124,7 @@ def segcore_converters() -> dict[str, ConverterSpec]:
         ),
         # transformers SegFormer repos (``model_type: segformer``): MiT + the released head, and the Hub's MiT
         # ImageNet encoders (``nvidia/mit-b*``). Keys of ``official_types``: the transformers model type of the
-        # encoder part and the class name of the head (see segcore.transformers_format).
+        # encoder part and the class name of the head (see segcore.weights.transformers_format).
         "segformer-transformers": ConverterSpec(
             format="transformers",
             components=(f"{MIT.family}-*", "segformer"),

@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from segcore.settings import EvalProtocol, ModelSettings, Photometric, TrainPipeline
-from segcore.specs import ParamGroupRule, RecipeSpec
+from segcore.config.settings import EvalProtocol, ModelSettings, Photometric, TrainPipeline
+from segcore.plugins.specs import ParamGroupRule, RecipeSpec
 
 __all__ = [
     "segdeformer_recipes",

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from segcore.contracts import Decoder, DecoderOutput
-from segcore.decoders import ConvBNReLU
-from segcore.options import FRACTION, parse_options
-from segcore.specs import PYRAMID_STRIDES, FeatureInfo
+from segcore.config.options import FRACTION, parse_options
+from segcore.models.contracts import Decoder, DecoderOutput
+from segcore.models.decoders import ConvBNReLU
+from segcore.plugins.specs import PYRAMID_STRIDES, FeatureInfo
 from torch import Tensor, nn
 
 __all__ = ["SegFormerHeadOptions", "SegFormerHead", "segformer"]

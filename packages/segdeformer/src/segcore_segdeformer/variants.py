@@ -7,7 +7,7 @@ its parameter count for the description. It gets the ``mit-<key>`` encoder, the 
 
 from __future__ import annotations
 
-from segcore.variants import Variant, VariantTable
+from segcore.models.variants import Variant, VariantTable
 
 __all__ = ["MIT"]
 

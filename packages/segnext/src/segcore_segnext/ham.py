@@ -20,12 +20,12 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from segcore.contracts import Decoder, DecoderOutput
+from segcore.config.options import FRACTION, SEED, parse_options
 from segcore.errors import OptionsError
-from segcore.layers import MEMORY_FORMATS, MemoryFormat, init_classifier, init_weights
-from segcore.ops import is_tracing
-from segcore.options import FRACTION, SEED, parse_options
-from segcore.specs import PYRAMID_STRIDES, FeatureInfo
+from segcore.models.contracts import Decoder, DecoderOutput
+from segcore.models.layers import MEMORY_FORMATS, MemoryFormat, init_classifier, init_weights
+from segcore.models.ops import is_tracing
+from segcore.plugins.specs import PYRAMID_STRIDES, FeatureInfo
 from torch import Tensor, nn
 
 __all__ = ["LightHamHeadOptions", "NMF2D", "LightHamHead", "ham", "EXPORT_MAX_IMAGES"]

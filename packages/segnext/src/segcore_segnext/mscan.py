@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from segcore.checkpoints import load_pretrained_encoder
-from segcore.contracts import Encoder
+from segcore.config.options import DEPTH, FRACTION, parse_options
 from segcore.errors import OptionsError
-from segcore.layers import MEMORY_FORMATS, MemoryFormat, init_weights
-from segcore.options import DEPTH, FRACTION, parse_options
-from segcore.specs import FeatureInfo
+from segcore.models.contracts import Encoder
+from segcore.models.layers import MEMORY_FORMATS, MemoryFormat, init_weights
+from segcore.plugins.specs import FeatureInfo
+from segcore.weights.checkpoints import load_pretrained_encoder
 from timm.layers import DropPath
 from torch import Tensor, nn
 
@@ -234,7 +234,7 @@ class MSCAN(Encoder):
         return outs
 
 
-# The sizes live in the torch-free table that the plugin registers from (segcore.variants).
+# The sizes live in the torch-free table that the plugin registers from (segcore.models.variants).
 VARIANTS = MSCAN_VARIANTS
 
 

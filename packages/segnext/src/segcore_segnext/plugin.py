@@ -5,9 +5,9 @@ Torch-free at import time (factories are ``"module:attr"`` strings), so ``segcor
 
 from __future__ import annotations
 
-from segcore.hookspecs import hookimpl
-from segcore.settings import EvalProtocol, ModelSettings, Photometric, TrainPipeline
-from segcore.specs import (
+from segcore.config.settings import EvalProtocol, ModelSettings, Photometric, TrainPipeline
+from segcore.plugins.hookspecs import hookimpl
+from segcore.plugins.specs import (
     PYRAMID_STRIDES,
     CheckpointSpec,
     ComponentSpec,

@@ -7,7 +7,7 @@ official configs (``facts["config"]``). Official checkpoints are release data an
 
 from __future__ import annotations
 
-from segcore.variants import Variant, VariantTable
+from segcore.models.variants import Variant, VariantTable
 
 __all__ = ["MSCAN"]
 

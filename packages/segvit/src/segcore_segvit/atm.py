@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from segcore.contracts import Decoder, DecoderOutput
+from segcore.config.options import DEPTH, FRACTION, SIZE, parse_options
 from segcore.errors import OptionsError, WiringError
-from segcore.layers import init_weights, packed_attention
-from segcore.ops import is_tracing
-from segcore.options import DEPTH, FRACTION, SIZE, parse_options
-from segcore.specs import FeatureInfo
+from segcore.models.contracts import Decoder, DecoderOutput
+from segcore.models.layers import init_weights, packed_attention
+from segcore.models.ops import is_tracing
+from segcore.plugins.specs import FeatureInfo
 from torch import Tensor, nn
 
 from segcore_segvit.vit import resize_pos_embed
@@ -255,7 +255,7 @@ def _attention(attn: nn.MultiheadAttention, query: Tensor, memory: Tensor) -> Te
 
     ``nn.MultiheadAttention``'s reshapes keep the example's query length when the TorchScript ONNX exporter
     converts them (pytorch/pytorch#120075), and without gradients it runs a fused kernel that has no ONNX form;
-    this keeps every length dynamic. Same parameters and products through :func:`segcore.layers.packed_attention`
+    this keeps every length dynamic. Same parameters and products through :func:`segcore.models.layers.packed_attention`
     (k and v in one product instead of two; equal up to float rounding).
     """
     p = attn.dropout if attn.training else 0.0

@@ -15,8 +15,8 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from segcore.contracts import DecoderOutput, Loss
-from segcore.options import parse_options
+from segcore.config.options import parse_options
+from segcore.models.contracts import DecoderOutput, Loss
 from torch import Tensor
 
 __all__ = ["ATMLossOptions", "ATMLoss", "atm_loss"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from segcore.hookspecs import hookimpl
-from segcore.settings import EvalProtocol, ModelSettings, Photometric, TrainPipeline
-from segcore.specs import CheckpointSpec, ComponentSpec, ConverterSpec, PairSpec, ParamGroupRule, RecipeSpec
+from segcore.config.settings import EvalProtocol, ModelSettings, Photometric, TrainPipeline
+from segcore.plugins.hookspecs import hookimpl
+from segcore.plugins.specs import CheckpointSpec, ComponentSpec, ConverterSpec, PairSpec, ParamGroupRule, RecipeSpec
 
 from segcore_segvit.variants import VIT
 

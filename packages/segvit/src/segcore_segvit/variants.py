@@ -7,7 +7,7 @@ and its paper pair (``pair``: the decoder and the model's title; the pair trains
 
 from __future__ import annotations
 
-from segcore.variants import Variant, VariantTable
+from segcore.models.variants import Variant, VariantTable
 
 __all__ = ["VIT"]
 

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import torch.nn.functional as F
-from segcore.checkpoints import load_pretrained_encoder
-from segcore.contracts import Encoder
+from segcore.config.options import DEPTH, FRACTION, SIZE, parse_options
 from segcore.errors import OptionsError
-from segcore.layers import packed_attention
-from segcore.ops import is_tracing
-from segcore.options import DEPTH, FRACTION, SIZE, parse_options
-from segcore.specs import FeatureInfo
+from segcore.models.contracts import Encoder
+from segcore.models.layers import packed_attention
+from segcore.models.ops import is_tracing
+from segcore.plugins.specs import FeatureInfo
+from segcore.weights.checkpoints import load_pretrained_encoder
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
@@ -217,7 +217,7 @@ def _load_augreg(model: SegViTEncoder) -> None:
     load_pretrained_encoder(model, f"timm:{tag}", state)  # strict, with a mismatch report
 
 
-# The encoders live in the torch-free table that the plugin registers from (segcore.variants).
+# The encoders live in the torch-free table that the plugin registers from (segcore.models.variants).
 VARIANTS = VIT
 
 

@@ -1,9 +1,9 @@
 """Train and test transforms with mmseg 0.x semantics (datasets.md §1.5, §1.6; segnext.md §5).
 
 Both take and return samples ``{"image": uint8 [3, H, W], "label": int64 [H, W], ...}`` (torch tensors or numpy
-arrays). The train transform is described by a :class:`~segcore.settings.TrainPipeline` and, as the official
+arrays). The train transform is described by a :class:`~segcore.config.settings.TrainPipeline` and, as the official
 pipelines do, normalises before it pads, so the padded area is 0 in normalised space; the test transform is
-described by an :class:`~segcore.settings.EvalProtocol`. Resizing uses Pillow (image bilinear, label
+described by an :class:`~segcore.config.settings.EvalProtocol`. Resizing uses Pillow (image bilinear, label
 nearest); all randomness comes from the ``numpy.random.Generator`` passed in, so a transform is deterministic
 given the generator's state.
 
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from segcore.settings import EvalProtocol, Photometric, TrainPipeline, keep_ratio_size
+from segcore.config.settings import EvalProtocol, Photometric, TrainPipeline, keep_ratio_size
 
 __all__ = ["TrainTransform", "TestTransform"]
 

@@ -17,7 +17,7 @@ __all__ = [
     "core_recipes",
 ]
 
-from segcore.train.recipes import core_recipes
+from segcore.plugins.recipes import core_recipes
 
 
 def __getattr__(name: str) -> Any:
@@ -36,8 +36,8 @@ def __getattr__(name: str) -> Any:
         from segcore import errors
 
         return getattr(errors, name)
-    if name == "evaluate":  # its home is segcore.evaluate (the trainer and `segcore eval` share it)
-        from segcore.evaluate import evaluate
+    if name == "evaluate":  # its home is segcore.evaluation.evaluate (the trainer and `segcore eval` share it)
+        from segcore.evaluation.evaluate import evaluate
 
         return evaluate
     if name == "train":

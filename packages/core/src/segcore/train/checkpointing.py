@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from segcore.data.storage import storage_error as _storage_error
+from segcore.data.storage import write_errors
 from segcore.errors import TrainingError
-from segcore.storage import storage_error as _storage_error
-from segcore.storage import write_errors
 
 __all__ = ["save_atomic", "list_checkpoints", "read_state", "prune", "replace_folder", "storage_error", "STATE_FILE"]
 
@@ -31,7 +31,7 @@ _NAME = re.compile(r"^iter_(\d+)$")
 
 
 def storage_error(err: BaseException, path: Path, what: str = "") -> TrainingError:
-    """:func:`segcore.storage.storage_error` as a :class:`TrainingError`: names ``path`` and why writing it failed.
+    """:func:`segcore.data.storage.storage_error` as a :class:`TrainingError`: names ``path`` and why writing it failed.
 
     Call it before removing a partial write, so that a full disk still reads as full.
     """

@@ -14,7 +14,7 @@ import torch
 
 from segcore.data import TrainTransform, preflight
 from segcore.errors import TrainingError
-from segcore.specs import RecipeSpec
+from segcore.plugins.specs import RecipeSpec
 
 __all__ = ["Sampler", "Samples", "Batches", "loader", "train_transform", "check_splits"]
 

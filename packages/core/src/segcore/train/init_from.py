@@ -16,14 +16,18 @@ from typing import Any
 
 import torch
 
-from segcore.checkpoints import checkpoint_config, source_kind
+from segcore.config.options import CLASSES_LIMIT
 from segcore.errors import CheckpointError, OptionsError
-from segcore.hub import CONFIG_NAME, read_json
-from segcore.model import SegModel, SegModelConfig
-from segcore.options import CLASSES_LIMIT
-from segcore.registry import components
-from segcore.state_dict import load_strict
-from segcore.transformers_format import PREPROCESSOR_NAME, is_transformers_config, model_config_from_transformers
+from segcore.models.model import SegModel, SegModelConfig
+from segcore.plugins.registry import components
+from segcore.weights.checkpoints import checkpoint_config, source_kind
+from segcore.weights.hub import CONFIG_NAME, read_json
+from segcore.weights.state_dict import load_strict
+from segcore.weights.transformers_format import (
+    PREPROCESSOR_NAME,
+    is_transformers_config,
+    model_config_from_transformers,
+)
 
 __all__ = ["init_config", "class_dependent_tensors", "load_init_weights"]
 
@@ -37,7 +41,7 @@ def init_config(source: str, fetch: bool = True) -> SegModelConfig | None:
     checkpoint name are read without loading weights; a folder's config is checked as loading it would check it
     (every value, and the model's size: :meth:`SegModel.check_config`). A Hub repo id is downloaded only when
     ``fetch`` (a dry run passes ``False`` and gets ``None``). What ``source`` is, is decided as the real load
-    decides it (:func:`segcore.checkpoints.source_kind`), so a dry run refuses what the run would refuse.
+    decides it (:func:`segcore.weights.checkpoints.source_kind`), so a dry run refuses what the run would refuse.
 
     Raises:
         CheckpointError: ``source`` is no model folder, registered checkpoint or Hub repo id, or its config is

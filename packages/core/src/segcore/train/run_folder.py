@@ -173,7 +173,7 @@ def _taken(folder: Path, manifest: Manifest | None, also: Sequence[str]) -> list
     A ``README.md`` segcore did not write is kept (``save_pretrained`` skips the card) unless it is an unedited
     segcore card, which would be replaced. A symbolic link is taken even when listed: segcore writes none.
     """
-    from segcore.cards import is_segcore_card
+    from segcore.weights.cards import is_segcore_card
 
     taken = []
     for name in (*RUN_NAMES, *also):
@@ -290,7 +290,7 @@ class Manifest:
 
 def _adopted(folder: Path) -> dict[str, list[str]]:
     """The manifest of a run from before manifests, on resume: the names a run writes, and its checkpoints."""
-    from segcore.cards import is_segcore_card
+    from segcore.weights.cards import is_segcore_card
 
     files = [n for n in (*RUN_NAMES, "logs") if (folder / n).exists() and n not in ("checkpoints", "eval")]
     if CARD in files and not is_segcore_card((folder / CARD).read_text(errors="replace")):

@@ -17,11 +17,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from segcore.components import resolved_options, with_pair_defaults
+from segcore.config.options import COUNT, SIZE, bounds, check_fields
+from segcore.config.settings import EvalProtocol, ModelSettings, TrainPipeline
 from segcore.errors import OptionsError, SegcoreError, TrainingError
-from segcore.options import COUNT, SIZE, bounds, check_fields
-from segcore.settings import EvalProtocol, ModelSettings, TrainPipeline
-from segcore.specs import RecipeSpec
+from segcore.models.components import resolved_options, with_pair_defaults
+from segcore.plugins.specs import RecipeSpec
 from segcore.train.run_folder import read_run_settings
 
 __all__ = [
@@ -251,8 +251,8 @@ class ResolvedRun:
 
 
 def _recipes() -> dict[str, RecipeSpec]:
-    from segcore import registry
-    from segcore.train.recipes import core_recipes
+    from segcore.plugins import registry
+    from segcore.plugins.recipes import core_recipes
 
     recipes = dict(core_recipes())
     recipes.update(registry.components("recipes"))
@@ -410,7 +410,7 @@ def _data_crop_size(s: TrainSettings) -> tuple[int, int] | None:
     """
     if s.recipe or not s.dataset or s.dataset == "synthetic-shapes":
         return None
-    from segcore.components import build_dataset
+    from segcore.models.components import build_dataset
 
     try:
         dataset = build_dataset(s.dataset, root=s.data_root, split="train", **s.dataset_opt)
@@ -627,8 +627,8 @@ def _init_summary(s: TrainSettings, init: Any, num_classes: int | None) -> dict[
 
 def _dataset_summary(s: TrainSettings) -> dict[str, Any]:
     """Classes and protocol of the training set, read from the dataset when it can be opened."""
-    from segcore.components import build_dataset
-    from segcore.registry import get_spec
+    from segcore.models.components import build_dataset
+    from segcore.plugins.registry import get_spec
 
     out: dict[str, Any] = {"name": s.dataset, "root": s.data_root, "options": s.dataset_opt}
     try:
@@ -657,7 +657,7 @@ def _param_groups(s: TrainSettings, recipe: RecipeSpec, num_classes: int | None)
         return None
     import torch
 
-    from segcore.model import SegModel, SegModelConfig
+    from segcore.models.model import SegModel, SegModelConfig
     from segcore.train.optim import param_groups
 
     config = SegModelConfig(s.encoder, s.decoder, num_classes, dict(s.encoder_opt), dict(s.decoder_opt))  # type: ignore[arg-type]

@@ -30,14 +30,13 @@ from typing import Any, TypeVar
 
 import torch
 
+from segcore.config.settings import EvalProtocol
 from segcore.errors import TrainingError, TrainingInterrupted
-from segcore.evaluate import evaluate
-from segcore.hub import save_evaluated
-from segcore.settings import EvalProtocol
+from segcore.evaluation.evaluate import evaluate
+from segcore.evaluation.plots import plot_curves
 from segcore.train.checkpointing import list_checkpoints, replace_folder, save_atomic, storage_error
 from segcore.train.data import Batches, Sampler, Samples, check_splits, loader, train_transform
 from segcore.train.optim import build_optimizer, poly_lr_factor
-from segcore.train.plots import plot_curves
 from segcore.train.resume import STATE_FORMAT, resume, save_state
 from segcore.train.run_folder import (
     Manifest,
@@ -65,6 +64,7 @@ from segcore.train.tracking import (
     tracker_names,
     validation_scalars,
 )
+from segcore.weights.hub import save_evaluated
 
 __all__ = ["TrainSettings", "TrainingError", "TrainingInterrupted", "train", "resolve_recipe", "evaluate"]
 
@@ -497,7 +497,7 @@ class _Loop:
 
     def _record(self, iteration: int, model: torch.nn.Module, result: dict[str, Any]) -> None:
         """Save this evaluation under ``eval/iter_<N>/`` (the final one with ``report.html``); images to trackers."""
-        from segcore import report
+        from segcore.evaluation import report
 
         s, parts, device = self.s, self.parts, self.accelerator.device
         folder = self.out / "eval" / f"iter_{iteration}"
