@@ -93,9 +93,11 @@ def test_values_in_range_parse():
 
 def test_train_help_lists_the_flags_resume_may_change():
     """The --help text is written out (building the parser must not import torch): keep it in step with core."""
-    from segcore.train.settings import RESUME_MAY_CHANGE, _flag
-    from segcore_cli.commands.train import RESUME_HELP
+    from segcore.train.resolve import flag_of
+    from segcore.train.schema import RESUME_MAY_CHANGE
+    from segcore_cli.commands.train import resume_text
 
-    text = " ".join(RESUME_HELP.split())
+    text = " ".join(resume_text().split())
+    assert RESUME_MAY_CHANGE and "--iters" in text
     for name in RESUME_MAY_CHANGE:
-        assert _flag(name) in text, name
+        assert flag_of(name) in text, name

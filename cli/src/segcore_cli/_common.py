@@ -74,7 +74,8 @@ def print_json(data: Any) -> None:
 class Number:
     """``type=`` of an int or float flag with a valid range, e.g. ``Number(int, low=1)`` for ``--iters``.
 
-    Floats must be finite. ``low``/``high`` are inclusive unless ``low_open``/``high_open``.
+    The range is a :class:`segcore.config.fields.Range` (the settings declare theirs there). Floats must be finite.
+    ``low``/``high`` are inclusive unless ``low_open``/``high_open``.
     """
 
     def __init__(
@@ -94,28 +95,15 @@ class Number:
             low_open: ``low`` itself is refused.
             high_open: ``high`` itself is refused.
         """
+        from segcore.config.fields import Range
+
+        self.range = Range(kind, low, high, low_open, high_open)
         self.kind, self.low, self.high, self.low_open, self.high_open = kind, low, high, low_open, high_open
         self.__name__ = kind.__name__  # argparse names the type in some messages
 
     def describe(self) -> str:
         """The valid range in words, e.g. ``an integer >= 1`` or ``a number in (0, 1)``."""
-        what = "an integer" if self.kind is int else "a number"
-        low, high = (
-            None if v is None else f"{self.kind(v)}" if self.kind is int else f"{v:g}" for v in (self.low, self.high)
-        )
-        if low is not None and high is not None:
-            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            return f"{what} in {left}{low}, {high}{right}"
-        if low is not None:
-            return f"{what} {'>' if self.low_open else '>='} {low}"
-        if high is not None:
-            return f"{what} {'<' if self.high_open else '<='} {high}"
-        return what
-
-    def _ok(self, value: float) -> bool:
-        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-            return False
-        return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
+        return self.range.describe()
 
     def __call__(self, text: str) -> int | float:
         """Parse ``text``; raise :class:`argparse.ArgumentTypeError` naming the range when it is out of it."""
@@ -123,7 +111,7 @@ class Number:
             value = self.kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text!r}") from None
-        if not math.isfinite(value) or not self._ok(value):
+        if not self.range.contains(value):
             raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text}")
         return value
 
@@ -208,12 +196,11 @@ class SingleName:
 
     def __call__(self, text: str) -> str:
         """Return ``text`` unless it is empty, a path, ``.``, ``..`` or holds control characters."""
-        if not text.strip():
-            raise argparse.ArgumentTypeError("must not be empty (an unset shell variable?)")
-        if "/" in text or "\\" in text or text in (".", ".."):
-            raise argparse.ArgumentTypeError(f"must be a single name, not a path: got {text!r} (no /, \\, . or ..)")
-        if any(ord(c) < 32 or ord(c) == 127 for c in text):
-            raise argparse.ArgumentTypeError(f"must be a single name without control characters, got {text!r}")
+        from segcore.config.fields import not_a_single_name
+
+        problem = not_a_single_name(text)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
         return text
 
 

@@ -14,7 +14,7 @@ from segcore.plugins.specs import ComponentSpec
 from segcore.testing import TINY_MODEL, TinyShapes, register_tiny_shapes, unregister_tiny_shapes
 from segcore.train import TrainingError, TrainSettings, plan, resolve_run, train
 from segcore.train.init_from import class_dependent_tensors
-from segcore.train.settings import resume_settings
+from segcore.train.resolve import resume_settings
 
 PLUGIN = "segcore-init-from-test-data"
 

@@ -3,128 +3,55 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+import textwrap
+from typing import Any
 
-from segcore_cli._common import (
-    COUNT,
-    POSITIVE_INT,
-    SEED,
-    NameList,
-    NonEmpty,
-    Number,
-    SingleName,
-    SizePair,
-    parse_component_options,
-)
+from segcore_cli._common import parse_component_options
 
-RESUME_HELP = """--resume continues the run in --output-dir from its newest checkpoint that loads, with the run's own
-settings (its settings.json): leave the other flags out. A flag that contradicts the run is an error; only
---iters (to extend or shorten the run; the schedule follows the new length), --eval-every, --checkpoint-every,
---keep-checkpoints, --log-every, --eval-mode, --max-eval-samples, --workers, --data-root, --tensorboard,
---log-with, --tracker-project, --run-name and --no-progress may change. If no checkpoint loads, nothing is
-written and the error names each one and why.
+_OPTIONS = ("encoder_opt", "decoder_opt", "dataset_opt")  # typed after the components the run uses, below
 
---output-dir must be missing, empty, or a run folder segcore made: a folder holding anything else is refused
-unless --overwrite. --overwrite first removes what an earlier run there wrote, as listed in its manifest (the
-.segcore-run marker records each file and folder before the run writes it), and says what it left; nothing that
-segcore did not write is removed or replaced. A folder where a name the run writes (config.json, checkpoints/,
-eval/, best/, ...) is taken by something no manifest lists is refused, even with --overwrite; a README.md of
-yours is kept and the model card skipped. A running run locks its folder (.segcore-run.lock holds its PID).
-SIGTERM saves a checkpoint, says where, and exits 143."""
+
+def resume_text() -> str:
+    """The epilog of ``segcore train --help``: what ``--resume`` keeps and which flags it lets change."""
+    from segcore.train.schema import TrainSettings
+
+    from segcore_cli.flags import resume_help
+
+    resume = (
+        "--resume continues the run in --output-dir from its newest checkpoint that loads, with the run's own "
+        "settings (its settings.json): leave the other flags out. A flag that contradicts the run is an error; only "
+        f"{resume_help(TrainSettings)} may change (and --output-dir, --overwrite and --no-progress, which are about "
+        "this command). If no checkpoint loads, nothing is written and the error names each one and why."
+    )
+    folder = (
+        "--output-dir must be missing, empty, or a run folder segcore made: a folder holding anything else is refused "
+        "unless --overwrite. --overwrite first removes what an earlier run there wrote, as listed in its manifest (the "
+        ".segcore-run marker records each file and folder before the run writes it), and says what it left; nothing "
+        "that segcore did not write is removed or replaced. A folder where a name the run writes (config.json, "
+        "checkpoints/, eval/, best/, ...) is taken by something no manifest lists is refused, even with --overwrite; a "
+        "README.md of yours is kept and the model card skipped. A running run locks its folder (.segcore-run.lock holds "
+        "its PID). SIGTERM saves a checkpoint, says where, and exits 143."
+    )
+    return "\n\n".join(textwrap.fill(text, 110) for text in (resume, folder))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``train`` parser."""
+    """Add the ``train`` parser: one argument per declared field of ``TrainSettings``, plus --dry-run and --json."""
+    from segcore.train.schema import TrainSettings
+
+    from segcore_cli.flags import add_settings
+
     p = sub.add_parser(
         "train",
         help="train a model (Accelerate: CPU, GPU, multi-GPU with accelerate launch)",
         description="Train an encoder + decoder. A --recipe gives every setting; flags override "
         "it. With no recipe and synthetic-shapes the CPU preset is used.",
-        epilog=RESUME_HELP,
+        epilog=resume_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--encoder", help="encoder name (see segcore list --kind encoders)")
-    p.add_argument("--decoder", help="decoder name")
-    p.add_argument("--dataset", help="dataset name (default: the recipe's; synthetic-shapes without a recipe)")
-    p.add_argument("--data-root", help="dataset folder")
-    p.add_argument("--recipe", help="training preset (see segcore list --kind recipes)")
-    p.add_argument("--iters", type=POSITIVE_INT, help="training iterations")
-    p.add_argument("--batch-size", type=POSITIVE_INT, help="total batch = per device x processes x accumulation")
-    p.add_argument("--crop-size", type=SizePair(), help="training crop S or H,W")
-    p.add_argument("--lr", type=Number(float, low=0, low_open=True), help="base learning rate")
-    p.add_argument("--weight-decay", type=Number(float, low=0), help="base weight decay")
-    p.add_argument(
-        "--pretrained-encoder",
-        nargs="?",
-        const=True,
-        default=None,
-        metavar="SOURCE",
-        help="start from the encoder's pretrained weights: its registered ImageNet weights, or SOURCE (a registered "
-        "encoder checkpoint name, a Hub repo id such as nvidia/mit-b2, or a folder)",
-    )
-    p.add_argument(
-        "--init-from",
-        type=NonEmpty(),
-        metavar="M",
-        help="fine-tune M (a model folder or finished run, a Hub repo id, a registered checkpoint): its encoder, "
-        "decoder, options, normalisation, eval protocol and weights; a new classifier when the classes differ",
-    )
-    p.add_argument("--encoder-opt", action="append", default=[], metavar="K=V", help="encoder option (repeat)")
-    p.add_argument("--decoder-opt", action="append", default=[], metavar="K=V", help="decoder option (repeat)")
-    p.add_argument("--dataset-opt", action="append", default=[], metavar="K=V", help="dataset option (repeat)")
-    p.add_argument(
-        "--mixed-precision",
-        choices=("no", "bf16", "fp16"),
-        help="autocast precision (default no; fp16 needs a CUDA GPU, bf16 also runs on CPUs)",
-    )
-    p.add_argument(
-        "--output-dir",
-        type=NonEmpty(),
-        default="runs/segcore",
-        help="run folder: missing, empty or made by segcore (default: runs/segcore)",
-    )
-    p.add_argument(
-        "--resume", action="store_true", help="continue the run in --output-dir with its own settings (see below)"
-    )
-    p.add_argument("--overwrite", action="store_true", help="start a new run in a folder that is not empty (see below)")
-    p.add_argument("--eval-every", type=COUNT, help="validate every N iterations (0: at the end only)")
-    p.add_argument("--checkpoint-every", type=COUNT, help="save the full state every N iterations (0: at the end)")
-    p.add_argument(
-        "--keep-checkpoints",
-        type=COUNT,
-        help="keep the newest N checkpoints, 0 keeps all (default 3); best/ and the final model always stay",
-    )
-    p.add_argument("--seed", type=SEED, help="seed of init, data order and augmentation (default 0)")
-    p.add_argument("--grad-accum", type=POSITIVE_INT, help="gradient accumulation steps (default 1)")
-    p.add_argument("--clip-grad", type=Number(float, low=0, low_open=True), help="clip the gradient norm to this value")
-    p.add_argument(
-        "--ema",
-        type=Number(float, low=0, high=1, low_open=True, high_open=True),
-        dest="ema_decay",
-        help="keep an EMA of the weights with this decay",
-    )
-    p.add_argument(
-        "--log-with",
-        type=NameList(),
-        help="Accelerate trackers, comma-separated: tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, ... "
-        "(the settings, loss, lr, throughput, every validation score per class, confusion matrix and prediction "
-        "images; local files under OUTPUT_DIR/logs)",
-    )
-    p.add_argument("--tensorboard", action="store_true", help="the same as --log-with tensorboard")
-    p.add_argument(
-        "--tracker-project",
-        type=SingleName(),
-        help="the trackers' project name, a single name: TensorBoard writes to OUTPUT_DIR/logs/NAME (default segcore)",
-    )
-    p.add_argument(
-        "--run-name",
-        type=SingleName(),
-        help="the run's name in the trackers, a single name (default: the output folder's name)",
-    )
-    p.add_argument("--log-every", type=POSITIVE_INT, help="metrics.jsonl row every N iterations (default 10)")
-    p.add_argument("--eval-mode", choices=("whole", "slide"), help="override the recipe's eval mode")
-    p.add_argument("--max-eval-samples", type=POSITIVE_INT, help="validate on the first N images only")
-    p.add_argument("--workers", type=COUNT, help="data loading processes (default: 0 on CPU, up to 8 on a GPU)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_settings(p, TrainSettings)
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -135,57 +62,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Train and print where the results are."""
-    import dataclasses
-    import json
-    import os
+def settings_from(args: argparse.Namespace) -> Any:
+    """The ``TrainSettings`` of the parsed flags, component options typed after the components the run uses."""
+    from segcore.train import TrainSettings, component_names
 
-    from segcore.train import TrainSettings, component_names, train
+    from segcore_cli.flags import settings_kwargs
 
-    settings = TrainSettings(
-        encoder=args.encoder,
-        decoder=args.decoder,
-        dataset=args.dataset,
-        data_root=args.data_root,
-        recipe=args.recipe,
-        iters=args.iters,
-        batch_size=args.batch_size,
-        crop_size=args.crop_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        pretrained_encoder=args.pretrained_encoder,
-        mixed_precision=args.mixed_precision,
-        output_dir=args.output_dir,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every,
-        keep_checkpoints=args.keep_checkpoints,
-        seed=args.seed,
-        grad_accum=args.grad_accum,
-        clip_grad=args.clip_grad,
-        ema_decay=args.ema_decay,
-        tensorboard=args.tensorboard,
-        log_with=args.log_with,
-        tracker_project=args.tracker_project,
-        run_name=args.run_name,
-        log_every=args.log_every,
-        eval_mode=args.eval_mode,
-        max_eval_samples=args.max_eval_samples,
-        workers=args.workers,
-        progress=not args.no_progress,
-        init_from=args.init_from,
-    )
-    # The --*-opt values are typed after the components the run will use (on --resume: the run's own; with
-    # --init-from: M's), which the settings without them already decide.
+    settings = TrainSettings(**settings_kwargs(TrainSettings, args, skip=_OPTIONS))
+    # On --resume the run's own components; with --init-from M's, which the settings without options decide.
     encoder, decoder = component_names(settings)
-    settings = dataclasses.replace(
+    return dataclasses.replace(
         settings,
         encoder_opt=parse_component_options("encoders", encoder, args.encoder_opt),
         decoder_opt=parse_component_options("decoders", decoder, args.decoder_opt),
         dataset_opt=parse_component_options("datasets", args.dataset, args.dataset_opt),
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and print where the results are."""
+    import json
+
+    from segcore.train import train
+
+    settings = settings_from(args)
     if args.dry_run:
         from segcore.train import plan
 
@@ -195,6 +95,13 @@ def run(args: argparse.Namespace) -> int:
     out = train(settings)
     if os.environ.get("RANK", "0") != "0":  # under `accelerate launch`, only the main process reports
         return 0
+    _report(out, args.json)
+    return 0
+
+
+def _report(out: Any, as_json: bool) -> None:
+    import json
+
     last = None
     metrics = out / "metrics.jsonl"
     if metrics.exists():
@@ -202,17 +109,16 @@ def run(args: argparse.Namespace) -> int:
             row = json.loads(line)
             if "mIoU" in row:
                 last = row
-    if args.json:
+    if as_json:
         print(
             json.dumps(
                 {"output_dir": str(out), **({k: last[k] for k in ("iter", "mIoU", "mAcc", "aAcc")} if last else {})}
             )
         )
-    else:
-        if last:
-            print(f"final validation: mIoU {last['mIoU']:.2f}  mAcc {last['mAcc']:.2f}  aAcc {last['aAcc']:.2f}")
-        print(f"model: {out}   curves: {out / 'curves.png'}   best: {out / 'best'}")
-    return 0
+        return
+    if last:
+        print(f"final validation: mIoU {last['mIoU']:.2f}  mAcc {last['mAcc']:.2f}  aAcc {last['aAcc']:.2f}")
+    print(f"model: {out}   curves: {out / 'curves.png'}   best: {out / 'best'}")
 
 
 def _kv(options: dict) -> str:
@@ -234,6 +140,15 @@ def _init_lines(init: dict | None) -> list[str]:
     if init.get("reinitialised"):
         lines.append(f"  new classes   re-initialised: {', '.join(init['reinitialised'])}")
     return lines
+
+
+# The flags the lines above show in their own words; every other declared flag is listed under "other flags".
+_SHOWN = {
+    *("--encoder", "--decoder", "--dataset", "--data-root", "--recipe", "--iters", "--batch-size", "--crop-size"),
+    *("--lr", "--weight-decay", "--pretrained-encoder", "--init-from", "--encoder-opt", "--decoder-opt"),
+    *("--mixed-precision", "--output-dir", "--eval-every", "--checkpoint-every", "--keep-checkpoints", "--seed"),
+    *("--grad-accum", "--clip-grad", "--ema", "--eval-mode", "--dataset-opt"),
+}
 
 
 def format_plan(plan: dict) -> str:
@@ -290,4 +205,6 @@ def format_plan(plan: dict) -> str:
         f"precision       {plan['mixed_precision']}, seed {plan['seed']}, EMA {plan['ema_decay'] or 'none'}",
         f"output          {plan['output_dir']}",
     ]
+    others = {flag: value for flag, value in plan["settings"].items() if flag not in _SHOWN}
+    lines += [f"{'other flags' if i == 0 else '':<16}{flag} {value}" for i, (flag, value) in enumerate(others.items())]
     return "\n".join(lines)

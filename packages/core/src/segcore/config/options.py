@@ -20,11 +20,13 @@ import math
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from segcore.errors import OptionsError
 
 __all__ = [
+    "Range",
     "parse_options",
     "check_fields",
     "bounds",
@@ -50,7 +52,54 @@ INT_LIMIT = 65_536
 SIZE_LIMIT = 16_384
 # The most classes a model may have (labels are stored as 16-bit PNGs, and 65535 is left for ignore).
 CLASSES_LIMIT = 65_535
-_BOUNDS = "segcore_bounds"
+BOUNDS_KEY = "segcore_bounds"
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a number: ``kind`` between ``low`` and ``high``.
+
+    ``kind`` is ``int``, ``float`` or ``None`` for either (floats must be finite); bounds are inclusive unless
+    ``low_open`` / ``high_open``, and ``None`` is no bound.
+
+    The one range type: options declare theirs with :func:`bounds`, settings with ``setting(range=...)``.
+    """
+
+    kind: type | None = int
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def describe(self) -> str:
+        """The range in words, e.g. ``an integer >= 1`` or ``a number in (0, 1)``."""
+        what = "an integer" if self.kind is int else "a number"
+        low, high = (None if v is None else self._text(v) for v in (self.low, self.high))
+        if low is not None and high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"{what} in {left}{low}, {high}{right}"
+        if low is not None:
+            return f"{what} {'>' if self.low_open else '>='} {low}"
+        if high is not None:
+            return f"{what} {'<' if self.high_open else '<='} {high}"
+        return what
+
+    def _text(self, value: float) -> str:
+        return f"{int(value)}" if self.kind is int else f"{value:g}"
+
+    def interval(self) -> str:
+        """The range as an interval, e.g. ``[0.0, 1.0]`` or ``(0, inf]``."""
+        low = "-inf" if self.low is None else self.low
+        high = "inf" if self.high is None else self.high
+        return f"{'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+
+    def contains(self, value: float) -> bool:
+        """Whether ``value`` is finite and inside the range."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
 
 
 def bounds(low: float | None = None, high: float | None = None, *, open_low: bool = False) -> dict[str, Any]:
@@ -70,7 +119,7 @@ def bounds(low: float | None = None, high: float | None = None, *, open_low: boo
         ...
         segcore.errors.OptionsError: HeadOptions.dropout: 2.0 is out of range [0.0, 1.0]; give a value in that range
     """
-    return {_BOUNDS: (low, high, open_low)}
+    return {BOUNDS_KEY: Range(None, low, high, low_open=open_low)}
 
 
 SIZE = bounds(1, SIZE_LIMIT)  # an image, crop or window side in pixels
@@ -150,26 +199,23 @@ def check_fields(instance: Any, where: str = "") -> None:
         object.__setattr__(instance, f.name, value)  # frozen dataclasses too
 
 
-def _field_limits(options_cls: type) -> dict[str, tuple[float | None, float | None, bool]]:
-    return {f.name: f.metadata[_BOUNDS] for f in dataclasses.fields(options_cls) if _BOUNDS in f.metadata}
+def _field_limits(options_cls: type) -> dict[str, Range]:
+    return {f.name: f.metadata[BOUNDS_KEY] for f in dataclasses.fields(options_cls) if BOUNDS_KEY in f.metadata}
 
 
-def _check_range(value: float, limits: tuple[float | None, float | None, bool] | None, where: str) -> None:
+def _check_range(value: float, limits: Range | None, where: str) -> None:
     """Raise unless ``value`` lies in ``limits`` (default: ``|value| <= INT_LIMIT`` for integers, finite floats)."""
     if isinstance(value, float) and not math.isfinite(value):
         raise OptionsError(f"{where}: {value} is not a finite number; give a number")
     default = limits is None
     if limits is None:
-        limits = (-INT_LIMIT, INT_LIMIT, False) if isinstance(value, int) else (None, None, False)
-    low, high, open_low = limits
-    below = low is not None and (value <= low if open_low else value < low)
-    if below or (high is not None and value > high):
-        interval = f"{'(' if open_low else '['}{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        limits = Range(None, -INT_LIMIT, INT_LIMIT) if isinstance(value, int) else Range(None)
+    if not limits.contains(value):
         why = " (segcore's bound on an integer option: channels, dims, depths, heads, indices)" if default else ""
-        raise OptionsError(f"{where}: {value} is out of range {interval}{why}; give a value in that range")
+        raise OptionsError(f"{where}: {value} is out of range {limits.interval()}{why}; give a value in that range")
 
 
-def _convert(value: Any, hint: Any, where: str, limits: tuple[float | None, float | None, bool] | None = None) -> Any:
+def _convert(value: Any, hint: Any, where: str, limits: Range | None = None) -> Any:
     """Convert a (JSON) value to ``hint`` within ``limits`` (:func:`bounds`); raise :class:`OptionsError` if not."""
     if hint is None or hint is Any or isinstance(hint, str):
         return value

@@ -22,16 +22,12 @@ from segcore.plugins.recipes import core_recipes
 
 def __getattr__(name: str) -> Any:
     # The trainer imports torch and accelerate: load it on first use so that ``core_recipes`` stays torch-free.
-    if name in (
-        "TrainSettings",
-        "resolve_recipe",
-        "resolve_run",
-        "plan",
-        "component_names",
-    ):
-        from segcore.train import settings
+    homes = {"TrainSettings": "schema", "resolve_recipe": "resolve", "resolve_run": "resolve"}
+    homes.update({"component_names": "resolve", "plan": "dry_run"})
+    if name in homes:
+        import importlib
 
-        return getattr(settings, name)
+        return getattr(importlib.import_module(f"segcore.train.{homes[name]}"), name)
     if name in ("TrainingError", "TrainingInterrupted"):  # defined with segcore's other errors
         from segcore import errors
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from segcore.errors import TrainingError
-from segcore.train.settings import TrainSettings
+from segcore.train.schema import TrainSettings
 
 __all__ = ["tracker_names", "init_kwargs", "run_config", "validation_scalars", "log_images", "LOGS"]
 

@@ -37,6 +37,7 @@ from segcore.evaluation.plots import plot_curves
 from segcore.train.checkpointing import list_checkpoints, replace_folder, save_atomic, storage_error
 from segcore.train.data import Batches, Sampler, Samples, check_splits, loader, train_transform
 from segcore.train.optim import build_optimizer, poly_lr_factor
+from segcore.train.resolve import ResolvedRun, batch_split, resolve_recipe, resolve_run
 from segcore.train.resume import STATE_FORMAT, resume, save_state
 from segcore.train.run_folder import (
     Manifest,
@@ -48,13 +49,7 @@ from segcore.train.run_folder import (
     snapshot,
     trim_metrics,
 )
-from segcore.train.settings import (
-    ResolvedRun,
-    TrainSettings,
-    batch_split,
-    resolve_recipe,
-    resolve_run,
-)
+from segcore.train.schema import TrainSettings
 from segcore.train.tracking import (
     LOGS,
     init_kwargs,
