@@ -139,10 +139,19 @@ def _text(value: float, kind: type) -> str:
 
 
 class SizePair:
-    """``type=`` of a size flag given as ``S`` or ``H,W`` (also ``HxW``): positive integers, returned as ``(H, W)``."""
+    """``type=`` of a size flag given as ``S`` or ``H,W`` (also ``HxW``): positive integers, returned as ``(H, W)``.
+
+    ``high`` is the largest side accepted (``None``: no limit).
+    """
 
     __name__ = "size"
     bad_examples = ("0", "-4", "8,0", "1,2,3", "x", "4.5", "")
+
+    def __init__(self, high: int | None = None) -> None:
+        """Accept sides up to ``high``."""
+        self.high = high
+        if high is not None:
+            self.bad_examples = (*SizePair.bad_examples, str(high + 1))
 
     def __call__(self, text: str) -> tuple[int, int]:
         """Parse ``text`` into ``(H, W)``."""
@@ -152,6 +161,8 @@ class SizePair:
             raise argparse.ArgumentTypeError(f"must be S or H,W with positive integers, got {text!r}") from None
         if len(parts) not in (1, 2) or min(parts) < 1:
             raise argparse.ArgumentTypeError(f"must be S or H,W with positive integers, got {text!r}")
+        if self.high is not None and max(parts) > self.high:
+            raise argparse.ArgumentTypeError(f"must be S or H,W with sides up to {self.high}, got {text!r}")
         return (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
 
 

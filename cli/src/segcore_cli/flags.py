@@ -49,16 +49,15 @@ def _default_text(d: Declared) -> str:
 
 def _value_type(d: Declared) -> Any:
     """The ``type=`` of a flag taking one value."""
-    r = d.setting.range
+    r, origin = d.setting.range, typing.get_origin(d.type)
+    if origin is tuple:
+        return SizePair(high=int(r.high) if r is not None and r.high is not None else None)
+    if origin is list:
+        return NameList()
     if r is not None:
         return Number(r.kind, r.low, r.high, r.low_open, r.high_open)
     if d.type in (int, float):
         return Number(d.type)
-    origin = typing.get_origin(d.type)
-    if origin is tuple:
-        return SizePair()
-    if origin is list:
-        return NameList()
     if d.setting.parse == "name":
         return SingleName()
     return NonEmpty() if d.setting.parse == "path" else str

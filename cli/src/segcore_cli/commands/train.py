@@ -30,9 +30,9 @@ def resume_text() -> str:
         "unless --overwrite. --overwrite first removes what an earlier run there wrote, as listed in its manifest (the "
         ".segcore-run marker records each file and folder before the run writes it), and says what it left; nothing "
         "that segcore did not write is removed or replaced. A folder where a name the run writes (config.json, "
-        "checkpoints/, eval/, best/, ...) is taken by something no manifest lists is refused, even with --overwrite; a "
-        "README.md of yours is kept and the model card skipped. A running run locks its folder (.segcore-run.lock holds "
-        "its PID). SIGTERM saves a checkpoint, says where, and exits 143."
+        "checkpoints/, eval/, best/, ...) is taken by something no manifest lists is refused, even with --overwrite; "
+        "a README.md of yours is kept and the model card skipped. A running run locks its folder (.segcore-run.lock "
+        "holds its PID). SIGTERM saves a checkpoint, says where, and exits 143."
     )
     return "\n\n".join(textwrap.fill(text, 110) for text in (resume, folder))
 

@@ -52,8 +52,8 @@ class Setting:
         fallback: the value when neither the flag nor a recipe sets it (``None``: a recipe always does, or none).
         metavar: the value's name in ``--help``.
         parse: how the command line reads the value when the type does not say: ``path`` (non-empty text),
-            ``name`` (one path component), ``pairs`` (repeated ``K=V``), ``optional-value`` (``--flag`` alone or ``--flag VALUE``), ``negate``
-            (a ``--no-<name>`` switch for a field that defaults to true).
+            ``name`` (one path component), ``pairs`` (repeated ``K=V``), ``optional-value`` (``--flag`` alone or
+            ``--flag VALUE``), ``negate`` (a ``--no-<name>`` switch for a field that defaults to true).
         checks: more rules as ``(test, message)``: ``test(value)`` false raises the message (for a value given).
     """
 
@@ -141,16 +141,16 @@ def _numbers(value: Any) -> tuple[Any, ...]:
 def check_ranges(settings: Any, error: type[Exception]) -> None:
     """Raise ``error`` naming the flag and its valid values for the first given value out of its declaration.
 
-    A range applies to each item of a tuple or list.
+    A range applies to each item of a tuple or list; a value of the wrong type is left to
+    :func:`segcore.config.options.check_fields`, which names the type.
     """
     for d in declared(type(settings)):
         value = getattr(settings, d.name)
         if value is None:
             continue
-        r = d.setting.range
-        if r is not None and not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and r.contains(v) for v in _numbers(value)
-        ):
+        r, numbers = d.setting.range, _numbers(value)
+        typed = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers)
+        if r is not None and typed and not all(r.contains(v) for v in numbers):  # a wrong type: check_fields says
             raise error(f"{d.flag} must be {r.describe()}, got {value}")
         if d.choices is not None and value not in d.choices:
             raise error(f"{d.flag} must be one of {', '.join(map(str, d.choices))}, not {value!r}")

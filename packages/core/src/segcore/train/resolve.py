@@ -61,7 +61,7 @@ class ResolvedRun:
 
 def _recipes() -> dict[str, RecipeSpec]:
     from segcore.plugins import registry
-    from segcore.train.recipes import core_recipes
+    from segcore.plugins.recipes import core_recipes
 
     recipes = dict(core_recipes())
     recipes.update(registry.components("recipes"))
@@ -286,7 +286,8 @@ def resume_settings(given: TrainSettings, saved: dict[str, Any]) -> TrainSetting
         return cls(**merged)
     except TrainingError as err:
         raise TrainingError(
-            f"cannot resume {given.output_dir}: its settings.json holds an {err} (it was edited; restore it)"
+            f"cannot resume {given.output_dir}: its settings.json holds an invalid setting "
+            f"{str(err).removeprefix('invalid setting ')} (it was edited; restore it)"
         ) from err
 
 

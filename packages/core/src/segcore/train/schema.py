@@ -127,9 +127,17 @@ class TrainSettings:
         checks=((_names_ok, "must name one or more trackers"),),
     )
     tensorboard: bool = setting(False, help="the same as --log-with tensorboard", on_resume="may-change")
-    tracker_project: str | None = setting(help="the trackers' project name (default segcore)", on_resume="may-change")
+    tracker_project: str | None = setting(
+        help="the trackers' project name, one path component (default segcore)",
+        on_resume="may-change",
+        parse="name",
+        checks=_SINGLE_NAME,
+    )
     run_name: str | None = setting(
-        help="the run's name in the trackers (default: the output folder's name)", on_resume="may-change"
+        help="the run's name in the trackers, one path component (default: the output folder's name)",
+        on_resume="may-change",
+        parse="name",
+        checks=_SINGLE_NAME,
     )
     log_every: int | None = setting(
         help="metrics.jsonl row every N iterations", range=_POSITIVE, on_resume="may-change", fallback=10
