@@ -228,17 +228,14 @@ def test_eval_write_card_records_the_score_in_the_folder(tmp_path: Path):
     )
 
 
-def test_hub_push_takes_branch_message_and_pr(tmp_path: Path):
-    from segcore.testing import serve_hub
-
+def test_hub_push_takes_branch_message_and_pr(tmp_path: Path, local_hub):
     model = segcore.build_model("timm:resnet18", "linear", 3, decoder_options={"channels": 8})
     model.save_pretrained(tmp_path / "m")
-    with serve_hub() as hub:
-        out = run("hub", "push", str(tmp_path / "m"), "--repo", "me/m", "--branch", "dev", "--commit-message", "hello")
-        pr = run("hub", "push", str(tmp_path / "m"), "--repo", "me/m", "--create-pr", "--token", "hf_x")
+    out = run("hub", "push", str(tmp_path / "m"), "--repo", "me/m", "--branch", "dev", "--commit-message", "hello")
+    pr = run("hub", "push", str(tmp_path / "m"), "--repo", "me/m", "--create-pr", "--token", "hf_x")
     assert "/commit/" in out.stdout and "/discussions/" in pr.stdout
-    assert hub.branches == [("me/m", "dev")] and hub.commits[0]["summary"] == "hello"
-    assert hub.commits[1]["create_pr"] and "Bearer hf_x" in hub.authorizations
+    assert local_hub.branches == [("me/m", "dev")] and local_hub.commits[0]["summary"] == "hello"
+    assert local_hub.commits[1]["create_pr"] and "Bearer hf_x" in local_hub.authorizations
 
 
 def test_pretrained_encoder_takes_a_source():

@@ -8,7 +8,7 @@ import torch
 from segcore import hookimpl
 from segcore.plugins.registry import register_plugin, unregister_plugin
 from segcore.plugins.specs import CheckpointSpec
-from segcore.testing import TINY_MODEL, serve_hub
+from segcore.testing import TINY_MODEL
 from segcore_cli.main import main
 
 PLUGIN = "segcore-cli-test-checkpoints"
@@ -49,18 +49,17 @@ def _plugin():
         unregister_plugin(PLUGIN)
 
 
-def test_hub_mirror_converts_pushes_with_a_card_and_the_name_then_loads(tmp_path, monkeypatch, capsys):
+def test_hub_mirror_converts_pushes_with_a_card_and_the_name_then_loads(tmp_path, monkeypatch, capsys, local_hub):
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(0)
     model = segcore.build_model(TINY_MODEL["encoder"], "mlp", 3, decoder_options=TINY_MODEL["decoder_opt"]).eval()
     official = tmp_path / "tiny.pth"
     torch.save({"state_dict": model.state_dict()}, official)
-    with serve_hub() as hub:
-        argv = ["hub", "mirror", "tiny-mirror", "--repo", "segcore-test/tiny-mirror", "--file", str(official)]
-        assert main([*argv, "--commit-message", "hello"]) == 0
-        assert "/commit/" in capsys.readouterr().out and hub.commits[0]["summary"] == "hello"
-        card = (hub.repo_dir("segcore-test/tiny-mirror") / "README.md").read_text()
-        loaded = segcore.SegModel.from_pretrained("tiny-mirror").eval()
+    argv = ["hub", "mirror", "tiny-mirror", "--repo", "segcore-test/tiny-mirror", "--file", str(official)]
+    assert main([*argv, "--commit-message", "hello"]) == 0
+    assert "/commit/" in capsys.readouterr().out and local_hub.commits[0]["summary"] == "hello"
+    card = (local_hub.repo_dir("segcore-test/tiny-mirror") / "README.md").read_text()
+    loaded = segcore.SegModel.from_pretrained("tiny-mirror").eval()
     assert "https://example.org/tiny.pth" in card and "segcore convert --format segcore" in card and "12.3" in card
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():

@@ -16,7 +16,6 @@ import torch
 from safetensors.torch import save_file
 from segcore.errors import CheckpointError
 from segcore.plugins import registry
-from segcore.testing import serve_hub
 
 
 @pytest.fixture(scope="module")
@@ -37,36 +36,35 @@ def test_save_pretrained_writes_config_weights_and_card(saved):
     assert "library_name: segcore" in card and "timm:resnet18" in card and "0: bg" in card
 
 
-def test_hub_round_trip_is_identical(saved):
+def test_hub_round_trip_is_identical(saved, local_hub):
     model, folder = saved
     images = torch.randn(2, 3, 72, 88)
-    with serve_hub({"segcore-test/upernet": folder}) as hub:
-        loaded = segcore.SegModel.from_pretrained("segcore-test/upernet")
-        assert any("/segcore-test/upernet/resolve/main/model.safetensors" in p for _, p in hub.requests)
+    local_hub.add_repo("segcore-test/upernet", folder)
+    loaded = segcore.SegModel.from_pretrained("segcore-test/upernet")
+    assert any("/segcore-test/upernet/resolve/main/model.safetensors" in p for _, p in local_hub.requests)
     with torch.no_grad():
         assert torch.equal(model(images), loaded(images))
     assert loaded.config == model.config
 
 
-def test_push_to_hub_then_load(saved):
+def test_push_to_hub_then_load(saved, local_hub):
     model, _ = saved
-    with serve_hub() as hub:
-        model.push_to_hub("segcore-test/pushed")
-        assert (hub.repo_dir("segcore-test/pushed") / "model.safetensors").is_file()
-        loaded = segcore.SegModel.from_pretrained("segcore-test/pushed")
+    model.push_to_hub("segcore-test/pushed")
+    assert (local_hub.repo_dir("segcore-test/pushed") / "model.safetensors").is_file()
+    loaded = segcore.SegModel.from_pretrained("segcore-test/pushed")
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
 
 
-def test_missing_repo_and_missing_file_are_clear_errors(saved, tmp_path):
+def test_missing_repo_and_missing_file_are_clear_errors(saved, tmp_path, local_hub):
     _, folder = saved
     (tmp_path / "config.json").write_bytes((folder / "config.json").read_bytes())
-    with serve_hub({"segcore-test/no-weights": tmp_path}):
-        with pytest.raises(CheckpointError, match="Hub repo 'segcore-test/missing' not found"):
-            segcore.SegModel.from_pretrained("segcore-test/missing")
-        with pytest.raises(CheckpointError, match="has no model.safetensors"):
-            segcore.SegModel.from_pretrained("segcore-test/no-weights")
+    local_hub.add_repo("segcore-test/no-weights", tmp_path)
+    with pytest.raises(CheckpointError, match="Hub repo 'segcore-test/missing' not found"):
+        segcore.SegModel.from_pretrained("segcore-test/missing")
+    with pytest.raises(CheckpointError, match="has no model.safetensors"):
+        segcore.SegModel.from_pretrained("segcore-test/no-weights")
 
 
 def test_local_folder_errors(saved, tmp_path):
@@ -143,31 +141,31 @@ def _official_file(model, tmp_path):
     return path
 
 
-def test_registered_name_loads_from_its_hub_repo(saved, monkeypatch, tmp_path):
+def test_registered_name_loads_from_its_hub_repo(saved, monkeypatch, tmp_path, local_hub):
     model, folder = saved
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path))
-    with _registered(repo_id="segcore-test/tiny"), serve_hub({"segcore-test/tiny": folder}):
+    local_hub.add_repo("segcore-test/tiny", folder)
+    with _registered(repo_id="segcore-test/tiny"):
         loaded = segcore.SegModel.from_pretrained("tiny-upernet-test")
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
 
 
-def test_registered_name_falls_back_to_official_file_verifies_and_caches(saved, monkeypatch, tmp_path):
+def test_registered_name_falls_back_to_official_file_verifies_and_caches(saved, monkeypatch, tmp_path, local_hub):
     model, _ = saved
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "cache"))
     official = _official_file(model, tmp_path)
     digest = hashlib.sha256(official.read_bytes()).hexdigest()
-    with serve_hub() as hub:
-        url = hub.add_file("official.safetensors", official)
-        for sha, ok in (("deadbeef", False), (digest[:8], True)):
-            fields = dict(official_url=url, official_filename="official.safetensors", sha256=sha, format="segcore")
-            with _registered(**fields, model_config={"mean": (127.5,) * 3, "std": (127.5,) * 3}):
-                if not ok:
-                    with pytest.raises(CheckpointError, match="expected deadbeef"):
-                        segcore.SegModel.from_pretrained("tiny-upernet-test")
-                    continue
-                loaded = segcore.SegModel.from_pretrained("tiny-upernet-test")
+    url = local_hub.add_file("official.safetensors", official)
+    for sha, ok in (("deadbeef", False), (digest[:8], True)):
+        fields = dict(official_url=url, official_filename="official.safetensors", sha256=sha, format="segcore")
+        with _registered(**fields, model_config={"mean": (127.5,) * 3, "std": (127.5,) * 3}):
+            if not ok:
+                with pytest.raises(CheckpointError, match="expected deadbeef"):
+                    segcore.SegModel.from_pretrained("tiny-upernet-test")
+                continue
+            loaded = segcore.SegModel.from_pretrained("tiny-upernet-test")
     assert (tmp_path / "cache" / "converted" / "tiny-upernet-test" / "model.safetensors").is_file()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -181,25 +179,25 @@ def test_registered_name_falls_back_to_official_file_verifies_and_caches(saved, 
     )
 
 
-def test_manual_step_is_reported():
+def test_manual_step_is_reported(local_hub):
     step = "Download it from the Google Drive folder, then run segcore convert."
-    with _registered(repo_id="segcore-test/absent", manual_step=step), serve_hub():
+    with _registered(repo_id="segcore-test/absent", manual_step=step):
         with pytest.raises(CheckpointError, match="Google Drive folder"):
             segcore.SegModel.from_pretrained("tiny-upernet-test")
 
 
 # ------------------------------------------------------------------------------ huggingface_hub conventions
-def test_revision_token_force_download_and_local_files_only(saved):
+def test_revision_token_force_download_and_local_files_only(saved, local_hub):
     model, folder = saved
-    with serve_hub({"segcore-test/kw": folder}) as hub:
-        loaded = segcore.SegModel.from_pretrained("segcore-test/kw", revision="v1", token="hf_secret")
-        assert ("GET", "/segcore-test/kw/resolve/v1/model.safetensors") in hub.requests
-        assert "Bearer hf_secret" in hub.authorizations
-        hub.requests.clear()
-        segcore.SegModel.from_pretrained("segcore-test/kw", revision="v1", local_files_only=True)
-        assert hub.requests == []  # the cache only
-        segcore.SegModel.from_pretrained("segcore-test/kw", revision="v1", force_download=True)
-        assert ("GET", "/segcore-test/kw/resolve/v1/model.safetensors") in hub.requests
+    local_hub.add_repo("segcore-test/kw", folder)
+    loaded = segcore.SegModel.from_pretrained("segcore-test/kw", revision="v1", token="hf_secret")
+    assert ("GET", "/segcore-test/kw/resolve/v1/model.safetensors") in local_hub.requests
+    assert "Bearer hf_secret" in local_hub.authorizations
+    local_hub.requests.clear()
+    segcore.SegModel.from_pretrained("segcore-test/kw", revision="v1", local_files_only=True)
+    assert local_hub.requests == []  # the cache only
+    segcore.SegModel.from_pretrained("segcore-test/kw", revision="v1", force_download=True)
+    assert ("GET", "/segcore-test/kw/resolve/v1/model.safetensors") in local_hub.requests
     assert loaded.config == model.config
 
 
@@ -216,18 +214,18 @@ def test_cache_dir_is_huggingface_home_or_segcore_cache(monkeypatch, tmp_path):
     assert segcore_cache_dir() == tmp_path / "mine"
 
 
-def test_offline_uses_the_cache_and_says_how_to_get_what_is_missing(saved, monkeypatch):
+def test_offline_uses_the_cache_and_says_how_to_get_what_is_missing(saved, monkeypatch, local_hub):
     model, folder = saved
-    with serve_hub({"segcore-test/off": folder}) as hub:
-        segcore.SegModel.from_pretrained("segcore-test/off")  # cached now
-        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-        hub.requests.clear()
-        loaded = segcore.SegModel.from_pretrained("segcore-test/off")
-        tic = time.perf_counter()
-        with pytest.raises(segcore.NotCachedError) as err:
-            segcore.SegModel.from_pretrained("segcore-test/never-downloaded")
-        elapsed = time.perf_counter() - tic
-        assert hub.requests == []
+    local_hub.add_repo("segcore-test/off", folder)
+    segcore.SegModel.from_pretrained("segcore-test/off")  # cached now
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    local_hub.requests.clear()
+    loaded = segcore.SegModel.from_pretrained("segcore-test/off")
+    tic = time.perf_counter()
+    with pytest.raises(segcore.NotCachedError) as err:
+        segcore.SegModel.from_pretrained("segcore-test/never-downloaded")
+    elapsed = time.perf_counter() - tic
+    assert local_hub.requests == []
     text = str(err.value)
     print(f"offline, not cached: {elapsed * 1000:.0f} ms: {text}")
     assert "not cached" in text and "HF_HUB_OFFLINE=1" in text and "hf download segcore-test/never-downloaded" in text
@@ -235,28 +233,27 @@ def test_offline_uses_the_cache_and_says_how_to_get_what_is_missing(saved, monke
     assert loaded.config == model.config
 
 
-def test_offline_registered_name_never_downloads_the_official_file(saved, monkeypatch, tmp_path):
+def test_offline_registered_name_never_downloads_the_official_file(saved, monkeypatch, tmp_path, local_hub):
     model, _ = saved
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "cache"))
-    with serve_hub() as hub:
-        url = hub.add_file("official.safetensors", _official_file(model, tmp_path))
-        with _registered(official_url=url, format="segcore"):
-            monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-            with pytest.raises(segcore.NotCachedError) as err:
-                segcore.SegModel.from_pretrained("tiny-upernet-test")
-            assert hub.requests == []
-            text = str(err.value)
-            assert "not cached" in text and url in text and "segcore convert --format segcore" in text
-            monkeypatch.delenv("HF_HUB_OFFLINE")
-            segcore.SegModel.from_pretrained("tiny-upernet-test")  # online: converted and cached
-            monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-            hub.requests.clear()
+    url = local_hub.add_file("official.safetensors", _official_file(model, tmp_path))
+    with _registered(official_url=url, format="segcore"):
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        with pytest.raises(segcore.NotCachedError) as err:
             segcore.SegModel.from_pretrained("tiny-upernet-test")
-            assert hub.requests == []
+        assert local_hub.requests == []
+        text = str(err.value)
+        assert "not cached" in text and url in text and "segcore convert --format segcore" in text
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        segcore.SegModel.from_pretrained("tiny-upernet-test")  # online: converted and cached
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        local_hub.requests.clear()
+        segcore.SegModel.from_pretrained("tiny-upernet-test")
+        assert local_hub.requests == []
 
 
 @pytest.mark.parametrize("kind", ["refused", "silent"])
-def test_unreachable_endpoint_is_a_network_failure_within_seconds(kind, monkeypatch):
+def test_unreachable_endpoint_is_a_network_failure_within_seconds(kind, monkeypatch, local_hub):
     import socket
 
     from huggingface_hub import constants
@@ -271,7 +268,7 @@ def test_unreachable_endpoint_is_a_network_failure_within_seconds(kind, monkeypa
     monkeypatch.setenv("SEGCORE_HUB_TIMEOUT", "1")
     unreachable = _registered(repo_id="segcore-test/unreachable", official_url="http://127.0.0.1:9/never-tried.pth")
     try:
-        with unreachable, serve_hub():
+        with unreachable:
             endpoint = f"http://127.0.0.1:{port}"
             monkeypatch.setattr(constants, "ENDPOINT", endpoint)
             monkeypatch.setattr(
@@ -323,20 +320,19 @@ def test_cards_are_huggingface_model_cards_with_licence_and_model_index(saved, t
     assert "Non-commercial use only" in card.text and "| synthetic-shapes | val | single scale | 41.23 |" in card.text
 
 
-def test_registered_checkpoint_card_states_the_licence(saved, monkeypatch, tmp_path):
+def test_registered_checkpoint_card_states_the_licence(saved, monkeypatch, tmp_path, local_hub):
     from huggingface_hub import ModelCard
 
     model, _ = saved
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "cache"))
-    with serve_hub() as hub:
-        licence = dict(
-            license="other",
-            license_name="nvidia-source-code-license",
-            license_note="Non-commercial use only (NVIDIA Source Code License).",
-        )
-        url = hub.add_file("official.safetensors", _official_file(model, tmp_path))
-        with _registered(official_url=url, format="segcore", metric="mIoU 41.1 (ss)", **licence):
-            segcore.SegModel.from_pretrained("tiny-upernet-test")
+    licence = dict(
+        license="other",
+        license_name="nvidia-source-code-license",
+        license_note="Non-commercial use only (NVIDIA Source Code License).",
+    )
+    url = local_hub.add_file("official.safetensors", _official_file(model, tmp_path))
+    with _registered(official_url=url, format="segcore", metric="mIoU 41.1 (ss)", **licence):
+        segcore.SegModel.from_pretrained("tiny-upernet-test")
     card = ModelCard.load(tmp_path / "cache" / "converted" / "tiny-upernet-test" / "README.md")
     assert card.data.license == "other" and card.data.license_name == "nvidia-source-code-license"
     assert "Non-commercial use only" in card.text and "mIoU 41.1 (ss)" in card.text
@@ -368,19 +364,18 @@ def test_save_never_replaces_a_users_files_and_respects_the_umask(saved, tmp_pat
 
 
 # ------------------------------------------------------------------------------------------------------ push
-def test_push_takes_branch_message_pr_and_leaves_the_model_unchanged(saved):
+def test_push_takes_branch_message_pr_and_leaves_the_model_unchanged(saved, local_hub):
     from huggingface_hub import ModelCard
 
     model, _ = saved
     before = copy.deepcopy(model.config)
-    with serve_hub() as hub:
-        url = model.push_to_hub("segcore-test/pushed", revision="dev", commit_message="first", token="hf_tok")
-        pr = model.push_to_hub("segcore-test/pushed", create_pr=True, commit_message="second")
-        card = ModelCard.load(hub.repo_dir("segcore-test/pushed") / "README.md")
+    url = model.push_to_hub("segcore-test/pushed", revision="dev", commit_message="first", token="hf_tok")
+    pr = model.push_to_hub("segcore-test/pushed", create_pr=True, commit_message="second")
+    card = ModelCard.load(local_hub.repo_dir("segcore-test/pushed") / "README.md")
     assert model.config == before
-    assert ("segcore-test/pushed", "dev") in hub.branches
-    first, second = hub.commits
+    assert ("segcore-test/pushed", "dev") in local_hub.branches
+    first, second = local_hub.commits
     assert (first["revision"], first["summary"], first["create_pr"]) == ("dev", "first", False)
     assert (second["summary"], second["create_pr"]) == ("second", True) and "/discussions/" in pr
-    assert "/commit/" in url and "Bearer hf_tok" in hub.authorizations
+    assert "/commit/" in url and "Bearer hf_tok" in local_hub.authorizations
     assert 'from_pretrained("segcore-test/pushed")' in card.text and card.data.library_name == "segcore"

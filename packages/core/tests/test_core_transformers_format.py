@@ -8,7 +8,7 @@ import pytest
 import segcore
 import torch
 import torch.nn.functional as F  # noqa: N812
-from segcore.testing import perturb_norms, serve_hub
+from segcore.testing import perturb_norms
 
 transformers = pytest.importorskip("transformers")
 
@@ -52,10 +52,10 @@ def _reference_logits(reference, x):
     return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def test_upernet_convnext_from_the_hub_matches_transformers(upernet_repo, caplog):
+def test_upernet_convnext_from_the_hub_matches_transformers(upernet_repo, caplog, local_hub):
     reference, folder = upernet_repo
-    with serve_hub({"openmmlab-test/upernet-convnext": folder}):
-        model = segcore.SegModel.from_pretrained("openmmlab-test/upernet-convnext")
+    local_hub.add_repo("openmmlab-test/upernet-convnext", folder)
+    model = segcore.SegModel.from_pretrained("openmmlab-test/upernet-convnext")
     cfg = model.config
     assert (cfg.encoder, cfg.decoder, cfg.num_classes, cfg.class_names) == ("timm:convnext_atto", "upernet", 5, CLASSES)
     assert cfg.mean == pytest.approx((127.5, 102.0, 76.5)) and cfg.std == pytest.approx((51.0, 63.75, 76.5))

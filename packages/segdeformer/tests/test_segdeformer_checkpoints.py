@@ -14,7 +14,6 @@ import torch
 from segcore.errors import CheckpointError
 from segcore.plugins import registry
 from segcore.plugins.registry import components
-from segcore.testing import serve_hub
 from segcore.weights.checkpoints import load_pretrained_encoder_state
 from segcore.weights.convert import convert_component
 from segcore_segdeformer.convert import convert_mit
@@ -101,7 +100,7 @@ def _nvlabs_backbone() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]
     return mm, _mmseg_backbone_to_nvlabs(mm)
 
 
-def test_mit_imagenet_official_file_fallback_converts_nvlabs_names(tmp_path: Path, monkeypatch) -> None:
+def test_mit_imagenet_official_file_fallback_converts_nvlabs_names(tmp_path: Path, monkeypatch, local_hub) -> None:
     """No Hub copy: the official file is downloaded (from the local server), verified, converted and cached."""
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "cache"))
     mm, nv = _nvlabs_backbone()
@@ -109,25 +108,24 @@ def test_mit_imagenet_official_file_fallback_converts_nvlabs_names(tmp_path: Pat
     torch.save(nv, official)
     digest = hashlib.sha256(official.read_bytes()).hexdigest()
     registered = components("checkpoints")["mit-b0-imagenet"]
-    with serve_hub() as hub:
-        url = hub.add_file("mit_b0.pth", official)
-        for sha in ("0badc0de", digest[:8]):
-            spec = dataclasses.replace(
-                registered,
-                repo_id="segcore-test/not-mirrored",
-                official_url=url,
-                official_filename="mit_b0.pth",
-                sha256=sha,
-            )
-            registry.register_plugin(_plugin("mit-b0-imagenet-local", spec), "segdeformer-test-ckpt")
-            try:
-                if sha == "0badc0de":
-                    with pytest.raises(CheckpointError, match="expected 0badc0de"):
-                        load_pretrained_encoder_state("mit-b0-imagenet-local")
-                    continue
-                state = load_pretrained_encoder_state("mit-b0-imagenet-local")
-            finally:
-                registry.unregister_plugin("segdeformer-test-ckpt")
+    url = local_hub.add_file("mit_b0.pth", official)
+    for sha in ("0badc0de", digest[:8]):
+        spec = dataclasses.replace(
+            registered,
+            repo_id="segcore-test/not-mirrored",
+            official_url=url,
+            official_filename="mit_b0.pth",
+            sha256=sha,
+        )
+        registry.register_plugin(_plugin("mit-b0-imagenet-local", spec), "segdeformer-test-ckpt")
+        try:
+            if sha == "0badc0de":
+                with pytest.raises(CheckpointError, match="expected 0badc0de"):
+                    load_pretrained_encoder_state("mit-b0-imagenet-local")
+                continue
+            state = load_pretrained_encoder_state("mit-b0-imagenet-local")
+        finally:
+            registry.unregister_plugin("segdeformer-test-ckpt")
     reference = convert_mit(mm)
     assert state.keys() == reference.keys()
     assert all(torch.equal(state[k], reference[k]) for k in reference)
@@ -135,9 +133,9 @@ def test_mit_imagenet_official_file_fallback_converts_nvlabs_names(tmp_path: Pat
     segcore.build_encoder("mit-b0").load_state_dict(state)  # strict
 
 
-def test_segdeformer_ade20k_without_hub_copy_says_how_to_get_weights(tmp_path: Path, monkeypatch) -> None:
+def test_segdeformer_ade20k_without_hub_copy_says_how_to_get_weights(tmp_path: Path, monkeypatch, local_hub) -> None:
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path))
-    with serve_hub(), pytest.raises(CheckpointError, match="no trained weights.*segdeformer-ade20k-160k"):
+    with pytest.raises(CheckpointError, match="no trained weights.*segdeformer-ade20k-160k"):
         segcore.SegModel.from_pretrained("segdeformer-mit-b1-ade20k")
 
 
@@ -176,7 +174,7 @@ def _to_mmseg(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def test_segdeformer_ade20k_mirror_card_then_load_by_name(tmp_path: Path, monkeypatch) -> None:
+def test_segdeformer_ade20k_mirror_card_then_load_by_name(tmp_path: Path, monkeypatch, local_hub) -> None:
     """A user's mmseg checkpoint converted and pushed with a card (as `segcore hub mirror` does); the name loads it."""
     from segcore.weights.checkpoints import convert_registered
 
@@ -190,10 +188,9 @@ def test_segdeformer_ade20k_mirror_card_then_load_by_name(tmp_path: Path, monkey
     torch.save({"meta": {"mmseg_version": "0.29.1"}, "state_dict": _to_mmseg(model.state_dict())}, official)
     spec = components("checkpoints")["segdeformer-mit-b1-ade20k"]
     images = torch.randn(1, 3, 64, 64)
-    with serve_hub() as hub:
-        convert_registered(segcore.SegModel, "segdeformer-mit-b1-ade20k", spec, official).push_to_hub(spec.repo_id)
-        card = (hub.repo_dir(spec.repo_id) / "README.md").read_text()
-        loaded = segcore.SegModel.from_pretrained("segdeformer-mit-b1-ade20k")
+    convert_registered(segcore.SegModel, "segdeformer-mit-b1-ade20k", spec, official).push_to_hub(spec.repo_id)
+    card = (local_hub.repo_dir(spec.repo_id) / "README.md").read_text()
+    loaded = segcore.SegModel.from_pretrained("segdeformer-mit-b1-ade20k")
     for fact in ("44.12", "whole image", "segcore convert --format mmseg", "ade20k", "segdeformer"):
         assert fact in card, fact
     with torch.no_grad():

@@ -146,15 +146,14 @@ def test_mit_converter_rejects_unknown_keys() -> None:
         convert_mit({"layers.0.0.projection.weight": torch.zeros(1), "auxiliary_head.conv.weight": torch.zeros(1)})
 
 
-def test_mit_pretrained_loads_registered_encoder_weights(tmp_path: Path) -> None:
+def test_mit_pretrained_loads_registered_encoder_weights(tmp_path: Path, local_hub) -> None:
     from safetensors.torch import save_file
-    from segcore.testing import serve_hub
 
     torch.manual_seed(3)
     source = mit_b0()
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "model.safetensors"))
-    with serve_hub({"segcore/mit-b0-imagenet": tmp_path}):
-        loaded = segcore.build_encoder("mit-b0", pretrained=True)
+    local_hub.add_repo("segcore/mit-b0-imagenet", tmp_path)
+    loaded = segcore.build_encoder("mit-b0", pretrained=True)
     for k, v in source.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
 

@@ -9,7 +9,7 @@ import pytest
 import segcore
 import torch
 import torch.nn.functional as F
-from segcore.testing import perturb_norms, serve_hub
+from segcore.testing import perturb_norms
 
 transformers = pytest.importorskip("transformers")
 
@@ -46,10 +46,10 @@ def test_core_mlp_head_is_not_segformers_own():
     ]
 
 
-def test_segformer_from_the_hub_matches_transformers(segformer_repo):
+def test_segformer_from_the_hub_matches_transformers(segformer_repo, local_hub):
     reference, folder = segformer_repo
-    with serve_hub({"nvidia-test/segformer-b0-tiny": folder}):
-        model = segcore.SegModel.from_pretrained("nvidia-test/segformer-b0-tiny")
+    local_hub.add_repo("nvidia-test/segformer-b0-tiny", folder)
+    model = segcore.SegModel.from_pretrained("nvidia-test/segformer-b0-tiny")
     cfg = model.config
     assert (cfg.encoder, cfg.decoder, cfg.class_names) == ("mit-b0", "segformer", CLASSES)
     assert cfg.extra["license_name"] == "nvidia-source-code-license"
@@ -90,17 +90,17 @@ def test_segformer_repo_saves_as_a_segcore_folder(segformer_repo, tmp_path):
         assert float((model(x) - ref).abs().max()) < 1e-4
 
 
-def test_hub_mit_imagenet_encoder_is_usable_as_pretrained_weights(tmp_path):
+def test_hub_mit_imagenet_encoder_is_usable_as_pretrained_weights(tmp_path, local_hub):
     torch.manual_seed(1)
     config = transformers.SegformerConfig(hidden_sizes=[32, 64, 160, 256], depths=[2, 2, 2, 2], num_labels=10)
     reference = perturb_norms(transformers.SegformerForImageClassification(config)).eval()
     reference.save_pretrained(tmp_path / "mit")
     x = torch.randn(1, 3, 96, 80)
-    with serve_hub({"nvidia-test/mit-b0": tmp_path / "mit"}):
-        # transformers' MiT uses LayerNorm eps 1e-5 (mmseg's, the mit-b0 default: 1e-6).
-        model = segcore.build_model(
-            "mit-b0", "segformer", 4, {"norm_eps": 1e-5}, {"channels": 32}, pretrained_encoder="nvidia-test/mit-b0"
-        ).eval()
+    local_hub.add_repo("nvidia-test/mit-b0", tmp_path / "mit")
+    # transformers' MiT uses LayerNorm eps 1e-5 (mmseg's, the mit-b0 default: 1e-6).
+    model = segcore.build_model(
+        "mit-b0", "segformer", 4, {"norm_eps": 1e-5}, {"channels": 32}, pretrained_encoder="nvidia-test/mit-b0"
+    ).eval()
     with torch.no_grad():
         ours = model.encoder(x)
         theirs = reference.segformer(pixel_values=x, output_hidden_states=True).hidden_states

@@ -118,10 +118,9 @@ def test_imagenet_file_reproduces_fixture_features(fixture: dict, tmp_path: Path
         assert (f - fixture["io"][f"features.{i}"]).abs().max().item() <= TOL
 
 
-def test_registered_checkpoints_load_through_local_hub(fixture: dict, tmp_path: Path, monkeypatch) -> None:
+def test_registered_checkpoints_load_through_local_hub(fixture: dict, tmp_path: Path, monkeypatch, local_hub) -> None:
     """The official file converted and pushed (what `segcore hub mirror` does); the registered names then load."""
     from safetensors.torch import save_file
-    from segcore.testing import serve_hub
     from segcore.weights.checkpoints import convert_registered
 
     monkeypatch.setenv("SEGCORE_CACHE", str(tmp_path / "cache"))
@@ -132,12 +131,12 @@ def test_registered_checkpoints_load_through_local_hub(fixture: dict, tmp_path: 
     enc_dir.mkdir()
     backbone = {k[len("backbone.") :]: v for k, v in fixture["official"].items() if k.startswith("backbone.")}
     save_file(convert_component("mmseg", "mscan-t", backbone), str(enc_dir / "model.safetensors"))
-    with serve_hub({"segcore/mscan-t-imagenet": enc_dir}) as hub:
-        convert_registered(segcore.SegModel, "segnext-t-ade20k", spec, official).push_to_hub(spec.repo_id)
-        card = (hub.repo_dir(spec.repo_id) / "README.md").read_text()
-        model = segcore.SegModel.from_pretrained("segnext-t-ade20k")
-        encoder = segcore.build_encoder("mscan-t", pretrained=True)
-        assert any(p.endswith(f"{spec.repo_id}/resolve/main/model.safetensors") for _, p in hub.requests)
+    local_hub.add_repo("segcore/mscan-t-imagenet", enc_dir)
+    convert_registered(segcore.SegModel, "segnext-t-ade20k", spec, official).push_to_hub(spec.repo_id)
+    card = (local_hub.repo_dir(spec.repo_id) / "README.md").read_text()
+    model = segcore.SegModel.from_pretrained("segnext-t-ade20k")
+    encoder = segcore.build_encoder("mscan-t", pretrained=True)
+    assert any(p.endswith(f"{spec.repo_id}/resolve/main/model.safetensors") for _, p in local_hub.requests)
     # The model card states source, converter, expected metric and eval protocol.
     assert spec.official_url in card and "segcore convert --format mmseg" in card
     assert "mIoU 41.1 / 42.2" in card and "resize to a multiple of 32" in card
