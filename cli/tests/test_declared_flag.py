@@ -14,7 +14,6 @@ import pytest
 import segcore_cli.main as segcore_cli
 from segcore.config.fields import Range, setting
 from segcore.errors import TrainingError
-from segcore.testing import register_tiny_shapes, unregister_tiny_shapes
 from segcore.train import schema
 from segcore.train.schema import TrainSettings
 
@@ -44,11 +43,8 @@ def use(monkeypatch, cls):
 
 
 @pytest.fixture
-def warmup_flag(monkeypatch):
+def warmup_flag(monkeypatch, tiny_plugin):
     use(monkeypatch, WithWarmup)
-    register_tiny_shapes()
-    yield
-    unregister_tiny_shapes()
 
 
 TINY = ["--encoder", "timm:test_convnext", "--decoder", "mlp", "--decoder-opt", "channels=16"]

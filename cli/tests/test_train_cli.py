@@ -10,14 +10,9 @@ import numpy as np
 import pytest
 import segcore_cli.main as segcore_cli
 from PIL import Image
-from segcore.testing import TinyShapes, register_tiny_shapes, unregister_tiny_shapes
+from segcore.testing import TinyShapes
 
-
-@pytest.fixture(autouse=True)
-def _tiny_shapes():
-    register_tiny_shapes()
-    yield
-    unregister_tiny_shapes()
+pytestmark = pytest.mark.usefixtures("tiny_plugin")
 
 
 def test_parsers_do_not_import_torch():

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from segcore import hookimpl
 from segcore.plugins.specs import ComponentSpec
-from segcore.testing import TINY_MODEL, TinyShapes, register_tiny_shapes, unregister_tiny_shapes
+from segcore.testing import TINY_MODEL, TinyShapes, registered_tiny_shapes
 from segcore.train import TrainingError, TrainSettings, plan, resolve_run, train
 from segcore.train.init_from import class_dependent_tensors
 from segcore.train.resolve import resume_settings
@@ -47,15 +47,13 @@ class _Data:
 
 
 @pytest.fixture(autouse=True)
-def _plugins():
+def _plugins(tiny_plugin):
     import segcore.plugins.registry as registry
 
-    register_tiny_shapes()
     registry.unregister_plugin(PLUGIN)
     registry.register_plugin(_Data(), PLUGIN)
     yield
     registry.unregister_plugin(PLUGIN)
-    unregister_tiny_shapes()
 
 
 def _settings(out: Path, **kw) -> TrainSettings:
@@ -77,11 +75,8 @@ def _settings(out: Path, **kw) -> TrainSettings:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """A finished 4-class run of the tiny model (the M of every test)."""
-    register_tiny_shapes()
-    try:
+    with registered_tiny_shapes():  # module scope: the tiny_plugin fixture is per test
         return train(_settings(tmp_path_factory.mktemp("m") / "run", **TINY_MODEL))
-    finally:
-        unregister_tiny_shapes()
 
 
 def _start_of_run(settings: TrainSettings) -> torch.nn.Module:

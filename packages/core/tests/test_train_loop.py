@@ -14,16 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from segcore.testing import TinyShapes, register_tiny_shapes, tiny_run, unregister_tiny_shapes
+from segcore.testing import TinyShapes, tiny_run
 from segcore.train import TrainingError, TrainSettings, train
 from segcore.train.checkpointing import list_checkpoints, save_atomic
 
-
-@pytest.fixture(autouse=True)
-def _fakes():
-    register_tiny_shapes()
-    yield
-    unregister_tiny_shapes()
+pytestmark = pytest.mark.usefixtures("tiny_plugin")
 
 
 def _settings(out: Path, **kw) -> TrainSettings:

@@ -7,17 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from segcore.testing import TinyShapes, register_tiny_shapes, tiny_run, unregister_tiny_shapes
+from segcore.testing import TinyShapes, tiny_run
 from segcore.train import TrainingError, TrainSettings, train
 
 CLASSES = list(TinyShapes.classes)
 
 
-@pytest.fixture(autouse=True)
-def _fakes():
-    register_tiny_shapes()
-    yield
-    unregister_tiny_shapes()
+pytestmark = pytest.mark.usefixtures("tiny_plugin")
 
 
 def _settings(out: Path, **kw) -> TrainSettings:

@@ -24,17 +24,12 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from segcore.testing import TinyShapes, register_tiny_shapes, unregister_tiny_shapes  # noqa: E402
+from segcore.testing import TinyShapes, registered_tiny_shapes  # noqa: E402
 from segcore.train import TrainingError, TrainSettings, train  # noqa: E402
 from segcore.train.checkpointing import list_checkpoints  # noqa: E402
 from test_train_loop import _script, _settings  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _fakes():
-    register_tiny_shapes()
-    yield
-    unregister_tiny_shapes()
+pytestmark = pytest.mark.usefixtures("tiny_plugin")
 
 
 def _tree(folder: Path) -> dict[str, bytes | None]:
@@ -45,12 +40,9 @@ def _tree(folder: Path) -> dict[str, bytes | None]:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     """A finished 4-iteration run with checkpoints iter_2 and iter_4 (copied by each test that changes it)."""
-    register_tiny_shapes()
-    try:
-        out = tmp_path_factory.mktemp("finished") / "run"
+    out = tmp_path_factory.mktemp("finished") / "run"
+    with registered_tiny_shapes():  # module scope: the tiny_plugin fixture is per test
         train(_settings(out, iters=4, checkpoint_every=2, eval_every=2))
-    finally:
-        unregister_tiny_shapes()
     return out
 
 

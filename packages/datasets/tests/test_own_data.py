@@ -240,3 +240,13 @@ def test_hub_without_classes_or_columns_says_how_to_name_them(tmp_path: Path) ->
         segcore.build_dataset(f"hf:{tmp_path / 's'}", split="train", image_column="photo")
     ds = segcore.build_dataset(f"hf:{tmp_path / 's'}", split="train", image_column="photo", classes=("x", "y", "z"))
     assert ds.classes == ("x", "y", "z") and ds[1]["label"].unique().tolist() == [1]
+
+
+def test_the_image_folder_fixture_writes_a_folder_dataset(image_folder) -> None:
+    """segcore.testing's ``image_folder`` writes this package's own-data layout: it loads and passes preflight."""
+    root = image_folder(classes=("background", "red", "green"), counts={"train": 3, "val": 2}, size=20)
+    train = segcore.build_dataset("folder", root=str(root), split="train")
+    assert train.classes == ("background", "red", "green") and len(train) == 3
+    assert len(segcore.build_dataset("folder", root=str(root), split="val")) == 2
+    assert train[0]["image"].shape == (3, 20, 20) and train.crop_size == (20, 20)
+    assert preflight(train)["label_values"] == [0, 1, 2]
