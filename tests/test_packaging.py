@@ -48,9 +48,10 @@ def _imported_distributions(package_dir: Path) -> set[str]:
     return found
 
 
-# Imports that are optional by design, each guarded by an ImportError handler with a message.
+# Imports that are optional by design, each guarded by an ImportError handler with a message; and pytest, which
+# only segcore.testing.fixtures imports: pytest itself loads that module (the pytest11 entry point).
 OPTIONAL = {
-    "segcore": {"transformers", "onnx", "onnxruntime", "tensorboard"},
+    "segcore": {"transformers", "onnx", "onnxruntime", "tensorboard", "pytest"},
     "segcore-cli": {"transformers", "onnx", "onnxruntime"},
 }
 

@@ -21,7 +21,7 @@ from segcore.errors import CheckpointError, OptionsError
 from segcore.models.model import SegModel, SegModelConfig
 from segcore.plugins.registry import components
 from segcore.weights.checkpoints import checkpoint_config, source_kind
-from segcore.weights.hub import CONFIG_NAME, read_json
+from segcore.weights.hub import CONFIG_NAME, Fetch, download_repo, read_json
 from segcore.weights.state_dict import load_strict
 from segcore.weights.transformers_format import (
     PREPROCESSOR_NAME,
@@ -29,9 +29,42 @@ from segcore.weights.transformers_format import (
     model_config_from_transformers,
 )
 
-__all__ = ["init_config", "class_dependent_tensors", "load_init_weights"]
+__all__ = ["InitModel", "init_config", "find_init_model", "class_dependent_tensors", "load_init_weights"]
 
 logger = logging.getLogger("segcore.train")
+
+
+@dataclasses.dataclass(frozen=True)
+class InitModel:
+    """The model ``--init-from`` names, found once: its checked config and, where it has one, its local folder.
+
+    Attributes:
+        config: the model's config (read without loading weights).
+        folder: the local folder holding its files (a folder source, or a Hub repo downloaded once); ``None`` for a
+            registered checkpoint, which :meth:`SegModel.from_pretrained` reads from its converted cache.
+    """
+
+    config: SegModelConfig
+    folder: Path | None
+
+
+def find_init_model(source: str, fetch: bool = True) -> InitModel | None:
+    """:func:`init_config` and the local folder: a Hub repo is downloaded here once, its files then read locally.
+
+    Returns ``None`` for a Hub repo id when not ``fetch`` (a dry run).
+    """
+    kind = source_kind(source)
+    if kind == "folder":
+        folder = Path(source).expanduser()
+        return InitModel(_folder_config(folder), folder)
+    if kind == "hub":
+        if not fetch:
+            return None
+        folder = download_repo(source, Fetch())
+        return InitModel(_folder_config(folder), folder)
+    config = init_config(source, fetch)
+    assert config is not None
+    return InitModel(config, None)
 
 
 def init_config(source: str, fetch: bool = True) -> SegModelConfig | None:
@@ -96,8 +129,10 @@ def class_dependent_tensors(config: SegModelConfig) -> list[str]:
     return [name for name, shape in shapes[0].items() if shapes[1].get(name) != shape]
 
 
-def load_init_weights(model: SegModel, source: str) -> tuple[list[str], Any]:
+def load_init_weights(model: SegModel, source: str, folder: Path | None = None) -> tuple[list[str], Any]:
     """Load every weight of ``source`` into ``model``; ``(re-initialised tensor names, source's config)``.
+
+    ``folder`` is where :func:`find_init_model` found ``source``'s files: read from there, nothing is fetched again.
 
     When the class counts differ, the tensors of :func:`class_dependent_tensors` keep ``model``'s fresh
     initialisation and are listed; every other tensor must match by name and shape.
@@ -105,7 +140,7 @@ def load_init_weights(model: SegModel, source: str) -> tuple[list[str], Any]:
     Raises:
         CheckpointError: naming the tensors that do not match (e.g. options changed by ``--encoder-opt``).
     """
-    init = SegModel.from_pretrained(source)
+    init = SegModel.from_pretrained(folder if folder is not None else source)
     state = init.state_dict()
     fresh: list[str] = []
     if init.config.num_classes != model.config.num_classes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from segcore.config.fields import declared, fallbacks, resume_rule
@@ -51,12 +52,16 @@ class ResolvedRun:
             dataset's own.
         init: the config of the ``init_from`` model; ``None`` without one, or in a dry run for a Hub repo id (not
             fetched).
+        init_folder: where the ``init_from`` model's files are (a folder, or the Hub repo downloaded once during
+            resolution), so the trainer loads its weights from there without fetching again; ``None`` for a
+            registered checkpoint or without ``init_from``.
     """
 
     recipe: RecipeSpec
     settings: TrainSettings
     eval_protocol: EvalProtocol | None
     init: Any = None
+    init_folder: Path | None = None
 
 
 def _recipes() -> dict[str, RecipeSpec]:
@@ -133,7 +138,8 @@ def _resolve(settings: TrainSettings, fetch: bool, data: bool) -> ResolvedRun:
     if settings.resume:
         settings = resume_settings(settings, read_run_settings(settings.output_dir))
     recipe = find_recipe(settings)
-    init = _init_config(settings, fetch)
+    found = _init_model_found(settings, fetch)
+    init = found.config if found is not None else None
     model = _init_model(settings, init) if init is not None else _recipe_model(recipe, settings.encoder)
     s = dataclasses.replace(settings)
     s.dataset = s.dataset or recipe.dataset
@@ -176,17 +182,17 @@ def _resolve(settings: TrainSettings, fetch: bool, data: bool) -> ResolvedRun:
             protocol = EvalProtocol.from_dict(init.eval)
     if s.eval_mode and protocol is not None and s.eval_mode != protocol.mode:
         protocol = _with_mode(protocol, s.eval_mode, s.crop_size)  # type: ignore[arg-type]
-    return ResolvedRun(recipe, s, protocol, init)
+    return ResolvedRun(recipe, s, protocol, init, found.folder if found is not None else None)
 
 
-def _init_config(settings: TrainSettings, fetch: bool) -> Any:
-    """The config of ``settings.init_from`` (``None`` without one, or when it is on the Hub and not ``fetch``)."""
+def _init_model_found(settings: TrainSettings, fetch: bool) -> Any:
+    """The ``init_from`` model's config and folder (``None`` without one, or on the Hub and not ``fetch``)."""
     if settings.init_from is None:
         return None
-    from segcore.train.init_from import init_config
+    from segcore.train.init_from import find_init_model
 
     try:
-        return init_config(settings.init_from, fetch=fetch)
+        return find_init_model(settings.init_from, fetch=fetch)
     except TrainingError:
         raise
     except SegcoreError as err:
