@@ -82,9 +82,9 @@ def trained(tmp_path_factory) -> Path:
 def _start_of_run(settings: TrainSettings) -> torch.nn.Module:
     """The model a run of ``settings`` starts training from (what the trainer builds before its first step)."""
     from accelerate import Accelerator
-    from segcore.train.trainer import _build
+    from segcore.train.parts import build_parts
 
-    return _build(resolve_run(settings), Accelerator(cpu=True)).raw
+    return build_parts(resolve_run(settings), Accelerator(cpu=True)).raw
 
 
 def test_init_from_loads_every_non_classifier_tensor_exactly(trained, tmp_path, caplog):

@@ -11,6 +11,10 @@ through ``accelerator.accumulate``). What it adds (DESIGN.md "Training"):
   and JSON, and a resume that is exact or refuses (:mod:`segcore.train.resume`);
 * SIGTERM saves and exits cleanly; a non-finite loss stops with a message, the last good checkpoint kept;
 * ``metrics.jsonl``, ``curves.png``, ``best/`` (best validation mIoU) and the final ``from_pretrained`` folder.
+
+What it trains (datasets, model, optimiser, EMA) is built by :mod:`segcore.train.parts`; the folder is checked and
+claimed by :mod:`segcore.train.run_folder`, and every path is recorded in the run's manifest
+(:mod:`segcore.train.manifest`) before it is written.
 """
 
 from __future__ import annotations
@@ -18,29 +22,27 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import logging
 import math
 import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
-from segcore.config.settings import EvalProtocol
 from segcore.errors import TrainingError, TrainingInterrupted
 from segcore.evaluation.evaluate import evaluate
 from segcore.evaluation.plots import plot_curves
 from segcore.train.checkpointing import list_checkpoints, replace_folder, save_atomic, storage_error
-from segcore.train.data import Batches, Sampler, Samples, check_splits, loader, train_transform
-from segcore.train.optim import build_optimizer, poly_lr_factor
-from segcore.train.resolve import ResolvedRun, batch_split, resolve_recipe, resolve_run
+from segcore.train.data import Batches, Sampler, Samples, loader, train_transform
+from segcore.train.manifest import Manifest
+from segcore.train.optim import poly_lr_factor
+from segcore.train.parts import Parts, build_parts
+from segcore.train.resolve import ResolvedRun, resolve_recipe, resolve_run
 from segcore.train.resume import STATE_FORMAT, resume, save_state
 from segcore.train.run_folder import (
-    Manifest,
     check_classes,
     check_new_run,
     claim,
@@ -63,19 +65,8 @@ from segcore.weights.hub import save_evaluated
 
 __all__ = ["TrainSettings", "TrainingError", "TrainingInterrupted", "train", "resolve_recipe", "evaluate"]
 
-logger = logging.getLogger("segcore.train")
-
 
 # ------------------------------------------------------------------------------------------------------ train
-class _WithLoss(torch.nn.Module):
-    """``forward(images, labels) -> loss dict`` around a :class:`~segcore.SegModel` (what Accelerate wraps)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.model.compute_loss(images, labels)
 
 
 def _append_line(path: Path, line: str) -> None:
@@ -127,7 +118,7 @@ def _train(settings: TrainSettings, stop: dict[str, bool]) -> Path:
     s, out = run.settings, Path(run.settings.output_dir)
     accelerator = _accelerator(s, out, tracker_names(s))  # a tracker that is not installed stops here
     seen = _on_main(accelerator, lambda: _check_folder(out, s))  # read-only
-    parts = _build(run, accelerator)  # data, model, optimiser: nothing is written
+    parts = build_parts(run, accelerator)  # data, model, optimiser: nothing is written
     start, best = (0, -math.inf)
     if s.resume:
         assert s.iters is not None and s.seed is not None
@@ -201,121 +192,11 @@ def _check_folder(out: Path, s: TrainSettings) -> tuple[Any, ...]:
     return snapshot(out)
 
 
-@dataclass
-class _Parts:
-    """What the loop trains and evaluates, built before anything is written."""
-
-    train_ds: Any
-    val_ds: Any
-    classes: list[str]
-    protocol: EvalProtocol
-    model: torch.nn.Module  # the prepared ``_WithLoss`` (DDP-wrapped under several processes)
-    raw: torch.nn.Module  # the SegModel inside it
-    optimizer: torch.optim.Optimizer
-    ema: Any
-    per_device: int
-
-
-def _build(run: ResolvedRun, accelerator: Any) -> _Parts:
-    """Datasets (checked), model, optimiser and EMA, prepared by Accelerate."""
-    from accelerate.utils import set_seed
-
-    import segcore
-    from segcore.train.ema import ModelEMA
-
-    s, recipe = run.settings, run.recipe
-    assert s.batch_size is not None and s.grad_accum is not None and s.seed is not None
-    world, main = accelerator.num_processes, accelerator.is_main_process
-    per_device = batch_split(s.batch_size, world, s.grad_accum)
-    if main:
-        logger.warning(
-            "batch size %d = %d per device x %d processes x %d accumulation steps",
-            s.batch_size,
-            per_device,
-            world,
-            s.grad_accum,
-        )
-    train_ds = segcore.build_dataset(s.dataset, root=s.data_root, split="train", **s.dataset_opt)
-    val_ds = segcore.build_dataset(s.dataset, root=s.data_root, split="val", **s.dataset_opt)
-    ignore_index = int(getattr(train_ds, "ignore_index", 255))
-    classes = list(train_ds.classes)
-    check_splits(train_ds, val_ds, len(classes))
-    protocol = run.eval_protocol or EvalProtocol.from_dict(getattr(val_ds, "eval_protocol", None))
-    pipe = recipe.train_pipeline  # with init_from: its mean/std (resolve_run)
-    init = run.init
-    set_seed(s.seed)
-    model = segcore.build_model(
-        s.encoder,
-        s.decoder,
-        num_classes=len(classes),
-        encoder_options=s.encoder_opt,
-        decoder_options=s.decoder_opt,
-        pretrained_encoder=s.pretrained_encoder or False,
-        class_names=classes,
-        palette=[list(map(int, c)) for c in train_ds.palette],
-        ignore_index=ignore_index,
-        mean=pipe.mean,
-        std=pipe.std,
-        eval=protocol.to_dict(),
-        loss=init.loss if init is not None else "",
-        loss_options=dict(init.loss_options) if init is not None else {},
-        extra={
-            "dataset": s.dataset,
-            "recipe": s.recipe or recipe.description,
-            **({"init_from": s.init_from} if s.init_from else {}),
-        },
-    )
-    if s.init_from and not s.resume:  # on resume the checkpoint holds the weights
-        _init_weights(model, s.init_from, classes, main)
-    if world > 1 and accelerator.device.type == "cuda":
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    elif world > 1 and main:  # torch's SyncBatchNorm runs on CUDA only
-        logger.warning("%d CPU processes: BatchNorm statistics stay per process (SyncBatchNorm needs CUDA)", world)
-    optimizer = build_optimizer(model, recipe, s.lr, s.weight_decay)  # type: ignore[arg-type]
-    # DDP must wrap the module whose forward computes the loss, so that the gradient hooks fire.
-    wrapped, optimizer = accelerator.prepare(_WithLoss(model), optimizer)
-    raw = accelerator.unwrap_model(wrapped).model
-    ema = ModelEMA(raw, s.ema_decay) if s.ema_decay else None
-    return _Parts(train_ds, val_ds, classes, protocol, wrapped, raw, optimizer, ema, per_device)
-
-
-def _init_weights(model: torch.nn.Module, source: str, classes: list[str], main: bool) -> None:
-    """Load ``source``'s weights into ``model`` and say what the class change re-initialised."""
-    from segcore.data import compare_classes
-    from segcore.errors import SegcoreError
-    from segcore.train.init_from import load_init_weights
-
-    try:
-        fresh, config = load_init_weights(model, source)  # type: ignore[arg-type]
-    except SegcoreError as err:
-        raise TrainingError(f"--init-from {source}: {err}") from err
-    if not main:
-        return
-    comparison = compare_classes(config.class_names or config.num_classes, classes)
-    if not comparison.same_count:
-        logger.warning(
-            "--init-from %s predicts %d classes, the dataset has %d: re-initialised %s; every other tensor is %s's",
-            source,
-            comparison.model_count,
-            comparison.dataset_count,
-            ", ".join(fresh),
-            source,
-        )
-    elif comparison.renamed:
-        logger.warning(
-            "--init-from %s has the dataset's %d classes under other names (%s): its classifier is kept and the "
-            "run's config takes the dataset's names",
-            source,
-            comparison.model_count,
-            comparison.describe_renamed(),
-        )
-
-
 class _Loop:
     """The training loop and its periodic work (log, validate, checkpoint) on a run set up by :func:`_train`."""
 
     def __init__(
-        self, run: ResolvedRun, accelerator: Any, parts: _Parts, stop: dict[str, bool], manifest: Manifest | None
+        self, run: ResolvedRun, accelerator: Any, parts: Parts, stop: dict[str, bool], manifest: Manifest | None
     ) -> None:
         self.s, self.recipe = run.settings, run.recipe
         self.accelerator, self.parts, self.stop = accelerator, parts, stop
