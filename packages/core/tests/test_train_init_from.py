@@ -180,3 +180,47 @@ def test_resume_keeps_init_from(trained, tmp_path):
         resume_settings(TrainSettings(output_dir=str(tmp_path / "r"), resume=True, init_from="other/model"), saved)
     again = resume_settings(TrainSettings(output_dir=str(tmp_path / "r"), resume=True), saved)
     assert again.init_from == str(trained)
+
+
+def _asked(hub, repo: str) -> dict[str, list[str]]:
+    """``file -> request methods`` the fake Hub served for ``repo``'s files, in order."""
+    out: dict[str, list[str]] = {}
+    for method, path in hub.requests:
+        if path.startswith(f"/{repo}/resolve/"):
+            out.setdefault(path.rsplit("/", 1)[1], []).append(method)
+    return out
+
+
+def test_init_from_a_hub_repo_fetches_its_config_and_weights_once(trained, tmp_path, local_hub):
+    """The run is resolved once: the repo is downloaded while resolving, and the weights load from that folder.
+
+    It asks the Hub for each file exactly what one ``from_pretrained`` of a repo asks (before, the config was read
+    through a whole ``from_pretrained`` and the weights loaded through a second one).
+    """
+    from segcore import SegModel
+
+    local_hub.add_repo("someone/tiny", trained)
+    local_hub.add_repo("someone/reference", trained)
+    SegModel.from_pretrained("someone/reference")
+    model = _start_of_run(_settings(tmp_path / "run", init_from="someone/tiny"))
+    asked, once = _asked(local_hub, "someone/tiny"), _asked(local_hub, "someone/reference")
+    assert asked == once and asked["config.json"].count("GET") == asked["model.safetensors"].count("GET") == 1
+    saved = load_file(str(trained / "model.safetensors"))
+    assert all(torch.equal(model.state_dict()[k], saved[k]) for k in saved)
+
+
+def test_the_training_set_is_opened_once(trained, tmp_path, monkeypatch):
+    """A dataset whose crop the resolution reads is not opened again to train (only the val split is new)."""
+    import segcore.models.components as components
+
+    opened = []
+    real = components.build_dataset
+
+    def counting(name, root=None, split="train", **options):
+        opened.append(split)
+        return real(name, root=root, split=split, **options)
+
+    monkeypatch.setattr(components, "build_dataset", counting)
+    monkeypatch.setattr("segcore.build_dataset", counting, raising=False)
+    _start_of_run(_settings(tmp_path / "run", crop_size=None, **TINY_MODEL))
+    assert opened.count("train") == 1, opened

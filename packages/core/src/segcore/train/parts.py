@@ -76,7 +76,9 @@ def build_parts(run: ResolvedRun, accelerator: Any) -> Parts:
             world,
             s.grad_accum,
         )
-    train_ds = segcore.build_dataset(s.dataset, root=s.data_root, split="train", **s.dataset_opt)
+    train_ds = run.train_dataset  # opened by the resolution when it read the dataset's crop; else opened here
+    if train_ds is None:
+        train_ds = segcore.build_dataset(s.dataset, root=s.data_root, split="train", **s.dataset_opt)
     val_ds = segcore.build_dataset(s.dataset, root=s.data_root, split="val", **s.dataset_opt)
     ignore_index = int(getattr(train_ds, "ignore_index", 255))
     classes = list(train_ds.classes)
@@ -107,7 +109,7 @@ def build_parts(run: ResolvedRun, accelerator: Any) -> Parts:
         },
     )
     if s.init_from and not s.resume:  # on resume the checkpoint holds the weights
-        _init_weights(model, s.init_from, classes, main)
+        _init_weights(model, s.init_from, run.init_folder, classes, main)
     if world > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     elif world > 1 and main:  # torch's SyncBatchNorm runs on CUDA only
@@ -120,14 +122,14 @@ def build_parts(run: ResolvedRun, accelerator: Any) -> Parts:
     return Parts(train_ds, val_ds, classes, protocol, wrapped, raw, optimizer, ema, per_device)
 
 
-def _init_weights(model: torch.nn.Module, source: str, classes: list[str], main: bool) -> None:
-    """Load ``source``'s weights into ``model`` and say what the class change re-initialised."""
+def _init_weights(model: torch.nn.Module, source: str, folder: Any, classes: list[str], main: bool) -> None:
+    """Load ``source``'s weights (from ``folder``, where resolution found them) and say what was re-initialised."""
     from segcore.data import compare_classes
     from segcore.errors import SegcoreError
     from segcore.train.init_from import load_init_weights
 
     try:
-        fresh, config = load_init_weights(model, source)  # type: ignore[arg-type]
+        fresh, config = load_init_weights(model, source, folder)  # type: ignore[arg-type]
     except SegcoreError as err:
         raise TrainingError(f"--init-from {source}: {err}") from err
     if not main:

@@ -55,6 +55,7 @@ class ResolvedRun:
         init_folder: where the ``init_from`` model's files are (a folder, or the Hub repo downloaded once during
             resolution), so the trainer loads its weights from there without fetching again; ``None`` for a
             registered checkpoint or without ``init_from``.
+        train_dataset: the training set, when resolution opened it (to read its crop), so it is opened once.
     """
 
     recipe: RecipeSpec
@@ -62,6 +63,7 @@ class ResolvedRun:
     eval_protocol: EvalProtocol | None
     init: Any = None
     init_folder: Path | None = None
+    train_dataset: Any = None
 
 
 def _recipes() -> dict[str, RecipeSpec]:
@@ -161,8 +163,9 @@ def _resolve(settings: TrainSettings, fetch: bool, data: bool) -> ResolvedRun:
         s.pretrained_encoder = model.pretrained_encoder
     s.iters = s.iters if s.iters is not None else recipe.iters
     s.batch_size = s.batch_size if s.batch_size is not None else recipe.batch_size
+    opened = None
     if s.crop_size is None and data:
-        s.crop_size = _data_crop_size(s)
+        s.crop_size, opened = _data_crop_size(s)
     s.crop_size = tuple(s.crop_size) if s.crop_size is not None else tuple(recipe.crop_size)  # type: ignore[assignment]
     s.lr = s.lr if s.lr is not None else recipe.lr
     s.weight_decay = s.weight_decay if s.weight_decay is not None else recipe.weight_decay
@@ -182,7 +185,7 @@ def _resolve(settings: TrainSettings, fetch: bool, data: bool) -> ResolvedRun:
             protocol = EvalProtocol.from_dict(init.eval)
     if s.eval_mode and protocol is not None and s.eval_mode != protocol.mode:
         protocol = _with_mode(protocol, s.eval_mode, s.crop_size)  # type: ignore[arg-type]
-    return ResolvedRun(recipe, s, protocol, init, found.folder if found is not None else None)
+    return ResolvedRun(recipe, s, protocol, init, found.folder if found is not None else None, opened)
 
 
 def _init_model_found(settings: TrainSettings, fetch: bool) -> Any:
@@ -219,23 +222,24 @@ def _init_model(settings: TrainSettings, init: Any) -> ModelSettings:
     )
 
 
-def _data_crop_size(s: TrainSettings) -> tuple[int, int] | None:
-    """The training crop the dataset proposes when no recipe gives one, or ``None``.
+def _data_crop_size(s: TrainSettings) -> tuple[tuple[int, int] | None, Any]:
+    """``(the training crop the dataset proposes, the opened dataset)`` when no recipe gives one, else ``(None, None)``.
 
     Without a recipe the preset crop is 512 for any data; a dataset that knows its own (``folder`` and ``hf:``
     from their first image or ``--dataset-opt crop_size=``, the paper datasets from their configs) says so in
-    ``crop_size``. A recipe keeps its paper's crop, and ``synthetic-shapes`` its CPU preset's.
+    ``crop_size``. A recipe keeps its paper's crop, and ``synthetic-shapes`` its CPU preset's. The dataset is
+    returned so that the trainer does not open it again.
     """
     if s.recipe or not s.dataset or s.dataset == "synthetic-shapes":
-        return None
+        return None, None
     from segcore.models.components import build_dataset
 
     try:
         dataset = build_dataset(s.dataset, root=s.data_root, split="train", **s.dataset_opt)
     except Exception:  # noqa: BLE001 - the trainer (or --dry-run) reports data it cannot open, in its own words
-        return None
+        return None, None
     crop = getattr(dataset, "crop_size", None)
-    return (int(crop[0]), int(crop[1])) if crop else None
+    return ((int(crop[0]), int(crop[1])) if crop else None), dataset
 
 
 def plain(value: Any) -> Any:
