@@ -173,10 +173,25 @@ def test_core_rooms_explain_themselves():
 
 # The layers of weight I/O, bottom up: a module never reaches one above it, even through a third module.
 BELOW = {
-    "segcore.weights.state_dict": ("segcore.weights.convert", "segcore.weights.hub", "segcore.weights.checkpoints"),
-    "segcore.weights.convert": ("segcore.weights.transformers_format", "segcore.weights.hub"),
-    "segcore.models.model_config": ("segcore.weights.hub", "segcore.weights.checkpoints"),
-    "segcore.weights.transformers_format": ("segcore.weights.hub", "segcore.weights.checkpoints"),
+    "segcore.weights.state_dict": (
+        "segcore.weights.convert",
+        "segcore.weights.pretrained",
+        "segcore.weights.hub",
+        "segcore.weights.checkpoints",
+    ),
+    "segcore.weights.convert": (
+        "segcore.weights.transformers_format",
+        "segcore.weights.pretrained",
+        "segcore.weights.hub",
+    ),
+    "segcore.models.model_config": ("segcore.weights.pretrained", "segcore.weights.hub", "segcore.weights.checkpoints"),
+    "segcore.weights.transformers_format": (
+        "segcore.weights.pretrained",
+        "segcore.weights.hub",
+        "segcore.weights.checkpoints",
+    ),
+    "segcore.weights.cards": ("segcore.weights.pretrained", "segcore.weights.hub", "segcore.weights.checkpoints"),
+    "segcore.weights.pretrained": ("segcore.weights.hub", "segcore.weights.checkpoints"),
     "segcore.weights.hub": ("segcore.weights.checkpoints",),
 }
 

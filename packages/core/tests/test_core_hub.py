@@ -289,7 +289,7 @@ def test_unreachable_endpoint_is_a_network_failure_within_seconds(kind, monkeypa
 def test_cards_are_huggingface_model_cards_with_licence_and_model_index(saved, tmp_path):
     from huggingface_hub import ModelCard
     from segcore.weights.cards import eval_result, is_segcore_card, with_eval_results
-    from segcore.weights.hub import save_evaluated
+    from segcore.weights.pretrained import save_evaluated
 
     model, _ = saved
     model.config.extra.update({"dataset": "synthetic-shapes", "base_model": "segcore-test/base"})
@@ -303,7 +303,7 @@ def test_cards_are_huggingface_model_cards_with_licence_and_model_index(saved, t
         config.extra.update(
             {"license": "other", "license_name": "adelaidet-non-commercial", "license_note": "Non-commercial use only."}
         )
-        segcore.weights.hub.save_pretrained(reloaded, tmp_path / "m", config=config)
+        segcore.weights.pretrained.save_pretrained(reloaded, tmp_path / "m", config=config)
     finally:
         for key in ("dataset", "base_model"):
             model.config.extra.pop(key)

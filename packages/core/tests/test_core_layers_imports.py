@@ -99,22 +99,37 @@ def test_core_has_no_import_cycle():
 BELOW = {
     "segcore.weights.state_dict": (
         "segcore.weights.convert",
+        "segcore.weights.pretrained",
         "segcore.weights.hub",
         "segcore.weights.checkpoints",
         "segcore.models.model",
     ),
     "segcore.weights.convert": (
         "segcore.weights.transformers_format",
+        "segcore.weights.pretrained",
         "segcore.weights.hub",
         "segcore.weights.checkpoints",
         "segcore.models.model",
     ),
-    "segcore.models.model_config": ("segcore.weights.hub", "segcore.weights.checkpoints", "segcore.models.model"),
+    "segcore.models.model_config": (
+        "segcore.weights.pretrained",
+        "segcore.weights.hub",
+        "segcore.weights.checkpoints",
+        "segcore.models.model",
+    ),
     "segcore.weights.transformers_format": (
+        "segcore.weights.pretrained",
         "segcore.weights.hub",
         "segcore.weights.checkpoints",
         "segcore.models.model",
     ),
+    "segcore.weights.cards": (
+        "segcore.weights.pretrained",
+        "segcore.weights.hub",
+        "segcore.weights.checkpoints",
+        "segcore.models.model",
+    ),
+    "segcore.weights.pretrained": ("segcore.weights.hub", "segcore.weights.checkpoints", "segcore.models.model"),
     "segcore.weights.hub": ("segcore.weights.checkpoints", "segcore.models.model"),
     "segcore.weights.checkpoints": ("segcore.models.model",),
 }

@@ -144,7 +144,7 @@ import json, resource, signal, sys
 from pathlib import Path
 import torch
 from segcore.errors import SegcoreError
-from segcore.weights.hub import save_weights
+from segcore.weights.pretrained import save_weights
 from segcore.evaluation.report import write_report
 from segcore.train.checkpointing import save_atomic
 from safetensors.torch import save_file

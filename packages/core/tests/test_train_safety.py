@@ -236,7 +236,7 @@ def test_overwrite_refuses_a_folder_where_a_name_the_run_writes_is_the_users(mad
     out = tmp_path / "project"
     if made == {"README.md": None}:
         import segcore
-        from segcore.weights.hub import save_pretrained
+        from segcore.weights.pretrained import save_pretrained
 
         model = segcore.build_model("timm:test_convnext", "mlp", num_classes=4, decoder_options={"channels": 16})
         save_pretrained(model, tmp_path / "elsewhere")

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _from_transformers(args: argparse.Namespace) -> Any:
     import segcore
-    from segcore.weights.hub import CONFIG_NAME
+    from segcore.weights.pretrained import CONFIG_NAME
 
     if args.encoder or args.decoder or args.num_classes or args.official_config:
         raise segcore.SegcoreError(

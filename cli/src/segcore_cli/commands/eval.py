@@ -245,7 +245,7 @@ def _write_card(
 
     import segcore
     from segcore.weights.cards import eval_result, with_eval_results
-    from segcore.weights.hub import save_pretrained
+    from segcore.weights.pretrained import save_pretrained
 
     path = Path(folder).expanduser()
     if not (path / "config.json").is_file():

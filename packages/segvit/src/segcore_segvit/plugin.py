@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from segcore.config.settings import EvalProtocol, ModelSettings, Photometric, TrainPipeline
 from segcore.plugins.hookspecs import hookimpl
 from segcore.plugins.specs import CheckpointSpec, ComponentSpec, ConverterSpec, PairSpec, ParamGroupRule, RecipeSpec
@@ -90,45 +92,6 @@ def segcore_converters() -> dict[str, ConverterSpec]:
     }
 
 
-def _ckpt(
-    name: str,
-    file: str,
-    encoder: str,
-    decoder: str,
-    classes: int,
-    dataset: str,
-    img: int,
-    metric: str,
-    protocol: EvalProtocol,
-    source: str,
-) -> CheckpointSpec:
-    # The encoder's own stochastic depth (its variant table entry): the official configs train with it.
-    drop_path_rate = VIT.variants[encoder.removeprefix(f"{VIT.family}-")].options["drop_path_rate"]
-    return CheckpointSpec(
-        repo_id=f"segcore/{name}",
-        revision="main",
-        description=f"SegViT {encoder} + {decoder} on {dataset} ({img} crop), official weights; source: {source}",
-        encoder=encoder,
-        decoder=decoder,
-        num_classes=classes,
-        dataset=dataset,
-        metric=metric,
-        eval_protocol=protocol,
-        official_url=_HF + file,
-        official_filename=file,
-        format="mmseg",
-        encoder_options={"img_size": img, "drop_path_rate": drop_path_rate},
-        decoder_options={"img_size": img},
-        # The ViT-L configs normalise with mean = std = 127.5 (spec §2.1); the ViT-B one with ImageNet's.
-        model_config=_VIT_L_NORM if encoder.startswith("vit-l16") else {},
-        # The licence tag of the Hub repo the weights come from (checkpoints.md §2.1).
-        license="other",
-        license_name="adelaidet-non-commercial",
-        license_note="Non-commercial use only: the official SegViT weights (Akide/SegViTv1) carry the AdelaiDet "
-        "non-commercial licence.",
-    )
-
-
 _VIT_L_NORM = {"mean": (127.5, 127.5, 127.5), "std": (127.5, 127.5, 127.5)}
 
 
@@ -140,96 +103,130 @@ _COCO = EvalProtocol(mode="slide", crop_size=(512, 512), stride=(341, 341), resi
 _PC = EvalProtocol(mode="slide", crop_size=(480, 480), stride=(320, 320), resize=(520, 520), min_size=480)
 
 
+class _Release(NamedTuple):
+    """One official SegViT model: its file on Akide/SegViTv1, what it was trained on and its reported score."""
+
+    name: str
+    file: str
+    encoder: str
+    dataset: str
+    classes: int
+    img: int
+    metric: str
+    protocol: EvalProtocol
+
+
+# The official SegViT models (checkpoints.md §2.1; Hub repo Akide/SegViTv1); each decoder is its encoder's pair.
+_RELEASE_SOURCE = "SegViT README + Hub Akide/SegViTv1"
+_RELEASES = (
+    _Release(
+        "segvit-vit-b16-ade20k",
+        "ade_51.3.pth",
+        "vit-b16",
+        "ade20k",
+        150,
+        512,
+        "mIoU 51.3 (ss) / 53.0 (ms+flip)",
+        _ADE_B,
+    ),
+    _Release(
+        "segvit-vit-l16-ade20k",
+        "ade_54.6.pth",
+        "vit-l16",
+        "ade20k",
+        150,
+        640,
+        "mIoU 54.6 (ss) / 55.2 (ms+flip)",
+        _ADE,
+    ),
+    _Release(
+        "segvit-vit-l16-shrunk-ade20k",
+        "ade_shrunk_53.9.pth",
+        "vit-l16-shrunk",
+        "ade20k",
+        150,
+        640,
+        "mIoU 53.9 (ss) / 55.1 (ms+flip)",
+        _ADE,
+    ),
+    _Release(
+        "segvit-vit-l16-coco-stuff10k",
+        "COCOstuff_49.9.pth",
+        "vit-l16",
+        "coco-stuff10k",
+        171,
+        512,
+        "mIoU 49.9 (ss) / 50.3 (ms+flip)",
+        _COCO,
+    ),
+    _Release(
+        "segvit-vit-l16-shrunk-coco-stuff10k",
+        "COCOstuff10k_shrunk_49.1.pth",
+        "vit-l16-shrunk",
+        "coco-stuff10k",
+        171,
+        512,
+        "mIoU 49.1 (ss) / 49.4 (ms+flip)",
+        _COCO,
+    ),
+    _Release(
+        "segvit-vit-l16-pascal-context",
+        "PC59cls_64.1.pth",
+        "vit-l16",
+        "pascal-context-60",
+        60,
+        480,
+        "mIoU 64.1 (ss) / 65.3 (ms+flip), README '59cls'",
+        _PC,
+    ),
+    _Release(
+        "segvit-vit-l16-shrunk-pascal-context",
+        "PC59cls_62.3.pth",
+        "vit-l16-shrunk",
+        "pascal-context-60",
+        60,
+        480,
+        "mIoU 62.3 (ss) / 63.7 (ms+flip), README '59cls'",
+        _PC,
+    ),
+)
+
+
+def _checkpoint(release: _Release) -> CheckpointSpec:
+    """The spec of one official model: its Hub copy, the official file to convert, its options and licence."""
+    variant = VIT.variants[release.encoder.removeprefix(f"{VIT.family}-")]
+    decoder = variant.pair["decoder"]
+    return CheckpointSpec(
+        repo_id=f"segcore/{release.name}",
+        revision="main",
+        description=f"SegViT {release.encoder} + {decoder} on {release.dataset} ({release.img} crop), official "
+        f"weights; source: {_RELEASE_SOURCE}",
+        encoder=release.encoder,
+        decoder=decoder,
+        num_classes=release.classes,
+        dataset=release.dataset,
+        metric=release.metric,
+        eval_protocol=release.protocol,
+        official_url=_HF + release.file,
+        official_filename=release.file,
+        format="mmseg",
+        # The encoder's own stochastic depth (its variant table entry): the official configs train with it.
+        encoder_options={"img_size": release.img, "drop_path_rate": variant.options["drop_path_rate"]},
+        decoder_options={"img_size": release.img},
+        # The ViT-L configs normalise with mean = std = 127.5 (spec §2.1); the ViT-B one with ImageNet's.
+        model_config=_VIT_L_NORM if release.encoder.startswith("vit-l16") else {},
+        # The licence tag of the Hub repo the weights come from (checkpoints.md §2.1).
+        license="other",
+        license_name="adelaidet-non-commercial",
+        license_note="Non-commercial use only: the official SegViT weights (Akide/SegViTv1) carry the AdelaiDet "
+        "non-commercial licence.",
+    )
+
+
 @hookimpl
 def segcore_checkpoints() -> dict[str, CheckpointSpec]:
-    """Official SegViT models (checkpoints.md §2.1; Hub repo Akide/SegViTv1)."""
-    readme = "SegViT README + Hub Akide/SegViTv1"
-    return {
-        "segvit-vit-b16-ade20k": _ckpt(
-            "segvit-vit-b16-ade20k",
-            "ade_51.3.pth",
-            "vit-b16",
-            "atm",
-            150,
-            "ade20k",
-            512,
-            "mIoU 51.3 (ss) / 53.0 (ms+flip)",
-            _ADE_B,
-            readme,
-        ),
-        "segvit-vit-l16-ade20k": _ckpt(
-            "segvit-vit-l16-ade20k",
-            "ade_54.6.pth",
-            "vit-l16",
-            "atm",
-            150,
-            "ade20k",
-            640,
-            "mIoU 54.6 (ss) / 55.2 (ms+flip)",
-            _ADE,
-            readme,
-        ),
-        "segvit-vit-l16-shrunk-ade20k": _ckpt(
-            "segvit-vit-l16-shrunk-ade20k",
-            "ade_shrunk_53.9.pth",
-            "vit-l16-shrunk",
-            "atm-shrunk",
-            150,
-            "ade20k",
-            640,
-            "mIoU 53.9 (ss) / 55.1 (ms+flip)",
-            _ADE,
-            readme,
-        ),
-        "segvit-vit-l16-coco-stuff10k": _ckpt(
-            "segvit-vit-l16-coco-stuff10k",
-            "COCOstuff_49.9.pth",
-            "vit-l16",
-            "atm",
-            171,
-            "coco-stuff10k",
-            512,
-            "mIoU 49.9 (ss) / 50.3 (ms+flip)",
-            _COCO,
-            readme,
-        ),
-        "segvit-vit-l16-shrunk-coco-stuff10k": _ckpt(
-            "segvit-vit-l16-shrunk-coco-stuff10k",
-            "COCOstuff10k_shrunk_49.1.pth",
-            "vit-l16-shrunk",
-            "atm-shrunk",
-            171,
-            "coco-stuff10k",
-            512,
-            "mIoU 49.1 (ss) / 49.4 (ms+flip)",
-            _COCO,
-            readme,
-        ),
-        "segvit-vit-l16-pascal-context": _ckpt(
-            "segvit-vit-l16-pascal-context",
-            "PC59cls_64.1.pth",
-            "vit-l16",
-            "atm",
-            60,
-            "pascal-context-60",
-            480,
-            "mIoU 64.1 (ss) / 65.3 (ms+flip), README '59cls'",
-            _PC,
-            readme,
-        ),
-        "segvit-vit-l16-shrunk-pascal-context": _ckpt(
-            "segvit-vit-l16-shrunk-pascal-context",
-            "PC59cls_62.3.pth",
-            "vit-l16-shrunk",
-            "atm-shrunk",
-            60,
-            "pascal-context-60",
-            480,
-            "mIoU 62.3 (ss) / 63.7 (ms+flip), README '59cls'",
-            _PC,
-            readme,
-        ),
-    }
+    """Official SegViT models (checkpoints.md §2.1; Hub repo Akide/SegViTv1), one per entry of ``_RELEASES``."""
+    return {release.name: _checkpoint(release) for release in _RELEASES}
 
 
 # Official paramwise custom_keys {'head': lr x10, 'norm': decay 0, 'ln': decay 0} match substrings of the

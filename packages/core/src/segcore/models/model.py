@@ -1,8 +1,8 @@
 """Model assembly: any registered encoder + any registered decoder = a :class:`SegModel`.
 
 The model sits on top of the weight I/O (:mod:`segcore.weights.state_dict` < :mod:`segcore.weights.convert` <
-:mod:`segcore.weights.transformers_format` < :mod:`segcore.weights.hub` < :mod:`segcore.weights.checkpoints`), which
-never imports it:
+:mod:`segcore.weights.transformers_format` < :mod:`segcore.weights.pretrained` < :mod:`segcore.weights.hub` <
+:mod:`segcore.weights.checkpoints`), which never imports it:
 :meth:`SegModel.from_pretrained` passes its class down, as huggingface_hub's ``ModelHubMixin`` does.
 """
 
@@ -28,7 +28,7 @@ from segcore.models.model_config import SegModelConfig
 from segcore.models.ops import is_tracing
 from segcore.plugins.registry import components, get_spec
 from segcore.plugins.specs import ComponentSpec, FeatureInfo
-from segcore.weights import checkpoints, convert, hub
+from segcore.weights import checkpoints, convert, hub, pretrained
 from segcore.weights.state_dict import load_state_dict_file
 
 __all__ = [
@@ -311,9 +311,9 @@ class SegModel(nn.Module):
     def save_pretrained(self, save_directory: str | Path, model_card: str | None = None) -> Path:
         """Write ``config.json``, ``model.safetensors`` and a model card ``README.md`` to ``save_directory``.
 
-        Files segcore did not write are never replaced (see :func:`segcore.weights.hub.save_pretrained`).
+        Files segcore did not write are never replaced (see :func:`segcore.weights.pretrained.save_pretrained`).
         """
-        return hub.save_pretrained(self, save_directory, model_card=model_card)
+        return pretrained.save_pretrained(self, save_directory, model_card=model_card)
 
     @classmethod
     def from_pretrained(

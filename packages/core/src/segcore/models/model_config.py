@@ -1,8 +1,7 @@
 """The config of a :class:`~segcore.models.model.SegModel`: what ``config.json`` holds and what rebuilds the model.
 
-It sits below the model, so that the weight I/O (:mod:`segcore.weights.hub`, :mod:`segcore.weights.checkpoints`) reads
-and writes
-configs without importing the model.
+It sits below the model, so that the weight I/O (:mod:`segcore.weights.pretrained`,
+:mod:`segcore.weights.checkpoints`) reads and writes configs without importing the model.
 """
 
 from __future__ import annotations

@@ -35,10 +35,35 @@ def plan(settings: TrainSettings) -> dict[str, Any]:
     run = resolve_for_plan(settings)
     s, recipe = run.settings, run.recipe
     assert s.batch_size is not None and s.crop_size is not None and s.lr is not None and s.weight_decay is not None
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
     dataset = _dataset_summary(s)
+    protocol = run.eval_protocol
+    return {
+        "recipe": {"name": s.recipe, "description": recipe.description, "source": recipe.source},
+        "dataset": dataset,
+        "model": _model_section(s, recipe, dataset),
+        "init_from": _init_summary(s, run.init, dataset.get("num_classes")),
+        "optimizer": _optimizer_section(s, recipe, dataset.get("num_classes")),
+        "schedule": _schedule_section(s, recipe),
+        "clip_grad": s.clip_grad,
+        "train_pipeline": {"crop_size": list(s.crop_size), **recipe.train_pipeline.to_dict()},
+        "eval_protocol": protocol.to_dict() if protocol is not None else dataset.get("eval_protocol"),
+        "eval_protocol_source": _protocol_source(run, protocol),
+        "batch": _batch_section(s),
+        "eval_every": s.eval_every,
+        "checkpoint_every": s.checkpoint_every,
+        "keep_checkpoints": s.keep_checkpoints,
+        "mixed_precision": s.mixed_precision,
+        "seed": s.seed,
+        "ema_decay": s.ema_decay,
+        "output_dir": s.output_dir,
+        "settings": {d.flag: plain(d.shown(getattr(s, d.name))) for d in declared(type(s))},
+    }
+
+
+def _model_section(s: TrainSettings, recipe: RecipeSpec, dataset: dict[str, Any]) -> dict[str, Any]:
+    """The model the run trains: components, their options, classes and input normalisation."""
     pipe = recipe.train_pipeline
-    model = {
+    return {
         "encoder": s.encoder,
         "decoder": s.decoder,
         "encoder_options": s.encoder_opt,
@@ -49,58 +74,54 @@ def plan(settings: TrainSettings) -> dict[str, Any]:
         "std": list(pipe.std),
         "ignore_index": dataset.get("ignore_index", 255),
     }
-    protocol = run.eval_protocol
+
+
+def _optimizer_section(s: TrainSettings, recipe: RecipeSpec, num_classes: int | None) -> dict[str, Any]:
+    """AdamW with the recipe's rules (longest key first, as they match) and the groups they make."""
+    assert s.lr is not None and s.weight_decay is not None
     return {
-        "recipe": {"name": s.recipe, "description": recipe.description, "source": recipe.source},
-        "dataset": dataset,
-        "model": model,
-        "init_from": _init_summary(s, run.init, dataset.get("num_classes")),
-        "optimizer": {
-            "type": "AdamW",
-            "lr": s.lr,
-            "weight_decay": s.weight_decay,
-            "betas": list(recipe.betas),
-            "param_rules": [
-                {
-                    "key": r.key,
-                    "lr_mult": r.lr_mult,
-                    "decay_mult": r.decay_mult,
-                    "lr": s.lr * r.lr_mult,
-                    "weight_decay": s.weight_decay * r.decay_mult,
-                }
-                for r in sorted(recipe.param_rules, key=lambda r: len(r.key), reverse=True)
-            ],
-            "norm_decay_mult": recipe.norm_decay_mult,
-            "bias_decay_mult": recipe.bias_decay_mult,
-            "param_groups": _param_groups(s, recipe, dataset.get("num_classes")),
-        },
-        "schedule": {
-            "iters": s.iters,
-            "policy": "poly",
-            "power": recipe.power,
-            "min_lr": recipe.min_lr,
-            "warmup": "linear",
-            "warmup_iters": recipe.warmup_iters,
-            "warmup_ratio": recipe.warmup_ratio,
-        },
-        "clip_grad": s.clip_grad,
-        "train_pipeline": {"crop_size": list(s.crop_size), **pipe.to_dict()},
-        "eval_protocol": protocol.to_dict() if protocol is not None else dataset.get("eval_protocol"),
-        "eval_protocol_source": _protocol_source(run, protocol),
-        "batch": {
-            "total": s.batch_size,
-            "processes": processes,
-            "grad_accum": s.grad_accum,
-            "per_device": batch_split(s.batch_size, processes, s.grad_accum),
-        },
-        "eval_every": s.eval_every,
-        "checkpoint_every": s.checkpoint_every,
-        "keep_checkpoints": s.keep_checkpoints,
-        "mixed_precision": s.mixed_precision,
-        "seed": s.seed,
-        "ema_decay": s.ema_decay,
-        "output_dir": s.output_dir,
-        "settings": {d.flag: plain(d.shown(getattr(s, d.name))) for d in declared(type(s))},
+        "type": "AdamW",
+        "lr": s.lr,
+        "weight_decay": s.weight_decay,
+        "betas": list(recipe.betas),
+        "param_rules": [
+            {
+                "key": r.key,
+                "lr_mult": r.lr_mult,
+                "decay_mult": r.decay_mult,
+                "lr": s.lr * r.lr_mult,
+                "weight_decay": s.weight_decay * r.decay_mult,
+            }
+            for r in sorted(recipe.param_rules, key=lambda r: len(r.key), reverse=True)
+        ],
+        "norm_decay_mult": recipe.norm_decay_mult,
+        "bias_decay_mult": recipe.bias_decay_mult,
+        "param_groups": _param_groups(s, recipe, num_classes),
+    }
+
+
+def _schedule_section(s: TrainSettings, recipe: RecipeSpec) -> dict[str, Any]:
+    """The poly schedule with its linear warm-up."""
+    return {
+        "iters": s.iters,
+        "policy": "poly",
+        "power": recipe.power,
+        "min_lr": recipe.min_lr,
+        "warmup": "linear",
+        "warmup_iters": recipe.warmup_iters,
+        "warmup_ratio": recipe.warmup_ratio,
+    }
+
+
+def _batch_section(s: TrainSettings) -> dict[str, Any]:
+    """The total batch and its split over ``$WORLD_SIZE`` processes and gradient accumulation."""
+    assert s.batch_size is not None
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    return {
+        "total": s.batch_size,
+        "processes": processes,
+        "grad_accum": s.grad_accum,
+        "per_device": batch_split(s.batch_size, processes, s.grad_accum),
     }
 
 

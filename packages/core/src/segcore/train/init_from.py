@@ -21,7 +21,8 @@ from segcore.errors import CheckpointError, OptionsError
 from segcore.models.model import SegModel, SegModelConfig
 from segcore.plugins.registry import components
 from segcore.weights.checkpoints import checkpoint_config, source_kind
-from segcore.weights.hub import CONFIG_NAME, Fetch, download_repo, read_json
+from segcore.weights.hub import Fetch, download_repo
+from segcore.weights.pretrained import CONFIG_NAME, read_json
 from segcore.weights.state_dict import load_strict
 from segcore.weights.transformers_format import (
     PREPROCESSOR_NAME,

@@ -61,7 +61,7 @@ from segcore.train.tracking import (
     tracker_names,
     validation_scalars,
 )
-from segcore.weights.hub import save_evaluated
+from segcore.weights.pretrained import save_evaluated
 
 __all__ = ["TrainSettings", "TrainingError", "TrainingInterrupted", "train", "resolve_recipe", "evaluate"]
 

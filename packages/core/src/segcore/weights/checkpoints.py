@@ -27,27 +27,22 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor, nn
 
+from segcore.data.storage import replace_file
 from segcore.errors import CheckpointError, HubNetworkError, NotCachedError
 from segcore.models.model_config import SegModelConfig
 from segcore.plugins.registry import components
 from segcore.weights.convert import convert_component, load_official
 from segcore.weights.hub import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
     Fetch,
     download_repo,
     hub_file,
     is_network_error,
-    load_folder,
     network_timeout,
     offline,
     probe,
-    read_json,
-    replace_file,
-    save_pretrained,
-    save_weights,
     segcore_cache_dir,
 )
+from segcore.weights.pretrained import CONFIG_NAME, WEIGHTS_NAME, load_folder, read_json, save_pretrained, save_weights
 from segcore.weights.state_dict import load_state_dict_file, load_strict
 from segcore.weights.transformers_format import encoder_state_from_transformers, is_transformers_config, read_weights
 
