@@ -27,14 +27,17 @@ def add_component_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# ``--precision``: what :func:`segcore.evaluation.inference.precision` takes, for every command that runs a model.
+PRECISION_HELP = (
+    "bf16: run the model under bfloat16 autocast, faster where the hardware has bf16 matrix units (recent GPUs, "
+    "CPUs with AMX); scores differ from fp32 by rounding"
+)
+
+
 def add_precision_option(parser: argparse.ArgumentParser) -> None:
-    """Add ``--precision fp32|bf16`` (what :func:`segcore.evaluation.inference.precision` takes)."""
+    """Add ``--precision fp32|bf16`` (``segcore benchmark``; eval and predict declare it as a field)."""
     parser.add_argument(
-        "--precision",
-        choices=("fp32", "bf16"),
-        default="fp32",
-        help="bf16: run the model under bfloat16 autocast, faster where the hardware has bf16 matrix units (recent "
-        "GPUs, CPUs with AMX); scores differ from fp32 by rounding (default fp32)",
+        "--precision", choices=("fp32", "bf16"), default="fp32", help=PRECISION_HELP + " (default fp32)"
     )
 
 

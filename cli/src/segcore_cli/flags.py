@@ -14,9 +14,9 @@ from typing import Any
 
 from segcore.config.fields import Declared, declared, resume_rule
 
-from segcore_cli._common import NameList, NonEmpty, Number, SingleName, SizePair
+from segcore_cli._common import PRECISION_HELP, NameList, NonEmpty, Number, PositiveList, SingleName, SizePair
 
-__all__ = ["add_settings", "settings_kwargs", "resume_help", "argument_of"]
+__all__ = ["add_settings", "settings_kwargs", "resume_help", "argument_of", "PRECISION_HELP"]
 
 
 def argument_of(d: Declared) -> tuple[list[str], dict[str, Any]]:
@@ -25,6 +25,10 @@ def argument_of(d: Declared) -> tuple[list[str], dict[str, Any]]:
     parse, kind = d.setting.parse, d.type
     if d.setting.metavar:
         kw["metavar"] = d.setting.metavar
+    if d.setting.required:
+        kw["required"] = True
+    if parse == "positional":
+        return [d.name], {"help": d.setting.help, "nargs": "+", "metavar": d.setting.metavar or d.name.upper()}
     if parse == "negate":
         return [d.flag], {**kw, "action": "store_false", "default": True}
     if kind is bool:
@@ -50,6 +54,8 @@ def _default_text(d: Declared) -> str:
 def _value_type(d: Declared) -> Any:
     """The ``type=`` of a flag taking one value."""
     r, origin = d.setting.range, typing.get_origin(d.type)
+    if origin is tuple and typing.get_args(d.type)[-1:] == (Ellipsis,):
+        return PositiveList()
     if origin is tuple:
         return SizePair(high=int(r.high) if r is not None and r.high is not None else None)
     if origin is list:

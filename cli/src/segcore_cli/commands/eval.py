@@ -7,20 +7,54 @@ summed, which gives exactly the single-process numbers; only the main process pr
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from segcore_cli._common import (
-    POSITIVE_INT,
-    NonEmpty,
-    PositiveList,
-    SizePair,
-    add_precision_option,
-    parse_component_options,
-)
+from segcore.config.fields import setting
+from segcore.config.options import Range
+
+from segcore_cli._common import parse_component_options
+from segcore_cli.flags import PRECISION_HELP, add_settings
+
+
+@dataclass
+class EvalFlags:
+    """The flags of ``segcore eval``, each declared once (:func:`segcore.config.fields.setting`)."""
+
+    model: str | None = setting(help="registered name, Hub repo id or folder (a training run too)", required=True)
+    dataset: str | None = setting(help="dataset name (default: the one the model was trained on)")
+    data_root: str | None = setting(help="dataset folder")
+    split: str = setting("val", help="the split to evaluate")
+    mode: Literal["whole", "slide"] | None = setting(help="override the model's eval mode")
+    crop_size: tuple[int, int] | None = setting(help="slide window S or H,W")
+    stride: tuple[int, int] | None = setting(help="slide stride S or H,W, at most the window")
+    scales: tuple[float, ...] | None = setting(
+        help="comma-separated scale factors > 0, e.g. 0.5,0.75,1.0,1.25,1.5,1.75"
+    )
+    flip: bool = setting(False, help="also average the horizontally flipped image")
+    max_samples: int | None = setting(help="evaluate on the first N images only", range=Range(int, low=1))
+    device: str | None = setting(help="cpu or cuda (default: cuda when available)")
+    precision: Literal["fp32", "bf16"] = setting("fp32", help=PRECISION_HELP)
+    dataset_opt: dict[str, Any] = setting({}, help="dataset option (repeat)", metavar="K=V", parse="pairs")
+    json: bool = setting(False, help="print one JSON document")
+    report: str | None = setting(
+        help="write DIR/report.html (protocol, scores, sorted per-class IoU, confusion matrix, worst images, a run's "
+        "training curves) with the per-class table (per_class.json/.csv) and the confusion matrix "
+        "(confusion.csv/.png). DIR must be missing, empty or an earlier report's (marked by .segcore-report.json), and "
+        "outside the dataset and the model folder: nothing else is replaced. Without it a local model folder keeps "
+        "the tables in MODEL/eval/DATASET-SPLIT/",
+        metavar="DIR",
+        parse="path",
+    )
+    write_card: bool = setting(
+        False,
+        help="record the result in the model folder (config.json and its model card's model-index); --model must "
+        "be a local folder segcore wrote",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``eval`` parser."""
+    """Add the ``eval`` parser: one argument per declared field of :class:`EvalFlags`."""
     p = sub.add_parser(
         "eval",
         help="evaluate a model (mIoU, mAcc, aAcc, per class)",
@@ -28,38 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(config.eval) is used unless flags override it. A model whose class count differs from the dataset's is "
         "refused; class names that differ at the same count are a warning.",
     )
-    p.add_argument("--model", required=True, help="registered name, Hub repo id or folder (a training run too)")
-    p.add_argument("--dataset", help="dataset name (default: the one the model was trained on)")
-    p.add_argument("--data-root", help="dataset folder")
-    p.add_argument("--split", default="val")
-    p.add_argument("--mode", choices=("whole", "slide"), help="override the model's eval mode")
-    p.add_argument("--crop-size", type=SizePair(), help="slide window S or H,W")
-    p.add_argument("--stride", type=SizePair(), help="slide stride S or H,W, at most the window")
-    p.add_argument(
-        "--scales", type=PositiveList(), help="comma-separated scale factors > 0, e.g. 0.5,0.75,1.0,1.25,1.5,1.75"
-    )
-    p.add_argument("--flip", action="store_true", help="also average the horizontally flipped image")
-    p.add_argument("--max-samples", type=POSITIVE_INT, help="evaluate on the first N images only")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    add_precision_option(p)
-    p.add_argument("--dataset-opt", action="append", default=[], metavar="K=V", help="dataset option (repeat)")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.add_argument(
-        "--report",
-        type=NonEmpty(),
-        metavar="DIR",
-        help="write DIR/report.html (protocol, scores, sorted per-class IoU, confusion matrix, worst images, a run's "
-        "training curves) with the per-class table (per_class.json/.csv) and the confusion matrix "
-        "(confusion.csv/.png). DIR must be missing, empty or an earlier report's (marked by .segcore-report.json), and "
-        "outside the dataset and the model folder: nothing else is replaced. Without it a local model folder keeps "
-        "the tables in MODEL/eval/DATASET-SPLIT/",
-    )
-    p.add_argument(
-        "--write-card",
-        action="store_true",
-        help="record the result in the model folder (config.json and its model card's model-index); --model must "
-        "be a local folder segcore wrote",
-    )
+    add_settings(p, EvalFlags)
     p.set_defaults(run=run)
 
 

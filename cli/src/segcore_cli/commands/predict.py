@@ -15,17 +15,46 @@ Each file is written to a temporary name and renamed into place, so Ctrl-C never
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from segcore_cli._common import Number, add_precision_option
+from segcore.config.fields import setting
+from segcore.config.options import Range
+
+from segcore_cli.flags import PRECISION_HELP, add_settings
 
 MIN_SIDE = 32  # the coarsest stride of the encoders: a smaller window holds no feature map
 MANIFEST = ".segcore-predict.json"  # in --out: the files predict wrote there (the ones a later run may replace)
 
 
+@dataclass
+class PredictFlags:
+    """The flags of ``segcore predict``, each declared once (:func:`segcore.config.fields.setting`)."""
+
+    model: str | None = setting(help="registered name, Hub repo id or folder (a training run too)", required=True)
+    images: list[str] | None = setting(
+        help="image files, folders (recursive) or glob patterns", metavar="PATH", parse="positional"
+    )
+    out: str | None = setting(help="output folder", required=True)
+    alpha: float = setting(
+        0.5,
+        help="overlay opacity of the label colours, 0..1 (0: image only, 1: label colours only)",
+        range=Range(float, low=0.0, high=1.0),
+    )
+    max_side: int = setting(
+        1024,
+        help=f"images larger than this run in sliding windows of this size (at least {MIN_SIDE})",
+        range=Range(int, low=MIN_SIDE),
+    )
+    device: str | None = setting(help="cpu or cuda (default: cuda when available)")
+    precision: Literal["fp32", "bf16"] = setting("fp32", help=PRECISION_HELP)
+    progress: bool = setting(True, help="no progress bar", parse="negate")
+    json: bool = setting(False, help="print the written files (and failures) as JSON")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``predict`` parser."""
+    """Add the ``predict`` parser: one argument per declared field of :class:`PredictFlags`."""
     p = sub.add_parser(
         "predict",
         help="segment images: label PNGs and overlays",
@@ -33,25 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out, keeping the inputs' folder layout. Label PNGs hold the class values: palette PNGs up to 256 classes, "
         "16-bit grey PNGs above.",
     )
-    p.add_argument("--model", required=True, help="registered name, Hub repo id or folder (a training run too)")
-    p.add_argument("images", nargs="+", metavar="PATH", help="image files, folders (recursive) or glob patterns")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument(
-        "--alpha",
-        type=Number(float, low=0.0, high=1.0),
-        default=0.5,
-        help="overlay opacity of the label colours, 0..1 (0: image only, 1: label colours only; default 0.5)",
-    )
-    p.add_argument(
-        "--max-side",
-        type=Number(int, low=MIN_SIDE),
-        default=1024,
-        help=f"images larger than this run in sliding windows of this size (at least {MIN_SIDE}; default 1024)",
-    )
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    add_precision_option(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print the written files (and failures) as JSON")
+    add_settings(p, PredictFlags)
     p.set_defaults(run=run)
 
 
@@ -278,7 +289,7 @@ def _predict_all(
     palette = _palette(model.config, k)
     base = EvalProtocol.from_dict(model.config.eval)
     written: list[dict[str, str]] = []
-    bar = tqdm(items, unit="img", desc="predict", disable=args.no_progress, file=sys.stderr)
+    bar = tqdm(items, unit="img", desc="predict", disable=not args.progress, file=sys.stderr)
     for path, stem in bar:
         try:
             rgb = read_image(path, exif=True)
@@ -293,7 +304,7 @@ def _predict_all(
 
         def step(done: int, total: int, inner: list[Any] = inner, name: str = path.name) -> None:
             # A second bar, for the windows of an image big enough to need several steps.
-            if total > 1 and not args.no_progress:
+            if total > 1 and args.progress:
                 if not inner:
                     inner.append(tqdm(total=total, desc=name, unit="step", leave=False, position=1, file=sys.stderr))
                 inner[0].update(done - inner[0].n)

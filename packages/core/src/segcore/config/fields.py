@@ -53,8 +53,10 @@ class Setting:
         metavar: the value's name in ``--help``.
         parse: how the command line reads the value when the type does not say: ``path`` (non-empty text),
             ``name`` (one path component), ``pairs`` (repeated ``K=V``), ``optional-value`` (``--flag`` alone or
-            ``--flag VALUE``), ``negate`` (a ``--no-<name>`` switch for a field that defaults to true).
+            ``--flag VALUE``), ``negate`` (a ``--no-<name>`` switch for a field that defaults to true),
+            ``positional`` (the command's operands, one or more).
         checks: more rules as ``(test, message)``: ``test(value)`` false raises the message (for a value given).
+        required: the command line must give the flag.
     """
 
     help: str
@@ -65,6 +67,7 @@ class Setting:
     metavar: str | None = None
     parse: str | None = None
     checks: tuple[tuple[Callable[[Any], bool], str], ...] = ()
+    required: bool = False
 
 
 @dataclass(frozen=True)
