@@ -168,3 +168,29 @@ def test_single_name_refuses_what_train_settings_refuse():
                 TrainSettings(**{field: bad})
     assert SingleName()("my-project_1.0") == "my-project_1.0"
     assert TrainSettings(tracker_project="my-project_1.0", run_name="first run").run_name == "first run"
+
+
+def test_a_run_is_resolved_once_and_its_options_typed_by_it(tmp_path, capsys, monkeypatch):
+    """The command resolves nothing itself: one resolution types --decoder-opt after the decoder it decides on."""
+    import segcore.train.resolve as resolve
+
+    calls = []
+    real = resolve._resolve
+    monkeypatch.setattr(resolve, "_resolve", lambda *a, **k: calls.append(k) or real(*a, **k))
+    tiny = ["--encoder", "timm:test_convnext", "--decoder", "mlp", "--dataset", "tiny-shapes", "--crop-size", "32"]
+    out = str(tmp_path / "run")
+    args = [*tiny, "--decoder-opt", "channels=24", "--decoder-opt", "dropout=0.25", "--output-dir", out]
+    assert segcore_cli.main(["train", *args, "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["model"]["decoder_options"] == {"channels": 24, "dropout": 0.25} and len(calls) == 1
+    calls.clear()
+    assert segcore_cli.main(["train", *args, "--iters", "1", "--batch-size", "2", "--no-progress"]) == 0
+    assert len(calls) == 1
+    saved = json.loads((tmp_path / "run" / "settings.json").read_text())["decoder_opt"]
+    assert saved == {"channels": 24, "dropout": 0.25}
+    # On --resume the text is typed after the run's own decoder, so the same value agrees with the run.
+    capsys.readouterr()
+    resume = ["--output-dir", out, "--resume", "--decoder-opt", "channels=24", "--dry-run"]
+    assert segcore_cli.main(["train", *resume]) == 0
+    assert segcore_cli.main(["train", *resume[:-2], "channels=32", "--dry-run"]) == 2
+    assert "--decoder-opt channels=32 (the run has channels=24)" in capsys.readouterr().err

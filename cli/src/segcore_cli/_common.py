@@ -41,25 +41,35 @@ def add_precision_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_component_options(kind: str, name: str | None, pairs: Sequence[str]) -> dict[str, Any]:
-    """Turn ``["k=v", ...]`` (``--encoder-opt``, ``--decoder-opt``, ``--dataset-opt``) into typed options.
+def option_pairs(kind: str, pairs: Sequence[str]) -> dict[str, str]:
+    """Turn ``["k=v", ...]`` (``--encoder-opt``, ``--decoder-opt``, ``--dataset-opt``) into ``{k: "v"}``, untyped.
 
-    Keys may be spelled with ``-`` or ``_``. With a component ``name`` the values are typed after its options
-    dataclass and an unknown key is an error naming the valid ones; without one they are typed by their look.
+    Keys may be spelled with ``-`` or ``_``. ``segcore train`` passes these to the resolution, which types them
+    after the components the run turns out to use (on ``--resume`` the run's, with ``--init-from`` M's).
     """
-    from segcore.config.options import coerce_option
     from segcore.errors import OptionsError
-    from segcore.plugins.registry import get_spec
 
-    options_cls = get_spec(kind, name).load_options() if name else None
-    out: dict[str, Any] = {}
+    out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise OptionsError(f"--{kind[:-1]}-opt expects key=value, got {pair!r}")
-        out[key] = coerce_option(options_cls, key, value.strip(), component=name or "")
+        out[key] = value.strip()
     return out
+
+
+def parse_component_options(kind: str, name: str | None, pairs: Sequence[str]) -> dict[str, Any]:
+    """Turn ``["k=v", ...]`` into typed options (:func:`option_pairs`, then typed).
+
+    With a component ``name`` the values are typed after its options dataclass and an unknown key is an error
+    naming the valid ones; without one they are typed by their look.
+    """
+    from segcore.config.options import coerce_option
+    from segcore.plugins.registry import get_spec
+
+    options_cls = get_spec(kind, name).load_options() if name else None
+    return {k: coerce_option(options_cls, k, v, component=name or "") for k, v in option_pairs(kind, pairs).items()}
 
 
 def print_json(data: Any) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import textwrap
 from typing import Any
 
-from segcore_cli._common import parse_component_options
+from segcore_cli._common import option_pairs, parse_component_options
 
 _OPTIONS = ("encoder_opt", "decoder_opt", "dataset_opt")  # typed after the components the run uses, below
 
@@ -63,18 +62,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> Any:
-    """The ``TrainSettings`` of the parsed flags, component options typed after the components the run uses."""
-    from segcore.train import TrainSettings, component_names
+    """The ``TrainSettings`` of the parsed flags; ``--encoder-opt`` / ``--decoder-opt`` stay text for the resolution.
+
+    The run is resolved once, by the trainer (or the dry run): it types those options after the components it
+    decides on (on ``--resume`` the run's own, with ``--init-from`` M's).
+    """
+    from segcore.train import TrainSettings
 
     from segcore_cli.flags import settings_kwargs
 
-    settings = TrainSettings(**settings_kwargs(TrainSettings, args, skip=_OPTIONS))
-    # On --resume the run's own components; with --init-from M's, which the settings without options decide.
-    encoder, decoder = component_names(settings)
-    return dataclasses.replace(
-        settings,
-        encoder_opt=parse_component_options("encoders", encoder, args.encoder_opt),
-        decoder_opt=parse_component_options("decoders", decoder, args.decoder_opt),
+    return TrainSettings(
+        **settings_kwargs(TrainSettings, args, skip=_OPTIONS),
+        encoder_opt=option_pairs("encoders", args.encoder_opt),
+        decoder_opt=option_pairs("decoders", args.decoder_opt),
         dataset_opt=parse_component_options("datasets", args.dataset, args.dataset_opt),
     )
 

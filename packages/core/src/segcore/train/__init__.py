@@ -12,7 +12,6 @@ __all__ = [
     "evaluate",
     "resolve_recipe",
     "resolve_run",
-    "component_names",
     "plan",
     "core_recipes",
 ]
@@ -23,7 +22,7 @@ from segcore.plugins.recipes import core_recipes
 def __getattr__(name: str) -> Any:
     # The trainer imports torch and accelerate: load it on first use so that ``core_recipes`` stays torch-free.
     homes = {"TrainSettings": "schema", "resolve_recipe": "resolve", "resolve_run": "resolve"}
-    homes.update({"component_names": "resolve", "plan": "dry_run"})
+    homes.update({"plan": "dry_run"})
     if name in homes:
         import importlib
 

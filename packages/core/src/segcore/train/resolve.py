@@ -28,7 +28,7 @@ __all__ = [
     "resolve_run",
     "resume_settings",
     "find_recipe",
-    "component_names",
+    "typed_options",
     "batch_split",
     "flag_of",
     "resolve_for_plan",
@@ -125,14 +125,24 @@ def resolve_for_plan(settings: TrainSettings) -> ResolvedRun:
     return _resolve(settings, fetch=False, data=True)
 
 
-def component_names(settings: TrainSettings) -> tuple[str | None, str | None]:
-    """The encoder and decoder a run of ``settings`` uses (what ``--encoder-opt`` is typed after), read cheaply.
+def typed_options(kind: str, name: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with every text value (``--encoder-opt k=v``) typed after component ``name``'s options class.
 
-    No data is opened and nothing is downloaded: with ``init_from`` a Hub repo id gives ``(None, None)`` unless
-    the flags name the model.
+    Values that are not text (the Python API's, a saved run's) are left as they are; without a component (a dry run
+    of a Hub ``init_from``) the text stays.
+
+    Raises:
+        OptionsError: an option the component does not have, naming the valid ones, or text that is no value of it.
     """
-    run = _resolve(settings, fetch=False, data=False)
-    return run.settings.encoder, run.settings.decoder
+    if not name or not any(isinstance(v, str) for v in options.values()):
+        return options
+    from segcore.config.options import coerce_option
+    from segcore.plugins.registry import get_spec
+
+    options_cls = get_spec(kind, name).load_options()
+    return {
+        k: coerce_option(options_cls, k, v, component=name) if isinstance(v, str) else v for k, v in options.items()
+    }
 
 
 def _resolve(settings: TrainSettings, fetch: bool, data: bool) -> ResolvedRun:
@@ -153,6 +163,8 @@ def _resolve(settings: TrainSettings, fetch: bool, data: bool) -> ResolvedRun:
     elif not s.encoder or not s.decoder:
         raise TrainingError("give --encoder and --decoder (the recipe does not name a model)")
     else:
+        s.encoder_opt = typed_options("encoders", s.encoder, s.encoder_opt)
+        s.decoder_opt = typed_options("decoders", s.decoder, s.decoder_opt)
         encoder_opt = {**(model.encoder_options if s.encoder == model.encoder else {}), **s.encoder_opt}
         decoder_opt = {**(model.decoder_options if s.decoder == model.decoder else {}), **s.decoder_opt}
         if init is None:  # the paper pair's options; a model to fine-tune already records all of its own
@@ -257,6 +269,11 @@ def resume_settings(given: TrainSettings, saved: dict[str, Any]) -> TrainSetting
         TrainingError: naming every flag that contradicts the run, with the run's value.
     """
     cls = type(given)
+    given = dataclasses.replace(
+        given,
+        encoder_opt=typed_options("encoders", given.encoder or saved.get("encoder"), given.encoder_opt),
+        decoder_opt=typed_options("decoders", given.decoder or saved.get("decoder"), given.decoder_opt),
+    )
     names = {f.name for f in dataclasses.fields(cls)}
     may_change, per_invocation = resume_rule(cls, "may-change"), resume_rule(cls, "invocation")
     unknown = sorted(set(saved) - names)
