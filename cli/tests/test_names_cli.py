@@ -4,6 +4,7 @@ names every bad row of an ``hf:`` dataset (``skip_bad=true`` leaves them out).""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,27 @@ def test_classes_option_is_checked_on_the_command_line(saved, classes, message, 
     assert main(["data", "check", "--dataset", saved, "--split", "train", "--dataset-opt", f"classes={classes}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"segcore data: error: --dataset-opt classes: {message}"), err
+
+
+def test_skip_bad_is_a_flag_of_train_and_eval(saved, tmp_path, capsys):
+    """--skip-bad is --dataset-opt skip_bad=true; a dataset with no rows to skip is refused, saying what it is for."""
+    argv = ["train", "--dataset", saved, "--dataset-opt", "classes=a,b,c", "--encoder", "timm:test_convnext"]
+    argv += ["--decoder", "mlp", "--output-dir", str(tmp_path / "run"), "--dry-run", "--json"]
+    with pytest.warns(UserWarning, match=r"skipped 1 of 3 row\(s\)"):
+        assert main([*argv, "--skip-bad"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["dataset"]["options"]["skip_bad"] is True and plan["dataset"]["train_samples"] == 2
+    assert plan["settings"]["--skip-bad"] is True
+    folder = ["--dataset", "folder", "--data-root", str(tmp_path), "--skip-bad"]
+    assert main(["train", *folder, "--encoder", "timm:test_convnext", "--decoder", "mlp", "--dry-run"]) == 2
+    assert "--skip-bad: dataset 'folder' has no rows to skip" in capsys.readouterr().err
+    import segcore
+
+    model = tmp_path / "model"
+    segcore.build_model(encoder="timm:test_convnext", decoder="mlp", num_classes=3).save_pretrained(model)
+    evaluate = ["eval", "--model", str(model), "--dataset", saved, "--split", "train", "--dataset-opt", "classes=a,b,c"]
+    with pytest.warns(UserWarning, match=r"skipped 1 of 3 row\(s\)"):
+        assert main([*evaluate, "--skip-bad", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    # Only the two good rows are scored: their masks hold 0 and 2, and class 1 (the skipped row's) has no pixels.
+    assert [c["Acc"] is None for c in result["per_class"]] == [False, True, False]

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from segcore.config.fields import setting
 from segcore.config.options import Range
+from segcore.train.schema import SKIP_BAD_HELP
 
 from segcore_cli._common import parse_component_options
 from segcore_cli.flags import PRECISION_HELP, add_settings
@@ -36,6 +37,7 @@ class EvalFlags:
     device: str | None = setting(help="cpu or cuda (default: cuda when available)")
     precision: Literal["fp32", "bf16"] = setting("fp32", help=PRECISION_HELP)
     dataset_opt: dict[str, Any] = setting({}, help="dataset option (repeat)", metavar="K=V", parse="pairs")
+    skip_bad: bool = setting(False, help=SKIP_BAD_HELP)
     json: bool = setting(False, help="print one JSON document")
     report: str | None = setting(
         help="write DIR/report.html (protocol, scores, sorted per-class IoU, confusion matrix, worst images, a run's "
@@ -102,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from segcore.config.settings import EvalProtocol
     from segcore.evaluation.evaluate import evaluate, processes
     from segcore.evaluation.inference import precision
+    from segcore.models.components import with_skip_bad
 
     device, rank, world = processes(args.device)
     main = rank == 0
@@ -109,12 +112,10 @@ def run(args: argparse.Namespace) -> int:
     dataset_name = args.dataset or model.config.extra.get("dataset")
     if not dataset_name:
         raise ValueError("give --dataset (the model does not record the dataset it was trained on)")
-    dataset = segcore.build_dataset(
-        dataset_name,
-        root=args.data_root,
-        split=args.split,
-        **parse_component_options("datasets", dataset_name, args.dataset_opt),
-    )
+    options = parse_component_options("datasets", dataset_name, args.dataset_opt)
+    if args.skip_bad:
+        options = with_skip_bad(dataset_name, options)
+    dataset = segcore.build_dataset(dataset_name, root=args.data_root, split=args.split, **options)
     notes = _check_data(model, args.model, dataset, dataset_name, args.split)
     if args.report:  # before the evaluation: a folder that cannot take the report is refused at once
         from segcore.evaluation.report import check_report_folder

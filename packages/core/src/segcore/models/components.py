@@ -18,6 +18,7 @@ __all__ = [
     "build_dataset",
     "validate_options",
     "find_pair",
+    "with_skip_bad",
     "with_pair_defaults",
     "resolved_options",
 ]
@@ -79,6 +80,24 @@ def build_dataset(name: str, root: str | None = None, split: str = "train", **op
         >>> ds = build_dataset("synthetic-shapes", split="val")  # doctest: +SKIP
     """
     return _call("datasets", name, root, split, **options)
+
+
+def with_skip_bad(name: str, options: Mapping[str, Any], flag: str = "--skip-bad") -> dict[str, Any]:
+    """``options`` of dataset ``name`` with ``skip_bad=True``: rows that cannot be decoded are left out and counted.
+
+    ``--skip-bad`` is the flag for it (the same as ``--dataset-opt skip_bad=true``); a dataset that reads no rows
+    (a ``folder`` dataset lists the files it cannot pair or read, and goes on without it) is refused, saying so.
+
+    Raises:
+        OptionsError: the dataset has no ``skip_bad`` option.
+    """
+    options_cls = get_spec("datasets", name).load_options()
+    if options_cls is None or "skip_bad" not in option_names(options_cls):
+        raise OptionsError(
+            f"{flag}: dataset {name!r} has no rows to skip (it takes no skip_bad option); it is for hf: datasets and "
+            "the registered datasets' hf: copies. Folder datasets list the files they cannot read and go on"
+        )
+    return {**options, "skip_bad": True}
 
 
 def find_pair(encoder: str, decoder: str) -> tuple[str, PairSpec] | None:

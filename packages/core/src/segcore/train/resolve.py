@@ -17,7 +17,7 @@ from typing import Any
 from segcore.config.fields import declared, fallbacks, resume_rule
 from segcore.config.settings import EvalProtocol, ModelSettings, TrainPipeline
 from segcore.errors import SegcoreError, TrainingError
-from segcore.models.components import resolved_options, with_pair_defaults
+from segcore.models.components import resolved_options, with_pair_defaults, with_skip_bad
 from segcore.plugins.specs import RecipeSpec
 from segcore.train.run_folder import read_run_settings
 from segcore.train.schema import TrainSettings
@@ -155,6 +155,8 @@ def _resolve(settings: TrainSettings, fetch: bool, data: bool) -> ResolvedRun:
     model = _init_model(settings, init) if init is not None else _recipe_model(recipe, settings.encoder)
     s = dataclasses.replace(settings)
     s.dataset = s.dataset or recipe.dataset
+    if s.skip_bad:
+        s.dataset_opt = with_skip_bad(s.dataset, s.dataset_opt)
     s.encoder = s.encoder or model.encoder
     s.decoder = s.decoder or model.decoder
     if s.init_from is not None and init is None:  # a dry run with a Hub model: its config is not fetched

@@ -16,13 +16,18 @@ from segcore.config.fields import Range, check_ranges, not_a_single_name, resume
 from segcore.config.options import SIZE_LIMIT, check_fields
 from segcore.errors import OptionsError, TrainingError
 
-__all__ = ["TrainSettings", "RESUME_MAY_CHANGE", "PER_INVOCATION", "DEFAULT_KEEP_CHECKPOINTS"]
+__all__ = ["TrainSettings", "RESUME_MAY_CHANGE", "PER_INVOCATION", "DEFAULT_KEEP_CHECKPOINTS", "SKIP_BAD_HELP"]
 
 # The newest checkpoints a run keeps (--keep-checkpoints); best/ and the final model are always kept. Three leave
 # two older ones to fall back on when the newest is damaged, and bound the disk a long run takes (a 160k-iteration
 # ADE20K run saves 10 by default).
 DEFAULT_KEEP_CHECKPOINTS = 3
 
+# --skip-bad, for segcore train and segcore eval.
+SKIP_BAD_HELP = (
+    "leave out (and count) the rows of an hf: dataset that cannot be decoded, instead of stopping at the first; "
+    "the same as --dataset-opt skip_bad=true"
+)
 _POSITIVE = Range(int, low=1, high=2**31 - 1)
 _COUNT = Range(int, low=0, high=2**31 - 1)
 # Trackers make folders of these names: ``../../x`` would write outside the run folder.
@@ -77,6 +82,7 @@ class TrainSettings:
     encoder_opt: dict[str, Any] = setting({}, help="encoder option (repeat)", metavar="K=V", parse="pairs")
     decoder_opt: dict[str, Any] = setting({}, help="decoder option (repeat)", metavar="K=V", parse="pairs")
     dataset_opt: dict[str, Any] = setting({}, help="dataset option (repeat)", metavar="K=V", parse="pairs")
+    skip_bad: bool = setting(False, help=SKIP_BAD_HELP)
     mixed_precision: Literal["no", "bf16", "fp16"] | None = setting(
         help="autocast precision (fp16 needs a CUDA GPU, bf16 also runs on CPUs)", fallback="no"
     )
