@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from segcore.data.storage import atomic_open, write_atomic
 
 from segcore_datasets import meta
 from segcore_datasets.dataset import DatasetError, colours_to_ids, map_lut, read_label
@@ -40,9 +41,15 @@ def _progress(items: Iterable[Any], desc: str, total: int | None = None, quiet: 
     return tqdm(items, desc=desc, total=total, unit="file")
 
 
-def _save_l(arr: np.ndarray, path: Path) -> None:
+def _save_png(image: Image.Image, path: Path) -> None:
+    """Write ``image`` as a PNG at ``path`` atomically (a temporary name, then a rename): never half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr.astype(np.uint8), mode="L").save(path)
+    with atomic_open(path, "wb") as handle:
+        image.save(handle, format="PNG")
+
+
+def _save_l(arr: np.ndarray, path: Path) -> None:
+    _save_png(Image.fromarray(arr.astype(np.uint8), mode="L"), path)
 
 
 def _need(path: Path, what: str) -> Path:
@@ -155,8 +162,8 @@ def prepare_voc_aug(src: Path, dst: Path, quiet: bool = False) -> dict[str, int]
     aug = sorted(sbd_all - (voc_train | voc_val))
     out = dst / "ImageSets" / "Segmentation"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "trainaug.txt").write_text("".join(s + "\n" for s in trainaug))
-    (out / "aug.txt").write_text("".join(s + "\n" for s in aug))
+    write_atomic(out / "trainaug.txt", "".join(s + "\n" for s in trainaug))
+    write_atomic(out / "aug.txt", "".join(s + "\n" for s in aug))
     return {"sbd_mat": len(mats), "trainaug": len(trainaug), "aug": len(aug)}
 
 
@@ -289,7 +296,7 @@ def _prepare_pascal_context_detail(dst: Path, json_path: Path, quiet: bool) -> d
             _copy_image(jpegs / f"{stem}.jpg", dst / "JPEGImages")
             stems.append(stem)
         stems.sort()
-        (out_lists / f"{split}.txt").write_text("".join(s + "\n" for s in stems))
+        write_atomic(out_lists / f"{split}.txt", "".join(s + "\n" for s in stems))
         counts[split] = len(stems)
     return counts
 
@@ -340,7 +347,7 @@ def prepare_pascal_context(src: Path, dst: Path, quiet: bool = False) -> dict[st
                 raise DatasetError(f"{stem}.mat: LabelMap values outside 0..{lut.size - 1}")
             _save_l(lut[lm], dst / "SegmentationClassContext" / f"{stem}.png")
             _copy_image(src / "JPEGImages" / f"{stem}.jpg", dst / "JPEGImages")
-        (out_lists / f"{split}.txt").write_text("".join(s + "\n" for s in stems))
+        write_atomic(out_lists / f"{split}.txt", "".join(s + "\n" for s in stems))
         counts[split] = len(stems)
     return counts
 
@@ -385,13 +392,14 @@ def prepare_isaid(src: Path, dst: Path, patch: int = 896, overlap: int = 384, qu
                     name = f"{f.stem}_{y}_{y + patch}_{x}_{x + patch}"
                     (dst / "img_dir" / split).mkdir(parents=True, exist_ok=True)
                     (dst / "ann_dir" / split).mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(np.ascontiguousarray(img[y : y + patch, x : x + patch])).save(
-                        dst / "img_dir" / split / f"{name}.png"
+                    _save_png(
+                        Image.fromarray(np.ascontiguousarray(img[y : y + patch, x : x + patch])),
+                        dst / "img_dir" / split / f"{name}.png",
                     )
                     p_img = Image.fromarray(np.ascontiguousarray(lab[y : y + patch, x : x + patch]), mode="L").convert(
                         "P"
                     )
-                    p_img.save(dst / "ann_dir" / split / f"{name}_instance_color_RGB.png")
+                    _save_png(p_img, dst / "ann_dir" / split / f"{name}_instance_color_RGB.png")
                     n += 1
         counts[split] = n
     if not counts:
