@@ -85,4 +85,4 @@ def settings_kwargs(cls: type, args: argparse.Namespace, skip: Container[str] = 
 def resume_help(cls: type) -> str:
     """The flags of ``cls`` that ``--resume`` may change, as they appear on the command line."""
     names = set(resume_rule(cls, "may-change"))
-    return ", ".join(argument_of(d)[0][0] for d in declared(cls) if d.name in names)
+    return ", ".join(d.flag for d in declared(cls) if d.name in names)

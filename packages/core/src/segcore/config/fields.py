@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -114,8 +115,12 @@ def plain_type(hint: Any) -> Any:
     return hint
 
 
-def declared(cls: type) -> list[Declared]:
-    """The declared fields of settings dataclass ``cls``, in order (fields without a :func:`setting` are left out)."""
+@functools.cache
+def declared(cls: type) -> tuple[Declared, ...]:
+    """The declared fields of settings dataclass ``cls``, in order (fields without a :func:`setting` are left out).
+
+    Read once per class (every ``__post_init__`` checks against it).
+    """
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
@@ -123,7 +128,7 @@ def declared(cls: type) -> list[Declared]:
             continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         out.append(Declared(f.name, plain_type(hints[f.name]), default, f.metadata["setting"]))
-    return out
+    return tuple(out)
 
 
 def not_a_single_name(name: Any) -> str | None:

@@ -18,15 +18,15 @@ __all__ = [
 
 from segcore.plugins.recipes import core_recipes
 
+# Where the lazily loaded names live (the trainer imports torch and accelerate: each loads on first use).
+_HOMES = {"TrainSettings": "schema", "resolve_recipe": "resolve", "resolve_run": "resolve", "plan": "dry_run"}
+
 
 def __getattr__(name: str) -> Any:
-    # The trainer imports torch and accelerate: load it on first use so that ``core_recipes`` stays torch-free.
-    homes = {"TrainSettings": "schema", "resolve_recipe": "resolve", "resolve_run": "resolve"}
-    homes.update({"plan": "dry_run"})
-    if name in homes:
+    if name in _HOMES:
         import importlib
 
-        return getattr(importlib.import_module(f"segcore.train.{homes[name]}"), name)
+        return getattr(importlib.import_module(f"segcore.train.{_HOMES[name]}"), name)
     if name in ("TrainingError", "TrainingInterrupted"):  # defined with segcore's other errors
         from segcore import errors
 

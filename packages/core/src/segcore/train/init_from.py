@@ -50,47 +50,34 @@ class InitModel:
 
 
 def find_init_model(source: str, fetch: bool = True) -> InitModel | None:
-    """:func:`init_config` and the local folder: a Hub repo is downloaded here once, its files then read locally.
-
-    Returns ``None`` for a Hub repo id when not ``fetch`` (a dry run).
-    """
-    kind = source_kind(source)
-    if kind == "folder":
-        folder = Path(source).expanduser()
-        return InitModel(_folder_config(folder), folder)
-    if kind == "hub":
-        if not fetch:
-            return None
-        folder = download_repo(source, Fetch())
-        return InitModel(_folder_config(folder), folder)
-    config = init_config(source, fetch)
-    assert config is not None
-    return InitModel(config, None)
-
-
-def init_config(source: str, fetch: bool = True) -> SegModelConfig | None:
-    """The config of the model ``source`` names, reading as little as possible.
+    """The model ``source`` names, reading as little as possible: its checked config and its local folder.
 
     A local folder (a saved model or a finished training run, segcore or transformers format) and a registered
     checkpoint name are read without loading weights; a folder's config is checked as loading it would check it
-    (every value, and the model's size: :meth:`SegModel.check_config`). A Hub repo id is downloaded only when
-    ``fetch`` (a dry run passes ``False`` and gets ``None``). What ``source`` is, is decided as the real load
-    decides it (:func:`segcore.weights.checkpoints.source_kind`), so a dry run refuses what the run would refuse.
+    (every value, and the model's size: :meth:`SegModel.check_config`). A Hub repo id is downloaded once, only when
+    ``fetch`` (a dry run passes ``False`` and gets ``None``), and its files are then read locally. What ``source``
+    is, is decided as the real load decides it (:func:`segcore.weights.checkpoints.source_kind`), so a dry run
+    refuses what the run would refuse.
 
     Raises:
         CheckpointError: ``source`` is no model folder, registered checkpoint or Hub repo id, or its config is
             invalid (naming the file and the field).
     """
     kind = source_kind(source)
-    if kind == "folder":
-        return _folder_config(Path(source).expanduser())
     if kind == "registered":
         spec = components("checkpoints")[source]
         fields = checkpoint_config(source, spec)
-        return SegModelConfig(spec.encoder, spec.decoder, spec.num_classes, **fields)  # type: ignore[arg-type]
-    if not fetch:
+        return InitModel(SegModelConfig(spec.encoder, spec.decoder, spec.num_classes, **fields), None)  # type: ignore[arg-type]
+    if kind == "hub" and not fetch:
         return None
-    return SegModel.from_pretrained(source).config
+    folder = Path(source).expanduser() if kind == "folder" else download_repo(source, Fetch())
+    return InitModel(_folder_config(folder), folder)
+
+
+def init_config(source: str, fetch: bool = True) -> SegModelConfig | None:
+    """The config of :func:`find_init_model` (``None`` for a Hub repo id when not ``fetch``)."""
+    found = find_init_model(source, fetch)
+    return found.config if found is not None else None
 
 
 def _folder_config(folder: Path) -> SegModelConfig:
