@@ -7,8 +7,19 @@ import functools
 
 import pytest
 
-# Stand-ins for the timm: namespace: a CNN, a hierarchical transformer and a plain ViT.
-TIMM_SAMPLES = ("timm:resnet18", "timm:pvt_v2_b0", "timm:vit_tiny_patch16_224")
+# Stand-ins for the timm: namespace: a CNN, a hierarchical transformer, a plain ViT and three families with
+# their own input rules.
+TIMM_SAMPLES = (
+    "timm:resnet18",
+    "timm:pvt_v2_b0",
+    "timm:vit_tiny_patch16_224",
+    # Families with their own input rules (segcore.models.encoders.TimmEncoder._find_input_rule): attention
+    # biases fixed to one resolution (padded to it), windows that must tile every stage (padded to a multiple
+    # of 256), and widths 32 does not divide (ATM picks a head count that divides them).
+    "timm:levit_128s",
+    "timm:maxvit_rmlp_pico_rw_256",
+    "timm:regnety_002",
+)
 # Encoders above this many parameters run the default-suite matrix at a tiny size (TINY_ENCODER_OPTIONS);
 # `-m slow` runs them at their registered size.
 HEAVY_PARAMS = 30_000_000

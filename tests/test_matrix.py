@@ -22,7 +22,7 @@ NUM_CLASSES = 5
 
 def test_encoder_feature_info_matches_outputs(encoder_name, encoder_options):
     encoder = segcore.build_encoder(encoder_name, **encoder_options).eval()
-    d = encoder.size_divisor
+    d = max(encoder.size_divisor, *(i.stride for i in encoder.feature_info))  # LeViT's last map is at stride 64
     size = (2 * d, 3 * d) if d >= 32 else (64, 96)
     with torch.no_grad():
         check_feature_info(encoder, encoder(torch.randn(1, 3, *size)), size)
@@ -118,7 +118,8 @@ def test_optimiser_steps_lower_the_loss_on_a_fixed_batch(encoder_name, encoder_o
     images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
     labels = torch.full((2, 64, 64), 3)  # learnable in a few steps whatever the features
     labels[:, :, :16] = 1
-    optimizer = torch.optim.AdamW(model.decoder.parameters(), lr=1e-2)
+    # 1e-3: MaxViT's large features make 1e-2 oscillate on this batch.
+    optimizer = torch.optim.AdamW(model.decoder.parameters(), lr=1e-3)
     first = None
     for _ in range(5):
         optimizer.zero_grad()

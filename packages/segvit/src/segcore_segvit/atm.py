@@ -57,7 +57,7 @@ class ATMOptions:
 
     Attributes:
         embed_dims: decoder width D; ``None``: half the widest input (384 for ViT-B, 512 for ViT-L).
-        num_heads: attention heads; ``None``: D / 32.
+        num_heads: attention heads; ``None``: D / 32, or the largest divisor of D below it (recorded in the config).
         num_layers: ATM layers per stage (only the last one of a stage yields the stage mask).
         dropout: dropout inside the decoder layers.
         img_size: size the masks are upsampled to for the semantic map (official ``img_size``); ``None``:
@@ -77,7 +77,7 @@ class ATMShrunkOptions:
 
     Attributes:
         embed_dims: decoder width D; ``None``: half the widest input.
-        num_heads: attention heads; ``None``: D / 32.
+        num_heads: attention heads; ``None``: D / 32, or the largest divisor of D below it (recorded in the config).
         num_layers: layers of each QU decoder and of the ATM decoder.
         dropout: dropout inside the decoder layers.
         img_size: crop size; fixes the number of pixel queries ``(img_size / 16)^2`` (spec §4.2).
@@ -189,8 +189,22 @@ def semantic_map(class_logits: Tensor, mask_logits: Tensor, size: tuple[int, int
 
 
 def _dims(in_features: Sequence[FeatureInfo], embed_dims: int | None, num_heads: int | None) -> tuple[int, int]:
+    """``(D, heads)``: D half the widest input unless given; heads D / 32, else the largest divisor of D below it.
+
+    ViT-B's 384 and ViT-L's 512 get the official 12 and 16 heads. A width that 32 does not divide (RegNetY-002's
+    368 channels give D = 184) gets the largest head count at most D / 32 that divides D (4), which the model's
+    config then records (``derived_options``).
+    """
     d = embed_dims or max(info.channels for info in in_features) // 2
-    return d, num_heads or max(d // 32, 1)
+    if num_heads is not None:
+        if d % num_heads:
+            divisors = [h for h in range(1, min(d, 64) + 1) if d % h == 0]
+            raise OptionsError(
+                f"atm: num_heads {num_heads} does not divide the decoder width embed_dims={d}; pick one of "
+                f"{divisors} or another embed_dims"
+            )
+        return d, num_heads
+    return d, next(h for h in range(max(d // 32, 1), 0, -1) if d % h == 0)
 
 
 class ATMDecoder(Decoder):
@@ -209,6 +223,7 @@ class ATMDecoder(Decoder):
         self.options = options
         self.num_classes = num_classes
         d, heads = _dims(in_features, options.embed_dims, options.num_heads)
+        self.derived_options = {"embed_dims": d, "num_heads": heads}
         stages = list(reversed(list(in_features)))
         # Masks are summed on the grid of the finest map (the largest one). Which map that is, and which stage
         # masks need resizing to it, follows from the strides, so the decision holds at every input size (also
@@ -313,6 +328,7 @@ class ATMShrunkDecoder(Decoder):
         self.map_indices = select_qu_maps(in_features)
         chosen = [in_features[i] for i in self.map_indices]
         d, heads = _dims(chosen, options.embed_dims, options.num_heads)
+        self.derived_options = {"embed_dims": d, "num_heads": heads}
         self.grid = options.img_size // 16
         self.input_proj = nn.ModuleList(nn.Linear(info.channels, d) for info in chosen)
         self.proj_norm = nn.ModuleList(nn.LayerNorm(d) for _ in chosen)

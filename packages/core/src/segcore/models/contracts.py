@@ -75,6 +75,9 @@ class Decoder(nn.Module):
             encoder's maps or built by an adapter (see :mod:`segcore.models.adapters`). Checked when the class is
             defined: positive and strictly increasing.
         default_loss: the registered name of the loss that trains it.
+
+    An instance may set ``derived_options`` (a dict) to the values it chose for options given as ``None`` (a head
+    count that divides its width, say): the model's config records them (:meth:`SegModelConfig.with_derived`).
     """
 
     in_strides: ClassVar[tuple[int, ...] | None] = None

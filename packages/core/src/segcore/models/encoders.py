@@ -122,57 +122,107 @@ class TimmEncoder(Encoder):
             self.out_norms = nn.ModuleList(
                 ChannelLayerNorm(i.channels, eps=opts.out_norm_eps) for i in self.feature_info
             )
+        self.fixed_size: tuple[int, int] | None = None
         if opts.size_divisor is not None:  # given: e.g. a converted transformers ConvNeXt runs unpadded
             if opts.size_divisor < 1:
                 raise OptionsError(f"timm:{model_name}: size_divisor must be >= 1, got {opts.size_divisor}")
             self._divisor = opts.size_divisor
-        else:  # found out with a forward pass, so after every submodule exists
-            self._divisor = self._find_size_divisor(opts.in_chans)
+        else:  # found out with forward passes, so after every submodule exists
+            self._divisor, self.fixed_size = self._find_input_rule(opts.in_chans, opts.img_size)
 
     @property
     def size_divisor(self) -> int:
         """The padding this model needs: 1 (runs at any size), the patch size (plain ViT) or the largest stride."""
         return self._divisor
 
-    def _find_size_divisor(self, in_chans: int) -> int:
-        """Find out, once at build time, which padding this timm model needs (DESIGN.md "Input sizes").
+    def _runs_at(self, size: tuple[int, int], in_chans: int) -> list[Tensor] | None:
+        """The maps at input ``size`` (zeros), or ``None`` when the model fails there."""
+        like = next(self.model.parameters())
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                return self._maps(torch.zeros(1, in_chans, *size, device=like.device, dtype=like.dtype))
+        except Exception:  # noqa: BLE001 - any failure at this size rules the size out
+            return None
+        finally:
+            self.model.train(was_training)
+
+    def _find_input_rule(self, in_chans: int, img_size: int | None) -> tuple[int, tuple[int, int] | None]:
+        """Find out, once at build time, which inputs this timm model takes: ``(size_divisor, fixed_size)``.
+
+        DESIGN.md "Input sizes". Tried in this order, each with a forward pass of zeros:
 
         * A plain ViT (every map at one stride, the patch size): that stride. timm's patch embedding refuses
           other sizes; mmseg's ViT pads bottom/right to the patch, which is what ``SegModel`` does.
         * 1 when the model runs at a size off every stride's grid and returns ``ceil(H / s) x ceil(W / s)``
           maps: its strided convolutions have "same" padding and see every input pixel, like the official MiT
           and MSCAN (ResNet, EfficientNet, RegNet, MobileNetV3, PVTv2, ...), so they need no padding.
-        * Otherwise the largest stride, the conservative choice: models that refuse such sizes (Swin's patch
-          embedding and windows, MaxViT's grids, HRNet's and DLA's branches that must line up), and models whose
-          unpadded patchify convolutions or poolings would drop the last rows and fail below the largest stride
-          (ConvNeXt, DenseNet, VGG, anti-aliased variants).
+        * The largest stride when the model runs at multiples of it: models whose unpadded patchify
+          convolutions or poolings drop the last rows (ConvNeXt, DenseNet, VGG, anti-aliased variants), HRNet's
+          and DLA's branches that must line up.
+        * Its nominal input size ``N`` (``img_size``, else timm's ``input_size``) when it runs at ``N x 2N``:
+          window and grid attention whose windows must tile every stage (MaxViT: a 7-token window at stride 32
+          needs multiples of 224).
+        * A fixed size ``N x N`` when it runs only there (LeViT's and EfficientFormer's attention biases, Swin
+          without dynamic sizes): inputs are padded bottom/right to ``N x N`` and the maps cropped back, and a
+          larger input is refused in words.
+
+        Raises:
+            SegcoreError: the model runs at none of these sizes.
         """
         strides = [info.stride for info in self.feature_info]
         largest = max(strides)
         if len(set(strides)) == 1:
-            return largest
+            return largest, None
         h, w = 2 * largest + 1, 3 * largest + 5  # a multiple of no stride (all powers of two here)
-        like = next(self.model.parameters())
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad(), torch.random.fork_rng(devices=[]):
-                feats = self.forward(torch.zeros(1, in_chans, h, w, device=like.device, dtype=like.dtype))
-        except Exception:  # noqa: BLE001 - any failure at this size means: pad to the largest stride
-            return largest
-        finally:
-            self.model.train(was_training)
-        covered = all(tuple(f.shape[-2:]) == (-(-h // s), -(-w // s)) for f, s in zip(feats, strides, strict=True))
-        return 1 if covered else largest
+        feats = self._runs_at((h, w), in_chans)
+        if feats is not None and all(
+            tuple(f.shape[-2:]) == (-(-h // s), -(-w // s)) for f, s in zip(feats, strides, strict=True)
+        ):
+            return 1, None
+        if self._runs_at((2 * largest, 3 * largest), in_chans) is not None:
+            return largest, None
+        nominal = img_size or int(self.model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+        if nominal % largest == 0 and self._runs_at((nominal, 2 * nominal), in_chans) is not None:
+            return nominal, None
+        if self._runs_at((nominal, nominal), in_chans) is not None:
+            return 1, (nominal, nominal)
+        raise SegcoreError(
+            f"timm:{self.model_name} runs at none of the input sizes segcore pads to ({h}x{w}, multiples of its "
+            f"largest stride {largest}, multiples of its nominal size {nominal}, or {nominal}x{nominal} alone)"
+        )
 
-    def forward(self, images: Tensor) -> list[Tensor]:
-        """Return the feature maps (NCHW; channels-last models are permuted)."""
-        feats = self.model(images)
+    def _maps(self, images: Tensor) -> list[Tensor]:
+        """The model's maps, NCHW (channels-last models are permuted), before any padding of :meth:`forward`."""
         out = []
-        for feat, info in zip(feats, self.feature_info):
+        for feat, info in zip(self.model(images), self.feature_info):
             if feat.ndim == 4 and feat.shape[1] != info.channels and feat.shape[-1] == info.channels:
                 feat = feat.permute(0, 3, 1, 2)  # NHWC output of some timm models
             out.append(feat.contiguous() if not feat.is_contiguous() else feat)
+        return out
+
+    def _fixed(self, images: Tensor) -> list[Tensor]:
+        """Pad ``images`` to :attr:`fixed_size`, run, and crop each map to ``ceil(H / s) x ceil(W / s)``."""
+        (fh, fw), (h, w) = self.fixed_size, images.shape[-2:]  # type: ignore[misc]
+        if h > fh or w > fw:
+            raise SegcoreError(
+                f"timm:{self.model_name} runs at {fh}x{fw} at most (its attention is built for that resolution), "
+                f"got a {h}x{w} input: build it larger (--encoder-opt img_size=N) or evaluate in sliding windows "
+                f"of at most {fh}x{fw} (--mode slide --crop-size {fh},{fw})"
+            )
+        maps = self._maps(F.pad(images, (0, fw - w, 0, fh - h)))
+        return [m[..., : -(-h // i.stride), : -(-w // i.stride)].contiguous() for m, i in zip(maps, self.feature_info)]
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """Return the feature maps (NCHW; channels-last models are permuted; fixed-size models padded and cropped)."""
+        if torch.is_grad_enabled() and not self.training:
+            # LeViT caches its attention biases in eval mode, with the graph of the first pass: a second backward
+            # through them would fail. Gradients in eval mode (frozen statistics) recompute them.
+            for module in self.model.modules():
+                if isinstance(getattr(module, "attention_bias_cache", None), dict):
+                    module.attention_bias_cache.clear()
+        out = self._fixed(images) if self.fixed_size is not None else self._maps(images)
         if self.out_norms is not None:
             out = [norm(feat) for norm, feat in zip(self.out_norms, out)]
         return out

@@ -112,6 +112,7 @@ class SegModel(nn.Module):
             in_features = list(self.adapter.feature_info)
         self.decoder_in_features = in_features
         self.decoder: Decoder = build_decoder(config.decoder, in_features, config.num_classes, **config.decoder_options)
+        self.config = config.with_derived(getattr(self.decoder, "derived_options", {}))
         self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self._loss: Loss | None = None

@@ -131,6 +131,15 @@ class SegModelConfig:
             **fields,
         )
 
+    def with_derived(self, derived: Mapping[str, Any]) -> SegModelConfig:
+        """This config with the decoder options a decoder derived where none was given (``Decoder.derived_options``).
+
+        A decoder that chooses a value the user left out (ATM's head count for a width 32 does not divide) says so
+        here, so that ``config.json`` records what was built. Given options are never replaced.
+        """
+        new = {k: v for k, v in derived.items() if self.decoder_options.get(k) is None}
+        return dataclasses.replace(self, decoder_options={**self.decoder_options, **new}) if new else self
+
 
 def _required(f: dataclasses.Field) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
