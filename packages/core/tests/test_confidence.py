@@ -1,4 +1,4 @@
-"""Confidence maps, calibration (ECE) and mmseg's F-score / precision / recall, each against a direct numpy reference."""
+"""Confidence maps, calibration (ECE) and mmseg's F-score / precision / recall, each against a direct reference."""
 
 from __future__ import annotations
 

@@ -60,7 +60,8 @@ class PredictFlags:
         False, help="also write <name>_probs.npz: the class probabilities, float16 [K, H, W] under the key probs"
     )
     overlay: Literal["classes", "confidence"] = setting(
-        "classes", help="overlay style: classes, or confidence (each pixel's colour times its confidence: unsure is dark)"
+        "classes",
+        help="overlay style: classes, or confidence (each pixel's colour times its confidence: unsure is dark)",
     )
 
 
@@ -71,7 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="segment images: label PNGs and overlays",
         description="Segment images (files, folders, globs) and write <name>_label.png and <name>_overlay.png under "
         "--out, keeping the inputs' folder layout. Label PNGs hold the class values: palette PNGs up to 256 classes, "
-        "16-bit grey PNGs above.",
+        "16-bit grey PNGs above. --confidence adds <name>_confidence.png (255 x the largest class probability, 8-bit "
+        "for any number of classes), --save-probs <name>_probs.npz (float16 [K, H, W], key probs).",
     )
     add_settings(p, PredictFlags)
     p.set_defaults(run=run)
@@ -270,7 +272,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("no images to segment: " + "; ".join(failed))
     earlier = check_out(out, items, _extras(args))
     model = segcore.SegModel.from_pretrained(args.model)
-    _check_probabilities(args, model)
     # Listed before anything is written, so that a run stopped midway leaves its files marked as its own.
     planned = [f.relative_to(out).as_posix() for _, stem in items for f in _outputs(out, stem, _extras(args))]
     out.mkdir(parents=True, exist_ok=True)
@@ -359,15 +360,6 @@ def _predict_all(
 
 # The --json keys of the extra outputs, by the end of their names.
 _KEYS = {"confidence.png": "confidence", "probs.npz": "probs"}
-
-
-def _check_probabilities(args: argparse.Namespace, model: Any) -> None:
-    """Refuse confidence outputs for a model whose output holds no probabilities (a single class)."""
-    if (args.confidence or args.save_probs or args.overlay == "confidence") and model.config.num_classes < 2:
-        raise ValueError(
-            f"--confidence, --save-probs and --overlay confidence need a model of at least 2 classes; {args.model} "
-            "has one, so its softmax is 1 everywhere and holds no confidence: leave those flags out"
-        )
 
 
 def _write_extras(maps: Any, files: tuple[Path, ...]) -> None:

@@ -65,9 +65,7 @@ def evaluate(
         EvaluationError: when nothing would be scored (no samples, or no pixel outside the ignore index): such
             metrics are nan, which is no result.
     """
-    from segcore.evaluation.confidence import calibration_histogram, max_probability
-    from segcore.evaluation.inference import infer_logits, returns_probabilities
-    from segcore.evaluation.metrics import SegMetric, confusion_matrix, metrics_from_confusion
+    from segcore.evaluation.metrics import SegMetric, metrics_from_confusion
 
     was_training = model.training
     model.eval()
@@ -91,16 +89,7 @@ def evaluate(
         indices = tqdm(indices, desc="eval", leave=False)
     images = []
     for i in indices:
-        sample = dataset[i]
-        image = torch.as_tensor(np.asarray(sample["image"]))[None].to(device)
-        label = torch.as_tensor(np.asarray(sample["label"])).long().to(device)
-        scores = infer_logits(model, image, protocol, cfg.num_classes)
-        pred = scores.argmax(1)[0]
-        cm = confusion_matrix(pred, label, cfg.num_classes, ignore_index)
-        metric.confusion += cm.to(metric.confusion.device)
-        confidence = max_probability(scores, returns_probabilities(protocol))[0]
-        histogram = calibration_histogram(confidence, pred, label, cfg.num_classes, ignore_index)
-        metric.calibration += histogram.to(metric.calibration.device)
+        cm = _score(model, dataset[i], protocol, metric, device)
         images.append([i, image_miou(cm.cpu())])  # for the report's worst images
     model.train(was_training)
     confusion = metric.reduced()
@@ -113,6 +102,24 @@ def evaluate(
     result["confusion"] = confusion.cpu().tolist()
     result["images"] = sorted(_gathered(images))
     return result
+
+
+def _score(model: torch.nn.Module, sample: Mapping[str, Any], protocol: Any, metric: Any, device: Any) -> torch.Tensor:
+    """Add one image to ``metric`` (its confusion matrix and calibration histogram); return its confusion matrix."""
+    from segcore.evaluation.confidence import calibration_histogram, max_probability
+    from segcore.evaluation.inference import infer_logits, returns_probabilities
+    from segcore.evaluation.metrics import confusion_matrix
+
+    image = torch.as_tensor(np.asarray(sample["image"]))[None].to(device)
+    label = torch.as_tensor(np.asarray(sample["label"])).long().to(device)
+    scores = infer_logits(model, image, protocol, metric.num_classes)
+    pred = scores.argmax(1)[0]
+    cm = confusion_matrix(pred, label, metric.num_classes, metric.ignore_index)
+    metric.confusion += cm.to(metric.confusion.device)
+    confidence = max_probability(scores, returns_probabilities(protocol))[0]
+    histogram = calibration_histogram(confidence, pred, label, metric.num_classes, metric.ignore_index)
+    metric.calibration += histogram.to(metric.calibration.device)
+    return cm
 
 
 def processes(device: str | None = None) -> tuple[str, int, int]:

@@ -1,5 +1,4 @@
-"""Confusion-matrix segmentation metrics (mIoU, mAcc, aAcc, Dice, fwIoU, F-score, precision, recall, per class), in
-percent like the papers.
+"""Confusion-matrix segmentation metrics (mIoU, mAcc, aAcc, Dice, fwIoU, F-score, precision, recall), in percent.
 
 The convention follows mmseg's ``IoUMetric`` (datasets.md §1.4): pixels whose label is ``ignore_index`` are
 dropped, a class absent from both prediction and ground truth gets ``nan`` IoU and is left out of the mean
