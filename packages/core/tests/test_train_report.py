@@ -39,8 +39,8 @@ def test_each_evaluation_saves_its_tables_and_the_final_one_a_report(tmp_path):
         assert (folder / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (out / "eval" / "iter_2" / "report.html").exists()
     page = (out / "eval" / "iter_4" / "report.html").read_text()
-    sections = ("Protocol", "mIoU", "Per-class IoU", "Confusion matrix", "Calibration", "Worst images", "Training curves")
-    for text in (*sections, "mFscore", "ECE", *CLASSES):
+    sections = ("Protocol", "Per-class IoU", "Confusion matrix", "Calibration", "Worst images", "Training curves")
+    for text in (*sections, "mIoU", "mFscore", "ECE", *CLASSES):
         assert text in page, text
     # Pictures inlined: IoU bars, confusion matrix, reliability diagram, the worst images (4 evaluated: all of
     # them), the curves.
@@ -61,8 +61,10 @@ def test_trackers_write_tensorboard_events_and_a_wandb_offline_run(tmp_path, mon
     (events,) = (out / "logs" / "proj").glob("events.out.tfevents.*")
     tb = EventAccumulator(str(events), size_guidance={"images": 0, "scalars": 0}).Reload()
     scalars = set(tb.Tags()["scalars"])
-    assert {"train/loss", "train/lr", "train/images_per_s", "val/mIoU", "val/aAcc"} <= scalars
-    assert {f"val/IoU/{name}" for name in CLASSES[1:]} <= scalars  # per class
+    assert {"train/loss", "train/lr", "train/images_per_s", "val/mIoU", "val/aAcc", "val/mFscore", "val/ECE"} <= scalars
+    assert {f"val/{key}/{name}" for key in ("IoU", "Recall") for name in CLASSES[1:]} <= scalars  # per class
+    # A class never predicted has no precision (nan, left out): some class has each of the others.
+    assert all(any(f"val/{key}/{name}" in scalars for name in CLASSES) for key in ("Fscore", "Precision", "Dice"))
     assert [e.step for e in tb.Scalars("val/mIoU")] == [2, 4]
     assert {"val/confusion", "val/prediction_0"} <= set(tb.Tags()["images"])
     (run,) = (out / "logs" / "wandb").glob("offline-run-*")
