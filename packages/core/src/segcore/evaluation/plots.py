@@ -52,8 +52,9 @@ def reliability_figure(calibration: Mapping[str, Any], ece: float | None = None)
         bottom=accuracy,
         width=width,
         align="edge",
-        color="tab:red",
-        alpha=0.35,
+        fill=False,
+        edgecolor="tab:red",
+        hatch="//",
         label="gap to mean confidence",
     )
     top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfectly calibrated")
