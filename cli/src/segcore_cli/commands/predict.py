@@ -57,7 +57,9 @@ class PredictFlags:
         "probabilities the label is the argmax of, after the protocol's scales and flip)",
     )
     save_probs: bool = setting(
-        False, help="also write <name>_probs.npz: the class probabilities, float16 [K, H, W] under the key probs"
+        False,
+        help="also write <name>_probs.npz: the class probabilities, float16 [K, H, W] under the key probs (held in "
+        "memory whole: 2 x K x H x W bytes per image)",
     )
     overlay: Literal["classes", "confidence"] = setting(
         "classes",
