@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``eval`` parser: one argument per declared field of :class:`EvalFlags`."""
     p = sub.add_parser(
         "eval",
-        help="evaluate a model (mIoU, mAcc, aAcc, per class)",
+        help="evaluate a model (mIoU, mAcc, aAcc, mFscore, ECE, per class)",
         description="Evaluate a model on a dataset split. The protocol saved with the model "
         "(config.eval) is used unless flags override it. A model whose class count differs from the dataset's is "
         "refused; class names that differ at the same count are a warning.",
