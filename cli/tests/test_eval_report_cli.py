@@ -42,10 +42,10 @@ def test_eval_report_writes_tables_and_a_page_with_pictures(model_dir, tmp_path,
     assert next(csv.reader((report / "confusion.csv").open()))[1:] == classes
     assert (report / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     page = (report / "report.html").read_text()
-    for text in ("whole image", "mIoU", "Per-class IoU", "Confusion matrix", "Worst images", *classes):
+    for text in ("whole image", "mIoU", "Per-class IoU", "Confusion matrix", "Calibration", "Worst images", *classes):
         assert text in page, text
     assert "Training curves" not in page  # a model folder, not a run
-    assert page.count('src="data:image/png;base64,') == 1 + 1 + 5  # bars, confusion, the 5 images (worst first)
+    assert page.count('src="data:image/png;base64,') == 1 + 1 + 1 + 5  # bars, confusion, reliability, 5 images
 
 
 def test_eval_of_a_local_model_keeps_its_tables_in_the_folder(model_dir, capsys):
@@ -82,7 +82,7 @@ def test_two_processes_give_the_single_process_numbers_and_print_once(model_dir,
     sharded = json.loads(line)
     assert sharded == single  # 5 images split 3 + 2: the reduced confusion matrix gives exactly the same numbers
     worst = (tmp_path / "report" / "report.html").read_text().count('src="data:image/png;base64,')
-    assert worst == 1 + 1 + 5  # every image's score was gathered from both processes
+    assert worst == 1 + 1 + 1 + 5  # every image's score was gathered from both processes
 
 
 # ------------------------------------------------------------------------ a report replaces only its own files

@@ -27,9 +27,11 @@ def test_each_evaluation_saves_its_tables_and_the_final_one_a_report(tmp_path):
         folder = out / "eval" / f"iter_{iteration}"
         table = json.loads((folder / "per_class.json").read_text())
         assert [c["name"] for c in table["per_class"]] == CLASSES
-        assert set(table["per_class"][0]) == {"name", "IoU", "Acc", "Dice", "pixels"}
+        scores = ["IoU", "Acc", "Dice", "Fscore", "Precision", "Recall"]
+        assert set(table["per_class"][0]) == {"name", *scores, "pixels"}
+        assert {"mIoU", "mFscore", "mPrecision", "mRecall", "ECE"} <= set(table)
         rows = list(csv.reader((folder / "per_class.csv").open()))
-        assert rows[0] == ["class", "IoU", "Acc", "Dice", "pixels"] and [r[0] for r in rows[1:]] == CLASSES
+        assert rows[0] == ["class", *scores, "pixels"] and [r[0] for r in rows[1:]] == CLASSES
         confusion = list(csv.reader((folder / "confusion.csv").open()))
         assert confusion[0][1:] == CLASSES and [r[0] for r in confusion[1:]] == CLASSES
         # The confusion matrix counts exactly the scored pixels of the per-class table.
@@ -37,10 +39,12 @@ def test_each_evaluation_saves_its_tables_and_the_final_one_a_report(tmp_path):
         assert (folder / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (out / "eval" / "iter_2" / "report.html").exists()
     page = (out / "eval" / "iter_4" / "report.html").read_text()
-    for text in ("Protocol", "mIoU", "Per-class IoU", "Confusion matrix", "Worst images", "Training curves", *CLASSES):
+    sections = ("Protocol", "Per-class IoU", "Confusion matrix", "Calibration", "Worst images", "Training curves")
+    for text in (*sections, "mIoU", "mFscore", "ECE", *CLASSES):
         assert text in page, text
-    # Pictures inlined: IoU bars, confusion matrix, the worst images (4 evaluated: all of them), the curves.
-    assert page.count('src="data:image/png;base64,') == 1 + 1 + 4 + 1
+    # Pictures inlined: IoU bars, confusion matrix, reliability diagram, the worst images (4 evaluated: all of
+    # them), the curves.
+    assert page.count('src="data:image/png;base64,') == 1 + 1 + 1 + 4 + 1
 
 
 def test_trackers_write_tensorboard_events_and_a_wandb_offline_run(tmp_path, monkeypatch):
@@ -57,8 +61,10 @@ def test_trackers_write_tensorboard_events_and_a_wandb_offline_run(tmp_path, mon
     (events,) = (out / "logs" / "proj").glob("events.out.tfevents.*")
     tb = EventAccumulator(str(events), size_guidance={"images": 0, "scalars": 0}).Reload()
     scalars = set(tb.Tags()["scalars"])
-    assert {"train/loss", "train/lr", "train/images_per_s", "val/mIoU", "val/aAcc"} <= scalars
-    assert {f"val/IoU/{name}" for name in CLASSES[1:]} <= scalars  # per class
+    assert {"train/loss", "train/lr", "train/images_per_s", "val/mIoU", "val/aAcc", "val/mFscore", "val/ECE"} <= scalars
+    assert {f"val/{key}/{name}" for key in ("IoU", "Recall") for name in CLASSES[1:]} <= scalars  # per class
+    # A class never predicted has no precision (nan, left out): some class has each of the others.
+    assert all(any(f"val/{key}/{name}" in scalars for name in CLASSES) for key in ("Fscore", "Precision", "Dice"))
     assert [e.step for e in tb.Scalars("val/mIoU")] == [2, 4]
     assert {"val/confusion", "val/prediction_0"} <= set(tb.Tags()["images"])
     (run,) = (out / "logs" / "wandb").glob("offline-run-*")

@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``eval`` parser: one argument per declared field of :class:`EvalFlags`."""
     p = sub.add_parser(
         "eval",
-        help="evaluate a model (mIoU, mAcc, aAcc, per class)",
+        help="evaluate a model (mIoU, mAcc, aAcc, mFscore, ECE, per class)",
         description="Evaluate a model on a dataset split. The protocol saved with the model "
         "(config.eval) is used unless flags override it. A model whose class count differs from the dataset's is "
         "refused; class names that differ at the same count are a warning.",
@@ -165,35 +165,35 @@ def _print_result(args: argparse.Namespace, result: dict, protocol: Any, dataset
         return None if math.isnan(v) else round(v, 2)
 
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "mIoU": num(result["mIoU"]),
-                    "mAcc": num(result["mAcc"]),
-                    "aAcc": num(result["aAcc"]),
-                    "mDice": num(result["mDice"]),
-                    "fwIoU": num(result["fwIoU"]),
-                    "per_class": [
-                        {"name": c["name"], "IoU": num(c["IoU"]), "Acc": num(c["Acc"])} for c in result["per_class"]
-                    ],
-                    "protocol": protocol.to_dict(),
-                    "dataset": dataset_name,
-                    "split": args.split,
-                    "precision": args.precision,
-                    "warnings": notes,
-                }
-            )
-        )
+        facts = {"protocol": protocol.to_dict(), "dataset": dataset_name, "split": args.split}
+        print(json.dumps({**_scores_json(result, num), **facts, "precision": args.precision, "warnings": notes}))
         return
-    width = max(len("class"), *(len(c["name"]) for c in result["per_class"]))
-    print(f"{'class':<{width}}  {'IoU':>6}  {'Acc':>6}")
-    for c in result["per_class"]:
-        print(f"{c['name']:<{width}}  {c['IoU']:6.2f}  {c['Acc']:6.2f}")
+    _print_table(result)
     print(
         f"\nmIoU {result['mIoU']:.2f}  mAcc {result['mAcc']:.2f}  aAcc {result['aAcc']:.2f}  "
+        f"mFscore {result['mFscore']:.2f}  mPrecision {result['mPrecision']:.2f}  mRecall {result['mRecall']:.2f}  "
+        f"ECE {result['ECE']:.2f}  "
         f"({dataset_name} {args.split}, {protocol.mode}, scales {list(protocol.scales)}, flip {protocol.flip}, "
         f"{args.precision})"
     )
+
+
+def _scores_json(result: dict, num: Any) -> dict:
+    """The headline scores (mmseg's names, ``ECE`` in percent) and the per-class ones, rounded, ``nan`` as null."""
+    from segcore.evaluation.metrics import PER_CLASS, SUMMARY
+
+    scores = {key: num(result[key]) for key in (*SUMMARY, "ECE")}
+    per_class = [{"name": c["name"], **{key: num(c[key]) for key in PER_CLASS}} for c in result["per_class"]]
+    return {**scores, "per_class": per_class, "calibration": result.get("calibration")}
+
+
+def _print_table(result: dict) -> None:
+    """The per-class table: IoU, Acc (= recall), Fscore, Precision."""
+    width = max(len("class"), *(len(c["name"]) for c in result["per_class"]))
+    columns = ("IoU", "Acc", "Fscore", "Precision")
+    print(f"{'class':<{width}}" + "".join(f"  {key:>9}" for key in columns))
+    for c in result["per_class"]:
+        print(f"{c['name']:<{width}}" + "".join(f"  {c[key]:9.2f}" for key in columns))
 
 
 def _save_tables(args: argparse.Namespace, result: dict, dataset_name: str) -> None:

@@ -51,6 +51,20 @@ class PredictFlags:
     precision: Literal["fp32", "bf16"] = setting("fp32", help=PRECISION_HELP)
     progress: bool = setting(True, help="no progress bar", parse="negate")
     json: bool = setting(False, help="print the written files (and failures) as JSON")
+    confidence: bool = setting(
+        False,
+        help="also write <name>_confidence.png: 8-bit grey, 255 x the largest class probability of each pixel (the "
+        "probabilities the label is the argmax of, after the protocol's scales and flip)",
+    )
+    save_probs: bool = setting(
+        False,
+        help="also write <name>_probs.npz: the class probabilities, float16 [K, H, W] under the key probs (held in "
+        "memory whole: 2 x K x H x W bytes per image)",
+    )
+    overlay: Literal["classes", "confidence"] = setting(
+        "classes",
+        help="overlay style: classes, or confidence (each pixel's colour times its confidence: unsure is dark)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="segment images: label PNGs and overlays",
         description="Segment images (files, folders, globs) and write <name>_label.png and <name>_overlay.png under "
         "--out, keeping the inputs' folder layout. Label PNGs hold the class values: palette PNGs up to 256 classes, "
-        "16-bit grey PNGs above.",
+        "16-bit grey PNGs above. --confidence adds <name>_confidence.png (255 x the largest class probability, 8-bit "
+        "for any number of classes), --save-probs <name>_probs.npz (float16 [K, H, W], key probs).",
     )
     add_settings(p, PredictFlags)
     p.set_defaults(run=run)
@@ -172,7 +187,7 @@ def _save_label(labels: Any, palette: Any, path: Path) -> None:
         img.save(handle, format="PNG")
 
 
-def _save_overlay(rgb: Any, labels: Any, palette: Any, alpha: float, path: Path) -> None:
+def _save_overlay(rgb: Any, labels: Any, palette: Any, alpha: float, path: Path, shade: Any = None) -> None:
     import numpy as np
     from PIL import Image
     from segcore.data.storage import atomic_open
@@ -181,17 +196,25 @@ def _save_overlay(rgb: Any, labels: Any, palette: Any, alpha: float, path: Path)
     band = max(1, (1 << 22) // max(1, rgb.shape[1]))  # rows per step: float temporaries of ~100 MB at most
     for y in range(0, rgb.shape[0], band):
         part = rgb[y : y + band] * (1 - alpha) + palette[labels[y : y + band]] * alpha
+        if shade is not None:  # --overlay confidence: uncertain pixels dimmed (uint8 confidence / 255)
+            part = part * (shade[y : y + band, :, None] / 255.0)
         out[y : y + band] = part.round().astype(np.uint8)
     with atomic_open(path, "wb") as handle:
         Image.fromarray(out).save(handle, format="PNG")
 
 
-def _outputs(out: Path, stem: Path) -> tuple[Path, Path]:
-    """The label PNG and the overlay PNG of the input with output stem ``stem``."""
-    return out / stem.parent / f"{stem.name}_label.png", out / stem.parent / f"{stem.name}_overlay.png"
+def _outputs(out: Path, stem: Path, extras: tuple[str, ...] = ()) -> tuple[Path, ...]:
+    """The label PNG, the overlay PNG and the ``extras`` (name endings) of the input with output stem ``stem``."""
+    endings = ("_label.png", "_overlay.png", *extras)
+    return tuple(out / stem.parent / f"{stem.name}{ending}" for ending in endings)
 
 
-def check_out(out: Path, items: list[tuple[Path, Path]]) -> list[str]:
+def _extras(args: argparse.Namespace) -> tuple[str, ...]:
+    """The name endings of the optional outputs asked for: ``_confidence.png``, ``_probs.npz``."""
+    return (("_confidence.png",) if args.confidence else ()) + (("_probs.npz",) if args.save_probs else ())
+
+
+def check_out(out: Path, items: list[tuple[Path, Path]], extras: tuple[str, ...] = ()) -> list[str]:
     """Refuse, before predicting, outputs that would replace files predict did not write; return what it wrote.
 
     Returns:
@@ -210,7 +233,7 @@ def check_out(out: Path, items: list[tuple[Path, Path]]) -> list[str]:
     blocked = [
         target
         for _, stem in items
-        for target in _outputs(out, stem)
+        for target in _outputs(out, stem, extras)
         if (target.exists() or target.is_symlink()) and target.relative_to(out).as_posix() not in ours
     ]
     if blocked:
@@ -222,14 +245,16 @@ def check_out(out: Path, items: list[tuple[Path, Path]]) -> list[str]:
     return earlier
 
 
-def _write(rgb: Any, labels: Any, palette: Any, alpha: float, files: tuple[Path, Path]) -> str | None:
-    """Write the label PNG and the overlay PNG (atomically); a failure is returned as a message."""
+def _write(rgb: Any, maps: Any, palette: Any, args: argparse.Namespace, files: tuple[Path, ...]) -> str | None:
+    """Write the label PNG, the overlay PNG and the asked extras (atomically); a failure is returned as a message."""
     from segcore.errors import SegcoreError
 
     try:
         files[0].parent.mkdir(parents=True, exist_ok=True)
-        _save_label(labels, palette, files[0])
-        _save_overlay(rgb, labels, palette, alpha, files[1])
+        _save_label(maps.labels, palette, files[0])
+        shade = maps.confidence if args.overlay == "confidence" else None
+        _save_overlay(rgb, maps.labels, palette, args.alpha, files[1], shade)
+        _write_extras(maps, files[2:])
     except OSError as err:  # a StorageError names the file and the cause
         return str(err) if isinstance(err, SegcoreError) else f"cannot write its outputs ({type(err).__name__}: {err})"
     return None
@@ -247,10 +272,10 @@ def run(args: argparse.Namespace) -> int:
     items, failed = collect_inputs(args.images, out)
     if not items:
         raise ValueError("no images to segment: " + "; ".join(failed))
-    earlier = check_out(out, items)
+    earlier = check_out(out, items, _extras(args))
     model = segcore.SegModel.from_pretrained(args.model)
     # Listed before anything is written, so that a run stopped midway leaves its files marked as its own.
-    planned = [f.relative_to(out).as_posix() for _, stem in items for f in _outputs(out, stem)]
+    planned = [f.relative_to(out).as_posix() for _, stem in items for f in _outputs(out, stem, _extras(args))]
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(out / MANIFEST, [*earlier, *planned], "segcore predict")
     try:
@@ -262,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(written + [{"error": message} for message in failed]))
     else:
         for row in written:
-            print(f"{row['image']} -> {row['label']}, {row['overlay']}")
+            print(f"{row['image']} -> " + ", ".join(v for key, v in row.items() if key != "image"))
     if failed:
         print(f"segcore predict: {len(failed)} input(s) failed, the others were written:", file=sys.stderr)
         for message in failed:
@@ -280,7 +305,7 @@ def _predict_all(
     import torch
     from segcore.data.io import read_image
     from segcore.errors import ImageReadError
-    from segcore.evaluation.inference import EvalProtocol, precision, predict_label_map
+    from segcore.evaluation.inference import EvalProtocol, precision, predict_maps
     from tqdm.auto import tqdm
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -313,14 +338,38 @@ def _predict_all(
             rgb = rgb.copy()  # Pillow's arrays are read-only views; torch wants to own writable memory
         image = torch.from_numpy(rgb).permute(2, 0, 1)[None]
         with precision(device, args.precision):
-            labels = predict_label_map(model, image, protocol, k, progress=step)
+            maps = predict_maps(
+                model,
+                image,
+                protocol,
+                k,
+                progress=step,
+                confidence=args.confidence or args.overlay == "confidence",
+                probs=args.save_probs,
+            )
         if inner:
             inner[0].close()
-        files = _outputs(out, stem)
-        problem = _write(rgb, labels, palette, args.alpha, files)
+        files = _outputs(out, stem, _extras(args))
+        problem = _write(rgb, maps, palette, args, files)
         if problem:
             failed.append(f"{path}: {problem}")
             continue
-        written.append({"image": str(path), "label": str(files[0]), "overlay": str(files[1])})
+        row = {"image": str(path), "label": str(files[0]), "overlay": str(files[1])}
+        written.append({**row, **{_KEYS[f.name.rsplit("_", 1)[1]]: str(f) for f in files[2:]}})
     bar.close()
     return written
+
+
+# The --json keys of the extra outputs, by the end of their names.
+_KEYS = {"confidence.png": "confidence", "probs.npz": "probs"}
+
+
+def _write_extras(maps: Any, files: tuple[Path, ...]) -> None:
+    """Write the confidence PNG and the probabilities ``.npz`` that ``files`` names (atomically)."""
+    from segcore.evaluation.confidence import save_confidence, save_probabilities
+
+    for path in files:
+        if path.name.endswith("_confidence.png"):
+            save_confidence(maps.confidence, path)
+        else:
+            save_probabilities(maps.probs, path)

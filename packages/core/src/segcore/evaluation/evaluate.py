@@ -1,7 +1,8 @@
 """Evaluation of a model on a dataset: one image at a time, sharded over processes, confusion matrices reduced.
 
 Used by the trainer's validation and by ``segcore eval`` (also under ``accelerate launch``, which splits the images
-over the processes and gives exactly the single-process numbers: only integer confusion counts are summed).
+over the processes and gives exactly the single-process numbers: only integer counts are summed, the confusion
+matrix and the calibration histogram of :mod:`segcore.evaluation.confidence`).
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def evaluate(
         progress: show a progress bar.
 
     Returns:
-        What :func:`segcore.evaluation.metrics.metrics_from_confusion` returns, plus ``confusion`` (the reduced ``[K,
-        K]``
+        What :func:`segcore.evaluation.metrics.metrics_from_confusion` returns (with ``ECE`` and ``calibration``:
+        the max-softmax histogram is reduced beside the confusion matrix), plus ``confusion`` (the reduced ``[K, K]``
         matrix as nested lists of ints, rows = ground truth) and ``images`` (``[[index, mIoU of that image], ...]``
         over every process, in index order; the mIoU is ``nan`` for an image with nothing scored).
 
@@ -64,8 +65,7 @@ def evaluate(
         EvaluationError: when nothing would be scored (no samples, or no pixel outside the ignore index): such
             metrics are nan, which is no result.
     """
-    from segcore.evaluation.inference import infer_logits
-    from segcore.evaluation.metrics import SegMetric, confusion_matrix, metrics_from_confusion
+    from segcore.evaluation.metrics import SegMetric, metrics_from_confusion
 
     was_training = model.training
     model.eval()
@@ -89,16 +89,11 @@ def evaluate(
         indices = tqdm(indices, desc="eval", leave=False)
     images = []
     for i in indices:
-        sample = dataset[i]
-        image = torch.as_tensor(np.asarray(sample["image"]))[None].to(device)
-        label = torch.as_tensor(np.asarray(sample["label"])).long().to(device)
-        pred = infer_logits(model, image, protocol, cfg.num_classes).argmax(1)[0]
-        cm = confusion_matrix(pred, label, cfg.num_classes, ignore_index)
-        metric.confusion += cm.to(metric.confusion.device)
+        cm = _score(model, dataset[i], protocol, metric, device)
         images.append([i, image_miou(cm.cpu())])  # for the report's worst images
     model.train(was_training)
     confusion = metric.reduced()
-    result = metrics_from_confusion(confusion, metric.class_names)
+    result = metrics_from_confusion(confusion, metric.class_names, metric.reduced_calibration())
     if math.isnan(result["mIoU"]):
         raise EvaluationError(
             f"nothing was scored in {total} samples: every label pixel is the ignore index ({ignore_index}) or "
@@ -107,6 +102,24 @@ def evaluate(
     result["confusion"] = confusion.cpu().tolist()
     result["images"] = sorted(_gathered(images))
     return result
+
+
+def _score(model: torch.nn.Module, sample: Mapping[str, Any], protocol: Any, metric: Any, device: Any) -> torch.Tensor:
+    """Add one image to ``metric`` (its confusion matrix and calibration histogram); return its confusion matrix."""
+    from segcore.evaluation.confidence import calibration_histogram, max_probability
+    from segcore.evaluation.inference import infer_logits, returns_probabilities
+    from segcore.evaluation.metrics import confusion_matrix
+
+    image = torch.as_tensor(np.asarray(sample["image"]))[None].to(device)
+    label = torch.as_tensor(np.asarray(sample["label"])).long().to(device)
+    scores = infer_logits(model, image, protocol, metric.num_classes)
+    pred = scores.argmax(1)[0]
+    cm = confusion_matrix(pred, label, metric.num_classes, metric.ignore_index)
+    metric.confusion += cm.to(metric.confusion.device)
+    confidence = max_probability(scores, returns_probabilities(protocol))[0]
+    histogram = calibration_histogram(confidence, pred, label, metric.num_classes, metric.ignore_index)
+    metric.calibration += histogram.to(metric.calibration.device)
+    return cm
 
 
 def processes(device: str | None = None) -> tuple[str, int, int]:

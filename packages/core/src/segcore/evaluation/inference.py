@@ -11,6 +11,7 @@ result is resized bilinearly to the original size so that labels are scored at t
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,10 @@ __all__ = [
     "slide_logits",
     "infer_logits",
     "predict_labels",
+    "returns_probabilities",
     "predict_label_map",
+    "LabelMaps",
+    "predict_maps",
 ]
 
 PRECISIONS = ("fp32", "bf16")
@@ -128,6 +132,12 @@ def infer_logits(
     return total / (len(protocol.scales) * (2 if protocol.flip else 1)) if several else total
 
 
+def returns_probabilities(protocol: EvalProtocol | Mapping[str, Any] | None) -> bool:
+    """Does :func:`infer_logits` return probabilities (several scales or flip: the averaged softmax), not logits?"""
+    protocol = EvalProtocol.from_dict(protocol)
+    return len(protocol.scales) > 1 or protocol.flip
+
+
 def predict_labels(
     model: nn.Module,
     images: Tensor,
@@ -185,6 +195,62 @@ def _resize_labels(labels: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.asarray(Image.fromarray(wide).resize((w, h), Image.NEAREST)).astype(labels.dtype)
 
 
+@dataclass
+class LabelMaps:
+    """What :func:`predict_maps` returns for one ``[H, W]`` image.
+
+    Attributes:
+        labels: ``[H, W]`` class ids, uint8 (``K <= 256``), uint16 (``K <= 65536``) or int32.
+        confidence: ``[H, W]`` uint8, ``round(255 * max class probability)`` (when asked), 8-bit for any ``K``.
+        probs: ``[K, H, W]`` float16 class probabilities (when asked): the ones ``labels`` is the argmax of.
+    """
+
+    labels: np.ndarray
+    confidence: np.ndarray | None = None
+    probs: np.ndarray | None = None
+
+
+class _Sink:
+    """Where the three ways of :func:`predict_maps` put the scores of a region: labels, and what else was asked."""
+
+    def __init__(self, h: int, w: int, k: int, normalised: bool, confidence: bool, probs: bool) -> None:
+        self.normalised = normalised
+        self.maps = LabelMaps(
+            np.empty((h, w), _label_dtype(k)),
+            np.empty((h, w), np.uint8) if confidence else None,
+            np.empty((k, h, w), np.float16) if probs else None,
+        )
+
+    def put(self, scores: Tensor, rows: slice = slice(None), cols: slice = slice(None)) -> None:
+        """``scores``: ``[K, h, w]`` logits, or probabilities when the protocol averages several passes."""
+        from segcore.evaluation.confidence import confidence_levels, max_probability
+
+        maps = self.maps
+        maps.labels[rows, cols] = scores.argmax(0).cpu().numpy().astype(maps.labels.dtype)
+        if maps.confidence is not None:
+            maps.confidence[rows, cols] = confidence_levels(max_probability(scores, self.normalised, dim=0))
+        if maps.probs is not None:
+            probs = scores.float() if self.normalised else scores.float().softmax(0)
+            maps.probs[:, rows, cols] = probs.cpu().numpy().astype(np.float16)
+
+    def resized(self, h: int, w: int) -> LabelMaps:
+        """The maps resized (nearest, as the labels) to ``h x w``."""
+        maps = self.maps
+        return LabelMaps(
+            _resize_labels(maps.labels, h, w),
+            None if maps.confidence is None else _resize_labels(maps.confidence, h, w),
+            None if maps.probs is None else np.stack([_resize_plane(plane, h, w) for plane in maps.probs]),
+        )
+
+
+def _resize_plane(plane: np.ndarray, h: int, w: int) -> np.ndarray:
+    from PIL import Image
+
+    if plane.shape == (h, w):
+        return plane
+    return np.asarray(Image.fromarray(plane.astype(np.float32)).resize((w, h), Image.NEAREST)).astype(plane.dtype)
+
+
 @torch.no_grad()
 def predict_label_map(
     model: nn.Module,
@@ -194,7 +260,22 @@ def predict_label_map(
     memory_budget: int = MEMORY_BUDGET,
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Labels of one image of any size, holding at most about ``memory_budget`` bytes of class scores.
+    """Labels of one image of any size: :func:`predict_maps`'s ``labels`` (its docstring says how)."""
+    return predict_maps(model, image, protocol, num_classes, memory_budget, progress).labels
+
+
+@torch.no_grad()
+def predict_maps(
+    model: nn.Module,
+    image: Tensor,
+    protocol: EvalProtocol | Mapping[str, Any] | None = None,
+    num_classes: int | None = None,
+    memory_budget: int = MEMORY_BUDGET,
+    progress: Callable[[int, int], None] | None = None,
+    confidence: bool = False,
+    probs: bool = False,
+) -> LabelMaps:
+    """Labels (and confidence, probabilities) of one image of any size, holding about ``memory_budget`` bytes of scores.
 
     Three ways, chosen by size (a whole-image protocol whose scores fit none of them runs as in 1: the model's
     output alone is that large):
@@ -206,6 +287,10 @@ def predict_label_map(
        overlap with its neighbours and writes labels for that part only; several scales or flip are applied per
        window. A protocol that resizes is applied first and the labels are resized back (nearest).
 
+    The confidence and the probabilities come from the very scores each label is the argmax of (the softmax of the
+    logits, or the averaged softmax of several scales or flip), region by region; in way 3 with a resizing protocol
+    they are resized back (nearest) as the labels are. ``probs`` (``K x H x W`` float16) is held whole: it is output.
+
     Args:
         model: a segmentation model taking ``[1, 3, h, w]`` images (uint8 or normalised), returning logits.
         image: ``[1, 3, H, W]``; it may stay on the CPU while the model runs on a GPU (windows are moved).
@@ -213,34 +298,37 @@ def predict_label_map(
         num_classes: classes ``K`` (default: ``model.config.num_classes``).
         memory_budget: bytes of float32 class scores held at once.
         progress: called as ``progress(done, total)`` after each window, pass or band.
-
-    Returns:
-        ``[H, W]`` labels as uint8 (``K <= 256``), uint16 (``K <= 65536``) or int32.
+        confidence: also return the uint8 confidence map.
+        probs: also return the class probabilities.
     """
     protocol = EvalProtocol.from_dict(protocol)
     if num_classes is None:
         num_classes = int(model.config.num_classes)  # type: ignore[union-attr]
-    k, dtype = num_classes, _label_dtype(num_classes)
+    k = num_classes
     device = next((p.device for p in model.parameters()), image.device)
     h, w = image.shape[-2:]
     passes = [(f, flip) for f in protocol.scales for flip in ((False, True) if protocol.flip else (False,))]
     net = [protocol.image_size(h, w, f) for f in protocol.scales]
     biggest = max(nh * nw for nh, nw in net)
-    if 4 * k * (h * w + biggest) <= memory_budget:
-        labels = predict_labels(model, image.to(device), protocol, k)[0]
-        if progress:
-            progress(1, 1)
-        return labels.cpu().numpy().astype(dtype)
-    if 4 * k * sum(nh * nw for nh, nw in net) * (2 if protocol.flip else 1) <= memory_budget:
-        return _banded(model, image, protocol, k, dtype, passes, memory_budget, progress, device)
-    if protocol.mode != "slide":
-        # The model scores the whole image in one forward anyway: its own output is as large as these scores, so
-        # the budget cannot be kept without windows (segcore predict switches large images to windows).
-        labels = predict_labels(model, image.to(device), protocol, k)[0]
-        if progress:
-            progress(1, 1)
-        return labels.cpu().numpy().astype(dtype)
-    return _stitched(model, image, protocol, k, dtype, progress, device)
+    several = returns_probabilities(protocol)
+    banded = 4 * k * sum(nh * nw for nh, nw in net) * (2 if protocol.flip else 1) <= memory_budget
+    if 4 * k * (h * w + biggest) > memory_budget and (banded or protocol.mode == "slide"):
+        if banded:
+            sink = _Sink(h, w, k, several, confidence, probs)
+            _banded(model, image, protocol, k, sink, passes, memory_budget, progress, device)
+            return sink.maps
+        nh, nw = protocol.image_size(h, w, 1.0)
+        sink = _Sink(nh, nw, k, several, confidence, probs)
+        _stitched(model, image, protocol, k, sink, progress, device)
+        return sink.resized(h, w)
+    # The scores fit; or a whole-image protocol: the model scores the whole image in one forward anyway, its own
+    # output is as large as these scores, so the budget cannot be kept without windows (segcore predict switches
+    # large images to windows).
+    sink = _Sink(h, w, k, several, confidence, probs)
+    sink.put(infer_logits(model, image.to(device), protocol, k)[0])
+    if progress:
+        progress(1, 1)
+    return sink.maps
 
 
 def _network_scores(model: nn.Module, x: Tensor, protocol: EvalProtocol, k: int) -> Tensor:
@@ -254,12 +342,12 @@ def _banded(
     image: Tensor,
     protocol: EvalProtocol,
     k: int,
-    dtype: np.dtype,
+    sink: _Sink,
     passes: list[tuple[float, bool]],
     budget: int,
     progress: Callable[[int, int], None] | None,
     device: torch.device,
-) -> np.ndarray:
+) -> None:
     h, w = image.shape[-2:]
     several = len(passes) > 1
     band = max(1, min(h, budget // (4 * w * (2 * k + 2))))
@@ -272,7 +360,6 @@ def _banded(
         kept.append((out.flip(-1) if flip else out).cpu())
         if progress:
             progress(i + 1, total)
-    labels = np.empty((h, w), dtype)
     # Sample each band from the network-size scores exactly where F.interpolate(bilinear, align_corners=False)
     # would: x_src = (x + 0.5) * W_in / W_out - 0.5, which grid_sample's normalised coordinates express as
     # (2x + 1) / W_out - 1; "border" clamps at the edges as interpolate does.
@@ -290,10 +377,9 @@ def _banded(
             part = part.softmax(1) if several else part
             total_scores = part if total_scores is None else total_scores + part
         assert total_scores is not None
-        labels[y0:y1] = total_scores.argmax(1)[0].numpy().astype(dtype)
+        sink.put(total_scores[0] / len(kept) if several else total_scores[0], slice(y0, y1))  # the mean softmax
         if progress:
             progress(len(passes) + j + 1, total)
-    return labels
 
 
 def _stitched(
@@ -301,24 +387,21 @@ def _stitched(
     image: Tensor,
     protocol: EvalProtocol,
     k: int,
-    dtype: np.dtype,
+    sink: _Sink,
     progress: Callable[[int, int], None] | None,
     device: torch.device,
-) -> np.ndarray:
+) -> None:
     h, w = image.shape[-2:]
     nh, nw = protocol.image_size(h, w, 1.0)
     x = _resize_images(image, (nh, nw))
     assert protocol.crop_size is not None and protocol.stride is not None
     rows = _windows(nh, protocol.crop_size[0], protocol.stride[0])
     cols = _windows(nw, protocol.crop_size[1], protocol.stride[1])
-    labels = np.empty((nh, nw), dtype)
     done, total = 0, len(rows) * len(cols)
     for y1, y2, ky1, ky2 in rows:
         for x1, x2, kx1, kx2 in cols:
             scores = _window_scores(model, x[:, :, y1:y2, x1:x2].to(device), protocol, k)
-            keep = scores[0, :, ky1 - y1 : ky2 - y1, kx1 - x1 : kx2 - x1].argmax(0)
-            labels[ky1:ky2, kx1:kx2] = keep.cpu().numpy().astype(dtype)
+            sink.put(scores[0, :, ky1 - y1 : ky2 - y1, kx1 - x1 : kx2 - x1], slice(ky1, ky2), slice(kx1, kx2))
             done += 1
             if progress:
                 progress(done, total)
-    return _resize_labels(labels, h, w)

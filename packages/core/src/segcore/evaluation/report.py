@@ -38,10 +38,13 @@ __all__ = [
     "panel",
     "figure_array",
     "SCORES",
+    "CLASS_SCORES",
 ]
 
-# The headline scores, in the order the page and the tables show them.
-SCORES = ("mIoU", "mAcc", "aAcc", "mDice", "fwIoU")
+# The headline scores, in the order the page and the tables show them (metrics.SUMMARY, then the calibration error).
+SCORES = ("mIoU", "mAcc", "aAcc", "mDice", "fwIoU", "mFscore", "mPrecision", "mRecall", "ECE")
+# The per-class scores of the tables and the page (metrics.PER_CLASS).
+CLASS_SCORES = ("IoU", "Acc", "Dice", "Fscore", "Precision", "Recall")
 
 
 def _plt() -> Any:
@@ -172,9 +175,9 @@ def save_tables(result: Mapping[str, Any], folder: str | Path) -> list[Path]:
     write_atomic(folder / "per_class.json", json.dumps({**summary, "per_class": table}, indent=2) + "\n")
     with atomic_open(folder / "per_class.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["class", "IoU", "Acc", "Dice", "pixels"])
+        writer.writerow(["class", *CLASS_SCORES, "pixels"])
         for c in result["per_class"]:
-            row = [_csv_text(c["name"]), _fmt(c["IoU"]), _fmt(c["Acc"]), _fmt(c["Dice"]), c.get("pixels", "")]
+            row = [_csv_text(c["name"]), *(_fmt(c.get(k, math.nan)) for k in CLASS_SCORES), c.get("pixels", "")]
             writer.writerow(row)
     with atomic_open(folder / "confusion.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -315,14 +318,17 @@ def write_report(
     rows = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in _facts(protocol, facts)
     )
+    shown = [k for k in SCORES if k in result]
     scores = (
-        "".join(f"<th>{k}</th>" for k in SCORES) + "</tr><tr>" + "".join(f"<td>{_fmt(result[k])}</td>" for k in SCORES)
+        "".join(f"<th>{k}</th>" for k in shown) + "</tr><tr>" + "".join(f"<td>{_fmt(result[k])}</td>" for k in shown)
     )
     table = "".join(
-        f"<tr><td>{html.escape(c['name'])}</td><td>{_fmt(c['IoU'])}</td><td>{_fmt(c['Acc'])}</td>"
-        f"<td>{_fmt(c['Dice'])}</td><td>{c.get('pixels', '')}</td></tr>"
+        f"<tr><td>{html.escape(c['name'])}</td>"
+        + "".join(f"<td>{_fmt(c.get(k, math.nan))}</td>" for k in CLASS_SCORES)
+        + f"<td>{c.get('pixels', '')}</td></tr>"
         for c in result["per_class"]
     )
+    header = "".join(f"<th>{k}</th>" for k in CLASS_SCORES)
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         f"<h2>Protocol</h2><table>{rows}</table>",
@@ -331,8 +337,9 @@ def write_report(
         _img(_png(iou_figure(result["per_class"])), "per-class IoU, sorted"),
         "<h2>Confusion matrix</h2>",
         _img((folder / "confusion.png").read_bytes(), "confusion matrix"),
-        "<details><summary>per-class table</summary><table><tr><th>class</th><th>IoU</th><th>Acc</th><th>Dice</th>"
+        f"<details><summary>per-class table</summary><table><tr><th>class</th>{header}"
         f"<th>pixels</th></tr>{table}</table></details>",
+        *_calibration_section(result),
     ]
     parts += _worst_images(result, model, dataset, protocol, worst, device)
     if curves:
@@ -343,6 +350,22 @@ def write_report(
     page = folder / "report.html"
     write_atomic(page, _PAGE.format(title=html.escape(title), body="\n".join(parts)))
     return page
+
+
+def _calibration_section(result: Mapping[str, Any]) -> list[str]:
+    """The page's calibration section: the ECE and the reliability diagram (none without a calibration histogram)."""
+    calibration = result.get("calibration")
+    if not calibration:
+        return []
+    from segcore.evaluation.plots import reliability_figure
+
+    ece = result.get("ECE", math.nan)
+    return [
+        "<h2>Calibration</h2>",
+        f"<p>Expected calibration error over pixels: {_fmt(ece) or 'n/a'}% ({calibration['bins']} equal-width bins "
+        "of the max softmax, ignored pixels excluded). Bars below the diagonal: over-confident.</p>",
+        _img(_png(reliability_figure(calibration, ece)), "reliability diagram"),
+    ]
 
 
 def _worst_images(

@@ -61,13 +61,17 @@ def run_config(s: TrainSettings) -> dict[str, Any]:
 
 
 def validation_scalars(result: Mapping[str, Any]) -> dict[str, float]:
-    """The validation scores to log: ``val/mIoU`` ..., ``val/IoU/<class>``, ``val/Acc/<class>``, ``val/Dice/<class>``.
+    """The validation scores to log: ``val/mIoU`` ... ``val/mFscore``, ``val/ECE``, ``val/<score>/<class>``.
 
-    A nan (a class neither seen nor predicted) is left out: trackers draw it as a gap at best.
+    The headline scores are :data:`segcore.evaluation.metrics.SUMMARY` and ``ECE``, the per-class ones
+    :data:`segcore.evaluation.metrics.PER_CLASS` (IoU, Acc, Dice, Fscore, Precision, Recall). A nan (a class neither
+    seen nor predicted) is left out: trackers draw it as a gap at best.
     """
-    values = {f"val/{k}": float(result[k]) for k in ("mIoU", "mAcc", "aAcc", "mDice", "fwIoU")}
+    from segcore.evaluation.metrics import PER_CLASS, SUMMARY
+
+    values = {f"val/{k}": float(result[k]) for k in (*SUMMARY, "ECE") if k in result}
     for c in result["per_class"]:
-        for key in ("IoU", "Acc", "Dice"):
+        for key in PER_CLASS:
             values[f"val/{key}/{c['name']}"] = float(c[key])
     return {k: v for k, v in values.items() if not math.isnan(v)}
 

@@ -34,6 +34,7 @@ import torch
 
 from segcore.errors import TrainingError, TrainingInterrupted
 from segcore.evaluation.evaluate import evaluate
+from segcore.evaluation.metrics import SUMMARY
 from segcore.evaluation.plots import plot_curves
 from segcore.train.checkpointing import list_checkpoints, replace_folder, save_atomic, storage_error
 from segcore.train.data import Batches, Sampler, Samples, loader, train_transform
@@ -352,7 +353,7 @@ class _Loop:
             accelerator.num_processes,
             self.s.max_eval_samples,
         )
-        summary = {k: result[k] for k in ("mIoU", "mAcc", "aAcc", "mDice", "fwIoU")}
+        summary = {k: result[k] for k in (*SUMMARY, "ECE")}
         self._log({"iter": iteration, **summary, "per_class": result["per_class"]})
         accelerator.log(validation_scalars(result), step=iteration)
         if self.main:
